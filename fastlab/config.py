@@ -1,0 +1,263 @@
+"""Config schemas: the shape of every config group option, registered in Hydra's ConfigStore.
+
+YAML under ``conf/`` holds values; these dataclasses hold shape. Each group option's YAML starts
+with ``defaults: [<name>_schema, _self_]`` so Hydra checks keys and types while composing, before
+any training. :func:`to_run_config` converts the composed ``DictConfig`` into plain dataclasses at
+the edge; nothing past ``fastlab.train`` sees an OmegaConf object.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from fastlab.errors import ConfigError
+
+# ---------------------------------------------------------------------------------------- data
+
+
+@dataclass
+class DataConfig:
+    """Common keys of every data source."""
+
+    name: str = MISSING
+    path: str | None = None  # the data's folder; required by every source but ``digits``
+    bs: int = 64
+    size: int = 32  # images are resized to (size, size)
+    valid_pct: float = 0.2  # used when the source has no explicit validation set
+    seed: int = 42  # seeds the validation split, and nothing else
+    mean: list[float] | None = None  # per-channel normalisation; computed on train when null
+    std: list[float] | None = None
+
+
+@dataclass
+class DigitsData(DataConfig):
+    """scikit-learn's 1,797 8x8 handwritten digits, built in and offline."""
+
+    name: str = "digits"
+
+
+@dataclass
+class FolderData(DataConfig):
+    """ImageNet layout (``train/<class>/*``, ``valid/<class>/*``) or one folder per class."""
+
+    name: str = "folder"
+    train: str = "train"
+    valid: str = "valid"
+
+
+@dataclass
+class NameReData(DataConfig):
+    """Images in one folder, labelled by a regex over the file name (group 1 is the label)."""
+
+    name: str = "name_re"
+    pattern: str = r"^(.+)_\d+\.\w+$"
+
+
+@dataclass
+class CsvData(DataConfig):
+    """A CSV of file names (relative to ``path``) and labels."""
+
+    name: str = "csv"
+    csv: str = "labels.csv"  # relative to ``path`` unless absolute
+    fn_col: str = "fname"
+    label_col: str = "label"
+    valid_col: str | None = None  # a boolean column marking validation rows; else valid_pct
+
+
+# ---------------------------------------------------------------------------------------- arch
+
+
+@dataclass
+class ArchConfig:
+    name: str = MISSING
+
+
+@dataclass
+class CnnArch(ArchConfig):
+    """A small plain CNN body with fast.ai's head (concat pooling, batch norm, dropout, linear)."""
+
+    name: str = "cnn"
+    channels: list[int] = field(default_factory=lambda: [32, 64, 128])
+    head_hidden: int = 256
+    dropout: float = 0.5
+
+
+@dataclass
+class ResnetArch(ArchConfig):
+    """torchvision's ResNet, built without downloaded weights."""
+
+    name: str = "resnet18"
+    head_hidden: int = 512
+    dropout: float = 0.5
+
+
+# ------------------------------------------------------------------------------------ schedule
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = MISSING
+    epochs: int = 10
+    lr_max: float = 3e-3
+    lr_ratio: float = 1.0  # lr of group g-1 = lr of group g / lr_ratio; 1 = no discrimination
+    pct_start: float = 0.25
+    div: float = 25.0
+    div_final: float = 1e5
+    moms: list[float] = field(default_factory=lambda: [0.95, 0.85, 0.95])
+    wd: float = 0.01
+    opt: str = "adamw"  # adamw | sgd
+
+
+# ---------------------------------------------------------------------------------------- task
+
+
+@dataclass
+class TaskConfig:
+    name: str = MISSING
+    objective: str = MISSING  # the metric returned to sweepers
+
+
+# ------------------------------------------------------------------------------------- trainer
+
+
+@dataclass
+class TrainerConfig:
+    device: str = "auto"  # auto | cpu | cuda
+    precision: str = "32"  # 32 | bf16-mixed | 16-mixed
+    progress: str = "auto"  # auto (a bar on a terminal, else a line per epoch) | bar | log | none
+    plots: bool = True
+    save_model: bool = True
+
+
+# ---------------------------------------------------------------------------------------- root
+
+
+@dataclass
+class PathsConfig:
+    models: str = "outputs/models"
+
+
+@dataclass
+class TrainConfig:
+    """The primary config. Group nodes are typed by their option's schema, hence ``Any`` here."""
+
+    data: Any = MISSING
+    arch: Any = MISSING
+    schedule: Any = MISSING
+    task: Any = MISSING
+    trainer: Any = MISSING
+    seed: int = 0
+    paths: PathsConfig = field(default_factory=PathsConfig)
+
+
+@dataclass
+class RunConfig:
+    """A composed run as plain dataclasses: what ``fastlab.train.train`` works from."""
+
+    data: DataConfig
+    arch: ArchConfig
+    schedule: ScheduleConfig
+    task: TaskConfig
+    trainer: TrainerConfig
+    seed: int
+    paths: PathsConfig
+
+
+# Which schema each option of each group uses. A user's own option (added with --config-dir)
+# picks its schema by its ``name`` key, so it is checked the same way.
+SCHEMAS: dict[str, dict[str, type]] = {
+    "data": {"digits": DigitsData, "folder": FolderData, "name_re": NameReData, "csv": CsvData},
+    "arch": {"cnn": CnnArch, "resnet18": ResnetArch, "resnet34": ResnetArch},
+    "schedule": {"one_cycle": ScheduleConfig, "constant": ScheduleConfig},
+    "task": {"classify": TaskConfig, "regress": TaskConfig},
+    "trainer": {"default": TrainerConfig, "cpu": TrainerConfig, "gpu": TrainerConfig},
+}
+
+
+def register_configs() -> None:
+    """Store the primary schema and one ``<option>_schema`` per group option."""
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConfig)
+    for group, options in SCHEMAS.items():
+        for option, schema in options.items():
+            cs.store(group=group, name=f"{option}_schema", node=schema)
+
+
+def _to_dataclass(group: str, node: Any) -> Any:
+    values = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+    if not isinstance(values, dict) or "name" not in values:
+        raise ConfigError(f"{group} has no 'name' key: choose an option, e.g. {group}=<option>")
+    options = SCHEMAS[group]
+    schema = options.get(values["name"])
+    if schema is None:
+        raise ConfigError(
+            f"{group}.name={values['name']!r} is not known: use one of {sorted(options)}"
+        )
+    known = {f.name for f in fields(schema)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"{group} has unknown key(s) {unknown}: the keys are {sorted(known)}")
+    return schema(**values)
+
+
+def to_run_config(cfg: DictConfig | dict) -> RunConfig:
+    """Convert a composed config into dataclasses and check the values Hydra cannot check."""
+    if not isinstance(cfg, DictConfig):
+        cfg = OmegaConf.create(cfg)
+    run = RunConfig(
+        data=_to_dataclass("data", cfg.data),
+        arch=_to_dataclass("arch", cfg.arch),
+        schedule=_to_dataclass("schedule", cfg.schedule),
+        task=_to_dataclass("task", cfg.task),
+        trainer=TrainerConfig(**OmegaConf.to_container(cfg.trainer, resolve=True)),
+        seed=int(cfg.get("seed", 0)),
+        paths=PathsConfig(**OmegaConf.to_container(cfg.get("paths", {}), resolve=True)),
+    )
+    validate(run)
+    return run
+
+
+def validate(run: RunConfig) -> None:
+    """Check values: each failure is one line naming the key, the value and the fix."""
+    d, s, t = run.data, run.schedule, run.trainer
+    if d.bs <= 0:
+        raise ConfigError(f"data.bs must be a positive integer, got {d.bs}: set e.g. data.bs=64")
+    if d.size <= 0:
+        raise ConfigError(f"data.size must be a positive integer, got {d.size}: set e.g. data.size=32")
+    if not 0.0 < d.valid_pct < 1.0:
+        raise ConfigError(f"data.valid_pct must lie in (0, 1), got {d.valid_pct}: set e.g. data.valid_pct=0.2")
+    for key in ("mean", "std"):
+        stats = getattr(d, key)
+        if stats is not None and (not stats or not all(math.isfinite(v) for v in stats)):
+            raise ConfigError(f"data.{key} must be a list of finite numbers, got {stats}")
+    if d.std is not None and any(v <= 0 for v in d.std):
+        raise ConfigError(f"data.std must be positive, got {d.std}")
+    if (d.mean is None) != (d.std is None):
+        raise ConfigError("data.mean and data.std go together: give both, or neither to compute them")
+    if s.epochs <= 0:
+        raise ConfigError(f"schedule.epochs must be a positive integer, got {s.epochs}")
+    if not math.isfinite(s.lr_max) or s.lr_max <= 0:
+        raise ConfigError(f"schedule.lr_max must be a positive finite number, got {s.lr_max}: set e.g. schedule.lr_max=3e-3")
+    if not math.isfinite(s.lr_ratio) or s.lr_ratio < 1:
+        raise ConfigError(f"schedule.lr_ratio must be a finite number >= 1, got {s.lr_ratio}: 1 means no discrimination")
+    if not 0.0 <= s.pct_start < 1.0:
+        raise ConfigError(f"schedule.pct_start must lie in [0, 1), got {s.pct_start}")
+    if s.div <= 0 or s.div_final <= 0:
+        raise ConfigError(f"schedule.div and schedule.div_final must be positive, got {s.div} and {s.div_final}")
+    if len(s.moms) != 3 or not all(0.0 <= m < 1.0 for m in s.moms):
+        raise ConfigError(f"schedule.moms must be three numbers in [0, 1), got {s.moms}")
+    if not math.isfinite(s.wd) or s.wd < 0:
+        raise ConfigError(f"schedule.wd must be a finite number >= 0, got {s.wd}")
+    if s.opt not in ("adamw", "sgd"):
+        raise ConfigError(f"schedule.opt={s.opt!r} is not known: use adamw or sgd")
+    if t.device not in ("auto", "cpu", "cuda") and not t.device.startswith("cuda:"):
+        raise ConfigError(f"trainer.device={t.device!r} is not known: use auto, cpu or cuda")
+    if t.precision not in ("32", "bf16-mixed", "16-mixed"):
+        raise ConfigError(f"trainer.precision={t.precision!r} is not known: use 32, bf16-mixed or 16-mixed")
+    if t.progress not in ("auto", "bar", "log", "none"):
+        raise ConfigError(f"trainer.progress={t.progress!r} is not known: use auto, bar, log or none")

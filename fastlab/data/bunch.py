@@ -1,0 +1,165 @@
+"""DataBunch: train and valid loaders over in-memory images, with classes and normalisation."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import torch
+
+from fastlab.config import CsvData, DataConfig
+from fastlab.data.sources import SOURCES, Source, from_table
+from fastlab.errors import ConfigError, DataError
+
+
+def _label_key(label) -> tuple:
+    # Sort classes numerically when they are numbers ("2" before "10"), else as text.
+    s = str(label)
+    try:
+        return (0, float(s), s)
+    except ValueError:
+        return (1, 0.0, s)
+
+
+class TensorLoader:
+    """Batches from uint8 images ``(N, C, H, W)`` and targets ``(N,)`` held in memory.
+
+    Each batch is moved to ``device`` as uint8 (four times less to copy than float) and only then
+    scaled to [0, 1] and normalised: ``x`` comes out ``(B, C, H, W)`` float32. Shuffling draws
+    from its own ``generator`` so the order is reproducible from the training seed.
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, bs: int, mean: torch.Tensor,
+                 std: torch.Tensor, shuffle: bool = False, drop_last: bool = False,
+                 generator: torch.Generator | None = None):
+        self.x, self.y, self.bs = x, y, bs
+        self.shuffle, self.generator = shuffle, generator
+        # Dropping a ragged last batch keeps batch-norm statistics sane; never drop everything.
+        self.drop_last = drop_last and len(x) > bs
+        self.mean, self.std = mean.view(1, -1, 1, 1), std.view(1, -1, 1, 1)
+        self.device = x.device
+
+    def to(self, device: torch.device) -> TensorLoader:
+        self.x, self.y = self.x.to(device), self.y.to(device)
+        self.mean, self.std = self.mean.to(device), self.std.to(device)
+        self.device = device
+        return self
+
+    def __len__(self) -> int:
+        n = len(self.x)
+        return n // self.bs if self.drop_last else -(-n // self.bs)
+
+    def normalize(self, xb: torch.Tensor) -> torch.Tensor:
+        """uint8 ``(B, C, H, W)`` -> normalised float32."""
+        return (xb.float().div_(255.0) - self.mean) / self.std
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.x)
+        order = torch.randperm(n, generator=self.generator).to(self.device) if self.shuffle else None
+        for b in range(len(self)):
+            idx = slice(b * self.bs, (b + 1) * self.bs)
+            if order is not None:
+                idx = order[idx]
+            yield self.normalize(self.x[idx]), self.y[idx]
+
+
+class DataBunch:
+    """Train and valid loaders plus what a model and a report need to know about the data.
+
+    Attributes
+    ----------
+    train, valid : TensorLoader
+    classes : list of str, or None for regression
+    c : int
+        Model outputs: ``len(classes)``, or 1 for regression.
+    n_channels, size : int
+    mean, std : list of float
+        Per-channel normalisation (of images scaled to [0, 1]).
+    train_items, valid_items : list of str
+        Which images are in each split (relative paths, or ``digits/<i>``).
+    """
+
+    def __init__(self, source: Source, bs: int, targets: str = "category", seed: int = 0,
+                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None):
+        self.train_items, self.valid_items = source.train_items, source.valid_items
+        self.n_channels, self.size = source.train_x.shape[1], source.train_x.shape[-1]
+        y_train, y_valid = self._encode(source, targets)
+        if mean is None:
+            mean, std = channel_stats(source.train_x)
+        if len(mean) != self.n_channels or len(std) != self.n_channels:
+            raise ConfigError(f"data.mean/data.std have {len(mean)}/{len(std)} values but the images have "
+                              f"{self.n_channels} channel(s): give one value per channel")
+        self.mean, self.std = [float(m) for m in mean], [float(s) for s in std]
+        m, s = torch.tensor(self.mean), torch.tensor(self.std)
+        self.train = TensorLoader(source.train_x, y_train, bs, m, s, shuffle=True, drop_last=True,
+                                  generator=torch.Generator().manual_seed(seed))
+        self.valid = TensorLoader(source.valid_x, y_valid, bs * 2, m, s)
+        self.device = torch.device("cpu")
+
+    def _encode(self, source: Source, targets: str) -> tuple[torch.Tensor, torch.Tensor]:
+        if targets == "category":
+            self.classes = [str(c) for c in sorted({str(v) for v in source.train_labels + source.valid_labels}, key=_label_key)]
+            self.c = len(self.classes)
+            index = {c: i for i, c in enumerate(self.classes)}
+            return (torch.tensor([index[str(v)] for v in source.train_labels], dtype=torch.long),
+                    torch.tensor([index[str(v)] for v in source.valid_labels], dtype=torch.long))
+        if targets == "float":
+            self.classes, self.c = None, 1
+
+            def floats(labels, items):
+                out = []
+                for v, item in zip(labels, items):
+                    try:
+                        out.append(float(v))
+                    except (TypeError, ValueError):
+                        raise DataError(f"label {v!r} of '{item}' is not a number: task=regress needs numeric labels") from None
+                return torch.tensor(out, dtype=torch.float32)
+
+            return floats(source.train_labels, source.train_items), floats(source.valid_labels, source.valid_items)
+        raise ValueError(f"unknown target kind {targets!r}: use 'category' or 'float'")
+
+    def to(self, device: torch.device | str) -> DataBunch:
+        """Move the data to ``device``; it is small enough to live there (no host copy per batch)."""
+        self.device = torch.device(device)
+        self.train.to(self.device)
+        self.valid.to(self.device)
+        return self
+
+    def show_batch(self, path: str | Path, n: int = 16) -> Path:
+        """Save the first ``n`` training images with their labels as a PNG grid."""
+        from fastlab.plots import show_images
+
+        n = min(n, len(self.train.x))
+        x = self.train.x[:n].cpu()
+        y = self.train.y[:n].cpu()
+        titles = [self.classes[int(t)] if self.classes else f"{float(t):.3g}" for t in y]
+        return show_images(x, titles, Path(path))
+
+    # ------------------------------------------------------------------------- constructors
+    @classmethod
+    def from_config(cls, cfg: DataConfig, targets: str = "category", seed: int = 0) -> DataBunch:
+        source = SOURCES[cfg.name](cfg)
+        return cls(source, cfg.bs, targets, seed, cfg.mean, cfg.std)
+
+    @classmethod
+    def from_df(cls, df, path: str | Path, fn_col: str = "fname", label_col: str = "label",
+                valid_col: str | None = None, targets: str = "category", seed: int = 0,
+                **data_kwargs) -> DataBunch:
+        """From a DataFrame (anything with ``.columns`` and ``df[col]``) of file names relative to
+        ``path``; other keyword arguments are ``DataConfig`` fields (``bs``, ``size``, ...)."""
+        cfg = CsvData(path=str(path), fn_col=fn_col, label_col=label_col, valid_col=valid_col, **data_kwargs)
+        columns = [str(c) for c in df.columns]
+        used = [c for c in (fn_col, label_col, valid_col) if c is not None and c in columns]
+        values = {c: list(df[c]) for c in used}
+        rows = [dict(zip(used, vals)) for vals in zip(*values.values())] if used else []
+        root = Path(path).expanduser()
+        if not root.is_dir():
+            raise DataError(f"path '{path}' is not a folder: pass the folder the file names are relative to")
+        return cls(from_table(cfg, root, columns, rows, "the DataFrame"), cfg.bs, targets, seed, cfg.mean, cfg.std)
+
+
+def channel_stats(x: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of uint8 images ``(N, C, H, W)`` scaled to [0, 1]."""
+    xf = x.float().div_(255.0).transpose(0, 1).reshape(x.shape[1], -1)  # (C, N*H*W)
+    std = xf.std(dim=1).clamp_min(1e-6)
+    return xf.mean(dim=1).tolist(), std.tolist()

@@ -1,0 +1,170 @@
+"""Data sources: each turns a DataConfig into images and labels, split into train and valid.
+
+Every source lists its items in a stable (sorted) order before the seeded split, so the
+validation set depends only on the files and ``data.seed``.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from fastlab.config import CsvData, DataConfig, FolderData, NameReData
+from fastlab.data.images import is_image, load_images
+from fastlab.data.split import seeded_split
+from fastlab.errors import DataError
+
+
+@dataclass
+class Source:
+    """Raw material for a DataBunch: ``x`` tensors are ``(N, C, size, size)`` uint8."""
+
+    train_x: torch.Tensor
+    train_labels: list
+    train_items: list[str]
+    valid_x: torch.Tensor
+    valid_labels: list
+    valid_items: list[str]
+
+
+def digits(cfg: DataConfig) -> Source:
+    """scikit-learn's 8x8 digits (values 0..16), scaled to uint8 and resized to ``size``."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = torch.from_numpy(bunch.images).float().unsqueeze(1) * (255.0 / 16.0)  # (1797, 1, 8, 8)
+    if cfg.size != 8:
+        x = F.interpolate(x, size=(cfg.size, cfg.size), mode="bilinear", align_corners=False)
+    x = x.round().clamp(0, 255).to(torch.uint8)
+    labels = [int(t) for t in bunch.target]
+    items = [f"digits/{i}" for i in range(len(labels))]
+    train, valid = seeded_split(len(items), cfg.valid_pct, cfg.seed)
+    return Source(x[train], [labels[i] for i in train], [items[i] for i in train],
+                  x[valid], [labels[i] for i in valid], [items[i] for i in valid])
+
+
+def _root(cfg: DataConfig) -> Path:
+    if not cfg.path:
+        raise DataError(f"data.path is required for data={cfg.name}: pass data.path=<folder>")
+    root = Path(cfg.path).expanduser()
+    if not root.is_dir():
+        raise DataError(f"data.path '{cfg.path}' is not a folder: pass data.path=<an existing folder>")
+    return root
+
+
+def from_files(cfg: DataConfig, root: Path, paths: Sequence[Path], labels: Sequence,
+               is_valid: Sequence[bool] | None) -> Source:
+    """Split (by ``is_valid``, else seeded ``valid_pct``) and decode the images."""
+    order = sorted(range(len(paths)), key=lambda i: str(paths[i]))
+    paths, labels = [paths[i] for i in order], [labels[i] for i in order]
+    if is_valid is None:
+        train, valid = seeded_split(len(paths), cfg.valid_pct, cfg.seed)
+    else:
+        flags = [is_valid[i] for i in order]
+        train = [i for i, f in enumerate(flags) if not f]
+        valid = [i for i, f in enumerate(flags) if f]
+    if not train or not valid:
+        raise DataError(f"data in '{root}' gives {len(train)} training and {len(valid)} validation "
+                        "images: both need at least one (add images or change data.valid_pct)")
+
+    def part(idx: list[int]):
+        ps = [paths[i] for i in idx]
+        items = [str(p.relative_to(root)) if p.is_relative_to(root) else str(p) for p in ps]
+        return load_images(ps, cfg.size), [labels[i] for i in idx], items
+
+    return Source(*part(train), *part(valid))
+
+
+def _class_folders(folder: Path) -> list[tuple[Path, str]]:
+    """(image, label) for every image in ``folder/<label>/``; an empty class is an error."""
+    classes = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not classes:
+        raise DataError(f"'{folder}' has no class folders: expected <label>/<image files> inside it")
+    out = []
+    for d in classes:
+        images = sorted(p for p in d.iterdir() if is_image(p))
+        if not images:
+            raise DataError(f"class folder '{d}' has no images: add images or remove the folder")
+        out.extend((p, d.name) for p in images)
+    return out
+
+
+def folder(cfg: FolderData) -> Source:
+    """``path/train/<class>/*`` and ``path/valid/<class>/*``; or ``path/<class>/*`` split by
+    ``valid_pct`` (also used when the train folder has no valid sibling)."""
+    root = _root(cfg)
+    train_dir, valid_dir = root / cfg.train, root / cfg.valid
+    if train_dir.is_dir():
+        pairs = [(p, lab, False) for p, lab in _class_folders(train_dir)]
+        if valid_dir.is_dir():
+            pairs += [(p, lab, True) for p, lab in _class_folders(valid_dir)]
+            return from_files(cfg, root, [p for p, _, _ in pairs], [lab for _, lab, _ in pairs],
+                              [v for _, _, v in pairs])
+        pairs_2 = _class_folders(train_dir)
+        return from_files(cfg, root, [p for p, _ in pairs_2], [lab for _, lab in pairs_2], None)
+    pairs_2 = _class_folders(root)
+    return from_files(cfg, root, [p for p, _ in pairs_2], [lab for _, lab in pairs_2], None)
+
+
+def name_re(cfg: NameReData) -> Source:
+    """Images in ``path`` labelled by group 1 of ``pattern`` matched against the file name."""
+    root = _root(cfg)
+    try:
+        regex = re.compile(cfg.pattern)
+    except re.error as e:
+        raise DataError(f"data.pattern {cfg.pattern!r} is not a valid regex ({e}): fix data.pattern") from None
+    if regex.groups < 1:
+        raise DataError(f"data.pattern {cfg.pattern!r} has no group: wrap the label in (...), e.g. '^(.+)_\\d+\\.jpg$'")
+    files = sorted(p for p in root.iterdir() if is_image(p))
+    if not files:
+        raise DataError(f"data.path '{root}' holds no image files: point data.path at the images")
+    matches = [(p, regex.match(p.name)) for p in files]
+    bad = [p.name for p, m in matches if m is None]
+    if len(bad) == len(files):
+        raise DataError(f"data.pattern {cfg.pattern!r} matches none of the {len(files)} images in "
+                        f"'{root}' (e.g. '{bad[0]}'): fix data.pattern")
+    if bad:
+        raise DataError(f"data.pattern {cfg.pattern!r} does not match {len(bad)} of {len(files)} "
+                        f"images (e.g. '{bad[0]}'): fix data.pattern or move those files")
+    return from_files(cfg, root, files, [m.group(1) for _, m in matches], None)
+
+
+_TRUE = {"1", "true", "yes", "y", "t", "valid"}
+
+
+def from_table(cfg: CsvData, root: Path, columns: Sequence[str], rows: Sequence[dict],
+               source_name: str) -> Source:
+    """A table of rows (dicts) with a file-name column, a label column and maybe a valid column."""
+    for key, col in (("fn_col", cfg.fn_col), ("label_col", cfg.label_col), ("valid_col", cfg.valid_col)):
+        if col is not None and col not in columns:
+            raise DataError(f"{source_name} has no column '{col}' (its columns: {list(columns)}): "
+                            f"set data.{key}=<column>")
+    if not rows:
+        raise DataError(f"{source_name} has no rows: it must list at least two images")
+    paths = [root / str(r[cfg.fn_col]) for r in rows]
+    labels = [r[cfg.label_col] for r in rows]
+    is_valid = None
+    if cfg.valid_col is not None:
+        is_valid = [str(r[cfg.valid_col]).strip().lower() in _TRUE for r in rows]
+    return from_files(cfg, root, paths, labels, is_valid)
+
+
+def csv_source(cfg: CsvData) -> Source:
+    root = _root(cfg)
+    csv_path = Path(cfg.csv) if Path(cfg.csv).is_absolute() else root / cfg.csv
+    if not csv_path.is_file():
+        raise DataError(f"data.csv '{csv_path}' does not exist: set data.csv=<csv file, relative to data.path>")
+    with open(csv_path, newline="") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+        columns = reader.fieldnames or []
+    return from_table(cfg, root, columns, rows, f"csv '{csv_path}'")
+
+
+SOURCES = {"digits": digits, "folder": folder, "name_re": name_re, "csv": csv_source}

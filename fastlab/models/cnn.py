@@ -1,0 +1,26 @@
+"""A small plain CNN: quick on a CPU, and enough for digits-sized problems."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from fastlab.config import CnnArch
+from fastlab.models.core import BodyHead, create_head
+
+
+def conv_bn_relu(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False),
+                         nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+
+
+def cnn(cfg: CnnArch, n_in: int, n_out: int) -> BodyHead:
+    """One stage per entry of ``cfg.channels``: a stride-2 conv then a stride-1 conv, each
+    halving nothing but the first (so 32 px -> 4 px over three stages). Groups: the first half of
+    the stages, the second half, the head."""
+    stages, c_in = [], n_in
+    for c in cfg.channels:
+        stages.append(nn.Sequential(conv_bn_relu(c_in, c, stride=2), conv_bn_relu(c, c)))
+        c_in = c
+    body = nn.Sequential(*stages)
+    splits = ((len(stages) + 1) // 2,) if len(stages) > 1 else ()
+    return BodyHead(body, create_head(c_in, n_out, cfg.head_hidden, cfg.dropout), splits)

@@ -1,0 +1,55 @@
+"""Building blocks shared by every architecture: fast.ai's head and a body+head model."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class AdaptiveConcatPool2d(nn.Module):
+    """Average and max pooling side by side: ``(B, C, H, W) -> (B, 2C, 1, 1)``."""
+
+    def __init__(self):
+        super().__init__()
+        self.avg, self.max = nn.AdaptiveAvgPool2d(1), nn.AdaptiveMaxPool2d(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.max(x), self.avg(x)], dim=1)
+
+
+def create_head(n_features: int, n_out: int, hidden: int = 512, dropout: float = 0.5) -> nn.Sequential:
+    """fast.ai's head: concat pooling, then (BN, dropout, linear) twice with a ReLU between.
+
+    ``(B, n_features, H, W) -> (B, n_out)``. The first dropout is half the second, as in fastai.
+    """
+    return nn.Sequential(
+        AdaptiveConcatPool2d(),
+        nn.Flatten(),  # (B, 2 * n_features)
+        nn.BatchNorm1d(2 * n_features),
+        nn.Dropout(dropout / 2),
+        nn.Linear(2 * n_features, hidden, bias=False),
+        nn.ReLU(inplace=True),
+        nn.BatchNorm1d(hidden),
+        nn.Dropout(dropout),
+        nn.Linear(hidden, n_out),
+    )
+
+
+class BodyHead(nn.Module):
+    """``head(body(x))`` with layer groups for discriminative rates and freezing.
+
+    ``body`` is an ``nn.Sequential`` of stages; ``splits`` are the stage indices where a new layer
+    group starts (after index 0). The head is always the last group.
+    """
+
+    def __init__(self, body: nn.Sequential, head: nn.Sequential, splits: tuple[int, ...]):
+        super().__init__()
+        self.body, self.head = body, head
+        self.splits = tuple(splits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+    def layer_groups(self) -> list[nn.Module]:
+        bounds = [0, *self.splits, len(self.body)]
+        return [self.body[a:b] for a, b in zip(bounds[:-1], bounds[1:])] + [self.head]

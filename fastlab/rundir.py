@@ -1,0 +1,90 @@
+"""Writing a run dir: atomic files, history.csv, metrics.json, model.pt and provenance."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import torch
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it over ``path`` only if the block succeeds,
+    so a reader (or a kill) never sees a half-written file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(path: Path, obj: dict) -> None:
+    # allow_nan=False: a NaN must already be null, so every JSON reader can parse the file.
+    atomic_write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
+
+
+def write_history(path: Path, history: Sequence[dict], metric_names: Sequence[str]) -> None:
+    """``epoch,train_loss,valid_loss,<metrics...>,lr,seconds``, one row per epoch."""
+    columns = ["epoch", "train_loss", "valid_loss", *metric_names, "lr", "seconds"]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in row.items()})
+    atomic_write_text(path, buf.getvalue())
+
+
+def save_checkpoint(path: Path, obj: dict) -> None:
+    """``torch.save`` of plain data (tensors, numbers, strings, lists, dicts) only, so that
+    ``torch.load(path, weights_only=True)`` can read it back without unpickling code."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def versions() -> dict[str, str]:
+    import hydra
+    import numpy
+    import omegaconf
+    import torchvision
+
+    import fastlab
+
+    return {"fastlab": fastlab.__version__, "python": platform.python_version(),
+            "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "hydra": hydra.__version__, "omegaconf": omegaconf.__version__, "numpy": numpy.__version__}
+
+
+def git_info() -> dict:
+    """The commit of fastlab's own source tree and whether it had local changes; nulls for an
+    install without a git checkout."""
+    src = Path(__file__).resolve().parent
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", "-C", str(src), *args], capture_output=True, text=True, timeout=5)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {"commit": commit, "dirty": None if status is None else bool(status)}
