@@ -181,12 +181,15 @@ class Learner:
         self("after_loss")
         if not self.training:
             return
-        self._with_events(self._backward, "backward", CancelBackwardException)
+        try:
+            # backward has a before_ event only: EVENTS is closed, and after_backward would be
+            # the same moment as before_step.
+            self("before_backward")
+            self.scaler.scale(self.loss).backward()
+        except CancelBackwardException:
+            pass
         self._with_events(self._step, "step", CancelStepException)
         self.opt.zero_grad(set_to_none=True)
-
-    def _backward(self) -> None:
-        self.scaler.scale(self.loss).backward()
 
     def _step(self) -> None:
         # With fp16 the scaler skips a step whose gradients hold inf/NaN; otherwise a plain step.
@@ -196,6 +199,7 @@ class Learner:
     def _one_batch(self, i: int, batch) -> None:
         self.iter = i
         self.xb, self.yb = batch
+        self.pred = self.loss = None  # a cancelled batch leaves no stale values behind
         self._with_events(self._do_one_batch, "batch", CancelBatchException)
         if self.training:
             self.train_iter += 1  # the step count schedulers read; advanced here and only here

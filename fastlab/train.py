@@ -34,11 +34,9 @@ log = logging.getLogger("fastlab")
 
 
 def config_dir() -> Path:
-    """``conf/`` ships inside the wheel as ``fastlab/conf``; in a source checkout (editable
-    install) it is the top-level ``conf/`` beside the package."""
-    here = Path(__file__).resolve().parent
-    packaged = here / "conf"
-    return packaged if (packaged / "train.yaml").is_file() else here.parent / "conf"
+    """``fastlab/conf``: in a source checkout a link to the top-level ``conf/``, in a wheel the
+    configs themselves."""
+    return Path(__file__).resolve().parent / "conf"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -128,7 +126,7 @@ def train(cfg: DictConfig | RunConfig, run_dir: str | Path | None = None) -> dic
         learn = Learner(model, data, task.loss_func, task.metrics, opt=s.opt, wd=s.wd,
                         lr_ratio=s.lr_ratio, precision=run.trainer.precision,
                         progress=run.trainer.progress)
-        log.info("training %s on %s (%d train / %d valid images, %d classes) on %s",
+        log.info("training %s on %s (%d train / %d valid images, %d outputs) on %s",
                  run.arch.name, run.data.name, len(data.train_items), len(data.valid_items),
                  data.c, device)
         group_lrs = run_schedule(learn, s)

@@ -45,6 +45,8 @@ class Recorder(Callback):
 
     def after_batch(self) -> None:
         learn = self.learn
+        if learn.loss is None:  # the batch was cancelled before its loss
+            return
         if learn.training:
             head = learn.opt.param_groups[-1]
             self.lrs.append(head["lr"])

@@ -1,0 +1,76 @@
+"""Shared fixtures: the real config composed and shrunk, and real image folders made from digits."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from PIL import Image
+from sklearn.datasets import load_digits
+
+from fastlab.train import config_dir
+
+# A run small enough for a test: 16 px digits, a two-stage CNN, a couple of epochs.
+SMALL = [
+    "data.size=16",
+    "arch.channels=[16,32]",
+    "arch.head_hidden=32",
+    "schedule.epochs=2",
+    "schedule.lr_max=1e-2",
+    "trainer.plots=false",
+    "trainer.progress=none",
+]
+
+
+def compose_cfg(*overrides: str, small: bool = True):
+    """The real ``conf/train.yaml`` composed with ``overrides`` (after the shrinking ones)."""
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        return compose("train", overrides=[*(SMALL if small else []), *overrides])
+
+
+@pytest.fixture
+def small_cfg():
+    return compose_cfg
+
+
+def _digit_images(per_class: int, classes: tuple[int, ...]) -> list[tuple[Image.Image, int]]:
+    d = load_digits()
+    out, counts = [], dict.fromkeys(classes, 0)
+    for img, label in zip(d.images, d.target):
+        label = int(label)
+        if label in counts and counts[label] < per_class:
+            arr = (torch.from_numpy(img) * (255 / 16)).round().to(torch.uint8).numpy()
+            out.append((Image.fromarray(arr, mode="L").resize((16, 16)), label))
+            counts[label] += 1
+    return out
+
+
+NAMES = {0: "zero", 1: "one", 2: "two"}
+
+
+@pytest.fixture(scope="session")
+def image_dirs(tmp_path_factory) -> dict[str, Path]:
+    """Real PNG and JPEG files from digits 0-2 in every layout the data sources read:
+    ``imagenet`` (train/ and valid/), ``per_class`` (<class>/ only), ``flat`` (names like
+    ``two_17.jpg`` for name_re, plus ``labels.csv`` for csv)."""
+    root = tmp_path_factory.mktemp("images")
+    images = _digit_images(30, (0, 1, 2))
+    layouts = {k: root / k for k in ("imagenet", "per_class", "flat")}
+    rows = []
+    for i, (img, label) in enumerate(images):
+        name, ext = NAMES[label], ("png" if i % 2 else "jpg")
+        fname = f"{name}_{i}.{ext}"
+        split = "valid" if i % 5 == 0 else "train"
+        for path in (layouts["imagenet"] / split / name / fname, layouts["per_class"] / name / fname,
+                     layouts["flat"] / fname):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            img.convert("RGB").save(path)
+        rows.append({"fname": fname, "label": name, "is_valid": str(split == "valid"), "value": label})
+    with open(layouts["flat"] / "labels.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, ["fname", "label", "is_valid", "value"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return layouts

@@ -1,0 +1,96 @@
+"""``fastlab-train`` as a user runs it: in a subprocess, from another working directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import SMALL
+
+BIN = Path(sys.executable).parent
+
+
+def run_cli(args, cwd, env=None, module=False):
+    cmd = [sys.executable, "-m", "fastlab.train", *args] if module else [str(BIN / "fastlab-train"), *args]
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **(env or {})})
+
+
+def job_dirs(root: Path) -> list[Path]:
+    return sorted(p.parent for p in root.rglob("metrics.json"))
+
+
+def test_cli_run_writes_its_run_dir_under_cwd(tmp_path):
+    out = run_cli(SMALL, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    (run_dir,) = job_dirs(tmp_path / "outputs" / "runs")
+    assert f"run dir: {run_dir}" in out.stdout
+    assert {"metrics.json", "history.csv", "model.pt", ".hydra"} <= {p.name for p in run_dir.iterdir()}
+    assert json.loads((run_dir / "metrics.json").read_text())["status"] == "completed"
+
+
+def test_cli_folder_resnet18(tmp_path, image_dirs):
+    out = run_cli(["data=folder", f"data.path={image_dirs['imagenet']}", "arch=resnet18",
+                   "schedule.epochs=2", "data.size=32", "trainer.plots=false"], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    (run_dir,) = job_dirs(tmp_path / "outputs")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "completed" and metrics["epochs"] == 2 and metrics["layer_groups"] == 3
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["data=folder", "data.path=/no/such/dir"], "data.path '/no/such/dir' is not a folder"),
+        (["data.bs=0"], "data.bs must be a positive integer"),
+        (["schedule.lr_max=-1"], "schedule.lr_max must be a positive finite number"),
+    ],
+)
+def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, args, fragment):
+    out = run_cli(args, cwd=tmp_path)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0] and lines[0].startswith("fastlab-train: error:")
+    assert "Traceback" not in out.stdout + out.stderr
+
+
+def test_cli_misspelt_key_is_refused_by_hydra(tmp_path):
+    out = run_cli(["data.bz=32"], cwd=tmp_path)
+    assert out.returncode != 0 and "bz" in out.stderr
+    assert not (tmp_path / "outputs" / "runs").exists() or not job_dirs(tmp_path / "outputs")
+
+
+def test_multirun_survives_a_diverging_trial(tmp_path):
+    out = run_cli(["-m", *SMALL, "schedule.lr_max=1e-2,1e3"], cwd=tmp_path, module=True)
+    assert out.returncode == 0, out.stderr
+    statuses = sorted(json.loads((d / "metrics.json").read_text())["status"] for d in job_dirs(tmp_path / "outputs" / "sweeps"))
+    assert statuses == ["completed", "diverged"]
+
+
+def test_regular_wheel_install_runs_from_anywhere(tmp_path):
+    """Build a wheel, install it into a fresh target dir, and run it with the source tree out of
+    reach: the configs must come from inside the installed package."""
+    repo = Path(__file__).resolve().parents[1]
+    wheels, target, work = tmp_path / "wheels", tmp_path / "site", tmp_path / "work"
+    work.mkdir()
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                            "-q", "-w", str(wheels), str(repo)], capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stderr
+    (wheel,) = wheels.glob("fastlab-*.whl")
+    install = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target",
+                              str(target), str(wheel)], capture_output=True, text=True, timeout=300)
+    assert install.returncode == 0, install.stderr
+    assert (target / "fastlab" / "conf" / "train.yaml").is_file()
+    probe = ("import fastlab.train as t, sys; print(t.__file__); print(t.config_dir()); "
+             "sys.argv=['fastlab-train', *sys.argv[1:]]; t.main()")
+    out = subprocess.run([sys.executable, "-c", probe, *SMALL], cwd=work, capture_output=True, text=True,
+                         timeout=300, env={**os.environ, "PYTHONPATH": str(target)})
+    assert out.returncode == 0, out.stderr
+    module_file, conf = out.stdout.splitlines()[:2]
+    assert module_file.startswith(str(target)) and conf == str(target / "fastlab" / "conf")
+    assert len(job_dirs(work / "outputs" / "runs")) == 1
