@@ -60,17 +60,21 @@ def save_checkpoint(path: Path, obj: dict) -> None:
         torch.save(obj, tmp)
 
 
-def versions() -> dict[str, str]:
-    import hydra
-    import numpy
-    import omegaconf
-    import torchvision
+def versions() -> dict[str, str | None]:
+    """Installed versions of what a result depends on (from package metadata: importing
+    torchvision only to read its version would cost a second)."""
+    from importlib.metadata import PackageNotFoundError, version
 
-    import fastlab
+    def v(dist: str) -> str | None:
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            return None
 
-    return {"fastlab": fastlab.__version__, "python": platform.python_version(),
-            "torch": torch.__version__, "torchvision": torchvision.__version__,
-            "hydra": hydra.__version__, "omegaconf": omegaconf.__version__, "numpy": numpy.__version__}
+    out = {"python": platform.python_version(), "torch": torch.__version__}
+    for dist in ("fastlab", "torchvision", "hydra-core", "omegaconf", "numpy", "scikit-learn"):
+        out[dist] = v(dist)
+    return out
 
 
 def git_info() -> dict:

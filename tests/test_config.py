@@ -97,3 +97,16 @@ def test_user_option_without_schema_is_checked_by_name():
     cfg_dict["data"] = {"name": "mnist"}
     with pytest.raises(ConfigError, match="not known"):
         to_run_config(cfg_dict)
+
+
+def test_user_config_group_option_from_searchpath(tmp_path):
+    """A user's own option (here without a schema of its own) composes from hydra.searchpath and
+    is checked by its ``name``; an unknown key in it is refused."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "tiny_digits.yaml").write_text("name: digits\nsize: 12\nbs: 16\n")
+    (tmp_path / "data" / "typo.yaml").write_text("name: digits\nsizee: 12\n")
+    cfg = compose_cfg("data=tiny_digits", f"hydra.searchpath=[file://{tmp_path}]", small=False)
+    run = to_run_config(cfg)
+    assert (run.data.size, run.data.bs, run.data.valid_pct) == (12, 16, 0.2)
+    with pytest.raises(ConfigError, match="sizee"):
+        to_run_config(compose_cfg("data=typo", f"hydra.searchpath=[file://{tmp_path}]", small=False))

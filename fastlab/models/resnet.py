@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from torch import nn
-from torchvision import models as tvm
 
 from fastlab.config import ResnetArch
 from fastlab.models.core import BodyHead, create_head
@@ -12,6 +11,10 @@ from fastlab.models.core import BodyHead, create_head
 def resnet(cfg: ResnetArch, n_in: int, n_out: int) -> BodyHead:
     """Stem + layer1..layer4 as the body, fast.ai's head. Groups (fastai's split): stem to
     layer2, layer3 and layer4, head. ``n_in`` != 3 replaces the stem conv."""
+    # Imported here: torchvision.models pulls in torch._dynamo, over a second of start-up that
+    # runs on other architectures do not need.
+    from torchvision import models as tvm
+
     net = getattr(tvm, cfg.name)(weights=None)
     if n_in != 3:
         net.conv1 = nn.Conv2d(n_in, 64, kernel_size=7, stride=2, padding=3, bias=False)
