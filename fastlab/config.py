@@ -8,8 +8,10 @@ the edge; nothing past ``fastlab.train`` sees an OmegaConf object.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from dataclasses import dataclass, field, fields
+import re
+from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -39,6 +41,21 @@ class DigitsData(DataConfig):
     """scikit-learn's 1,797 8x8 handwritten digits, built in and offline."""
 
     name: str = "digits"
+    classes: list[int] | None = None  # keep only these digits (e.g. [5,6,7,8,9]); null = all
+    train_per_class: int | None = None  # few-shot: this many training images per class, the rest validate
+
+
+@dataclass
+class GlyphsData(DataConfig):
+    """A generated alphabet of stroke glyphs (offline): each class is a fixed random set of pen
+    strokes, each sample that glyph under random affine jitter and stroke width. The model zoo's
+    built-in source task for transfer to digits."""
+
+    name: str = "glyphs"
+    n_classes: int = 40
+    per_class: int = 60
+    strokes: int = 3  # pen strokes per glyph
+    glyph_seed: int = 0  # which alphabet (shapes and jitter); the split still uses data.seed
 
 
 @dataclass
@@ -75,6 +92,7 @@ class CsvData(DataConfig):
 @dataclass
 class ArchConfig:
     name: str = MISSING
+    pretrained: str | None = None  # a model-zoo name (outputs/models/<name>.pt) or a file path
 
 
 @dataclass
@@ -103,8 +121,13 @@ class ResnetArch(ArchConfig):
 class ScheduleConfig:
     name: str = MISSING
     epochs: int = 10
-    lr_max: float = 3e-3
+    # The head's peak rate: a float; a slice [lo, hi] spread geometrically over the layer groups
+    # ([null, hi]: hi/10 for all groups but the head); or "find" to run the LR finder first.
+    lr_max: Any = 3e-3
     lr_ratio: float = 1.0  # lr of group g-1 = lr of group g / lr_ratio; 1 = no discrimination
+    freeze_epochs: int = 1  # fine_tune: epochs with the body frozen; gradual: epochs per stage
+    train_bn: bool = True  # norm layers of frozen groups keep training (fast.ai's default)
+    suggestion: str = "valley"  # which LR finder suggestion lr_max=find uses
     pct_start: float = 0.25
     div: float = 25.0
     div_final: float = 1e5
@@ -126,12 +149,40 @@ class TaskConfig:
 
 
 @dataclass
+class SaveBestConfig:
+    enabled: bool = False
+    monitor: str = "valid_loss"  # valid_loss or a metric of the task
+    mode: str = "auto"  # auto (from the metric) | min | max
+
+
+@dataclass
+class EarlyStoppingConfig:
+    enabled: bool = False
+    monitor: str = "valid_loss"
+    mode: str = "auto"
+    patience: int = 3  # epochs without improvement before stopping
+    min_delta: float = 0.0
+
+
+@dataclass
+class CallbacksConfig:
+    """Optional behaviour, each off unless asked for (``trainer.callbacks.<name>...``)."""
+
+    save_best: SaveBestConfig = field(default_factory=SaveBestConfig)  # best.pt in the run dir
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    grad_clip: float | None = None  # clip the gradients' global norm to this
+    csv_logger: bool = True  # rewrite history.csv after every epoch, so a running job can be watched
+
+
+@dataclass
 class TrainerConfig:
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "32"  # 32 | bf16-mixed | 16-mixed
     progress: str = "auto"  # auto (a bar on a terminal, else a line per epoch) | bar | log | none
     plots: bool = True
     save_model: bool = True
+    logger: str = "none"  # none | tensorboard (writes <run dir>/tensorboard)
+    callbacks: CallbacksConfig = field(default_factory=lambda: CallbacksConfig())
 
 
 # ---------------------------------------------------------------------------------------- root
@@ -153,6 +204,7 @@ class TrainConfig:
     trainer: Any = MISSING
     seed: int = 0
     paths: PathsConfig = field(default_factory=PathsConfig)
+    save_as: str | None = None  # also save the trained model into the zoo as paths.models/<save_as>.pt
 
 
 @dataclass
@@ -166,14 +218,17 @@ class RunConfig:
     trainer: TrainerConfig
     seed: int
     paths: PathsConfig
+    save_as: str | None = None
 
 
 # Which schema each option of each group uses. A user's own option (added with --config-dir)
 # picks its schema by its ``name`` key, so it is checked the same way.
 SCHEMAS: dict[str, dict[str, type]] = {
-    "data": {"digits": DigitsData, "folder": FolderData, "name_re": NameReData, "csv": CsvData},
+    "data": {"digits": DigitsData, "glyphs": GlyphsData, "folder": FolderData, "name_re": NameReData,
+             "csv": CsvData},
     "arch": {"cnn": CnnArch, "resnet18": ResnetArch, "resnet34": ResnetArch},
-    "schedule": {"one_cycle": ScheduleConfig, "constant": ScheduleConfig},
+    "schedule": {"one_cycle": ScheduleConfig, "fine_tune": ScheduleConfig, "gradual": ScheduleConfig,
+                 "constant": ScheduleConfig},
     "task": {"classify": TaskConfig, "regress": TaskConfig},
     "trainer": {"default": TrainerConfig, "cpu": TrainerConfig, "gpu": TrainerConfig},
 }
@@ -188,8 +243,29 @@ def register_configs() -> None:
             cs.store(group=group, name=f"{option}_schema", node=schema)
 
 
+def build(schema: type, values: dict, where: str) -> Any:
+    """``schema(**values)``, building nested dataclass fields from dicts; an unknown key is a
+    ``ConfigError`` naming it and the known keys."""
+    known = {f.name: f for f in dataclasses.fields(schema)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(f"{where} has unknown key(s) {unknown}: the keys are {sorted(known)}")
+    kwargs = {}
+    for key, value in values.items():
+        f = known[key]
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+        if dataclasses.is_dataclass(default) and isinstance(value, dict):
+            value = build(type(default), value, f"{where}.{key}")
+        kwargs[key] = value
+    return schema(**kwargs)
+
+
+def _container(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
 def _to_dataclass(group: str, node: Any) -> Any:
-    values = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+    values = _container(node)
     if not isinstance(values, dict) or "name" not in values:
         raise ConfigError(f"{group} has no 'name' key: choose an option, e.g. {group}=<option>")
     options = SCHEMAS[group]
@@ -198,11 +274,7 @@ def _to_dataclass(group: str, node: Any) -> Any:
         raise ConfigError(
             f"{group}.name={values['name']!r} is not known: use one of {sorted(options)}"
         )
-    known = {f.name for f in fields(schema)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ConfigError(f"{group} has unknown key(s) {unknown}: the keys are {sorted(known)}")
-    return schema(**values)
+    return build(schema, values, group)
 
 
 def to_run_config(cfg: DictConfig | dict) -> RunConfig:
@@ -214,12 +286,37 @@ def to_run_config(cfg: DictConfig | dict) -> RunConfig:
         arch=_to_dataclass("arch", cfg.arch),
         schedule=_to_dataclass("schedule", cfg.schedule),
         task=_to_dataclass("task", cfg.task),
-        trainer=TrainerConfig(**OmegaConf.to_container(cfg.trainer, resolve=True)),
+        trainer=build(TrainerConfig, _container(cfg.trainer), "trainer"),
         seed=int(cfg.get("seed", 0)),
-        paths=PathsConfig(**OmegaConf.to_container(cfg.get("paths", {}), resolve=True)),
+        paths=build(PathsConfig, _container(cfg.get("paths", {})), "paths"),
+        save_as=cfg.get("save_as"),
     )
     validate(run)
     return run
+
+
+_ZOO_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def _is_pos(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+
+
+def _validate_lr_max(lr: Any, ratio: float) -> None:
+    """A positive float, a slice [lo, hi] (lo may be null), or "find"."""
+    fix = "set e.g. schedule.lr_max=3e-3, schedule.lr_max=[1e-5,1e-3] or schedule.lr_max=find"
+    if isinstance(lr, str):
+        if lr != "find":
+            raise ConfigError(f"schedule.lr_max={lr!r} is not a learning rate: {fix}")
+    elif isinstance(lr, list | tuple):
+        if len(lr) != 2 or not _is_pos(lr[1]) or not (lr[0] is None or _is_pos(lr[0])):
+            raise ConfigError(f"schedule.lr_max={list(lr)} must be a slice [lo, hi] of positive finite numbers (lo may be null): {fix}")
+        if lr[0] is not None and lr[0] > lr[1]:
+            raise ConfigError(f"schedule.lr_max={list(lr)} has lo > hi: the head (hi) trains fastest")
+        if ratio != 1:
+            raise ConfigError("schedule.lr_max is a slice and schedule.lr_ratio is not 1: give one way of spreading rates, not both")
+    elif not _is_pos(lr):
+        raise ConfigError(f"schedule.lr_max must be a positive finite number, got {lr}: {fix}")
 
 
 def validate(run: RunConfig) -> None:
@@ -241,8 +338,11 @@ def validate(run: RunConfig) -> None:
         raise ConfigError("data.mean and data.std go together: give both, or neither to compute them")
     if s.epochs <= 0:
         raise ConfigError(f"schedule.epochs must be a positive integer, got {s.epochs}")
-    if not math.isfinite(s.lr_max) or s.lr_max <= 0:
-        raise ConfigError(f"schedule.lr_max must be a positive finite number, got {s.lr_max}: set e.g. schedule.lr_max=3e-3")
+    _validate_lr_max(s.lr_max, s.lr_ratio)
+    if s.freeze_epochs < 0:
+        raise ConfigError(f"schedule.freeze_epochs must be >= 0, got {s.freeze_epochs}")
+    if s.suggestion not in ("valley", "steep", "minimum", "slide"):
+        raise ConfigError(f"schedule.suggestion={s.suggestion!r} is not known: use valley, steep, minimum or slide")
     if not math.isfinite(s.lr_ratio) or s.lr_ratio < 1:
         raise ConfigError(f"schedule.lr_ratio must be a finite number >= 1, got {s.lr_ratio}: 1 means no discrimination")
     if not 0.0 <= s.pct_start < 1.0:
@@ -259,5 +359,17 @@ def validate(run: RunConfig) -> None:
         raise ConfigError(f"trainer.device={t.device!r} is not known: use auto, cpu or cuda")
     if t.precision not in ("32", "bf16-mixed", "16-mixed"):
         raise ConfigError(f"trainer.precision={t.precision!r} is not known: use 32, bf16-mixed or 16-mixed")
+    if t.logger not in ("none", "tensorboard"):
+        raise ConfigError(f"trainer.logger={t.logger!r} is not known: use none or tensorboard")
+    cbs = t.callbacks
+    for key, c in (("save_best", cbs.save_best), ("early_stopping", cbs.early_stopping)):
+        if c.mode not in ("auto", "min", "max"):
+            raise ConfigError(f"trainer.callbacks.{key}.mode={c.mode!r} is not known: use auto, min or max")
+    if cbs.early_stopping.patience < 0:
+        raise ConfigError(f"trainer.callbacks.early_stopping.patience must be >= 0, got {cbs.early_stopping.patience}")
+    if cbs.grad_clip is not None and not (math.isfinite(cbs.grad_clip) and cbs.grad_clip > 0):
+        raise ConfigError(f"trainer.callbacks.grad_clip must be a positive number or null, got {cbs.grad_clip}")
+    if run.save_as is not None and not _ZOO_NAME.fullmatch(str(run.save_as)):
+        raise ConfigError(f"save_as={run.save_as!r} is not a plain name: use letters, digits, '-' and '_'")
     if t.progress not in ("auto", "bar", "log", "none"):
         raise ConfigError(f"trainer.progress={t.progress!r} is not known: use auto, bar, log or none")

@@ -28,9 +28,20 @@ from fastlab.callbacks.progress import ProgressCallback
 from fastlab.callbacks.recorder import Recorder
 from fastlab.callbacks.schedule import ParamScheduler
 from fastlab.callbacks.terminate import TerminateOnNaN
-from fastlab.schedules import group_lrs, one_cycle_lr, one_cycle_mom, sched_const
+from fastlab.schedules import (
+    Stage,
+    discriminative_lrs,
+    group_lrs,
+    one_cycle_lr,
+    one_cycle_mom,
+    sched_const,
+)
 
 Metric = Callable[[torch.Tensor, torch.Tensor], float]
+
+# Parameters of these stay trainable in frozen groups when train_bn (fast.ai's default): their
+# statistics must adapt to the new data even when the weights around them do not move.
+NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
 
 
 def _is_no_decay(name: str, p: nn.Parameter) -> bool:
@@ -102,6 +113,9 @@ class Learner:
         self.model, self.data, self.loss_func = model, data, loss_func
         self.metrics = dict(metrics or {})
         self.opt_name, self.wd, self.lr_ratio = opt, wd, lr_ratio
+        self.lr_scales: list[float] = group_lrs(1.0, len(self.layer_groups), lr_ratio)
+        self.train_bn, self.frozen = True, 0
+        self.stop_requested = False
         self.device = data.device
         self.model.to(self.device)
         self.precision = precision
@@ -111,6 +125,7 @@ class Learner:
         self.cbs: list[Callback] = []
         self.add_cbs([self.recorder, ProgressCallback(progress), TerminateOnNaN(), *cbs])
         self.epoch, self.n_epoch, self.train_iter, self.training = 0, 0, 0, False
+        self.epoch_offset, self.diverged = 0, False
 
     # ------------------------------------------------------------------ callbacks and events
     def add_cbs(self, cbs: Iterable[Callback]) -> None:
@@ -151,16 +166,46 @@ class Learner:
         groups = getattr(self.model, "layer_groups", None)
         return list(groups()) if callable(groups) else [self.model]
 
-    def lr_scales(self) -> list[float]:
-        """Each layer group's rate as a fraction of the head's (the last group's)."""
-        return group_lrs(1.0, len(self.layer_groups), self.lr_ratio)
+    def group_rates(self, lr: float | slice | Sequence[float]) -> list[float]:
+        """Peak rate per layer group (head last): a float spread by ``lr_ratio``, a
+        ``slice(lo, hi)`` (fast.ai semantics, see ``discriminative_lrs``) or one rate per group."""
+        n = len(self.layer_groups)
+        if isinstance(lr, slice):
+            return discriminative_lrs([lr.start, lr.stop], n)
+        if isinstance(lr, Sequence):
+            if len(lr) != n:
+                raise ValueError(f"got {len(lr)} rates for {n} layer groups")
+            return [float(x) for x in lr]
+        return group_lrs(float(lr), n, self.lr_ratio)
+
+    # ------------------------------------------------------------------------------ freezing
+    def freeze_to(self, n: int) -> None:
+        """Freeze the first ``n`` layer groups (``n < 0`` counts from the end, as in fastai).
+        Norm layers keep training when ``train_bn``. The optimiser is rebuilt: its state (Adam's
+        moments) belongs to the previous set of trainable parameters."""
+        groups = self.layer_groups
+        n = max(0, len(groups) + n if n < 0 else min(n, len(groups)))
+        for g, module in enumerate(groups):
+            for m in module.modules():
+                trainable = g >= n or (self.train_bn and isinstance(m, NORM_TYPES))
+                for p in m.parameters(recurse=False):
+                    p.requires_grad_(trainable)
+        self.frozen = n
+        self.create_opt()
+
+    def freeze(self) -> None:
+        """Train the head only (and the norm layers, with ``train_bn``)."""
+        self.freeze_to(-1)
+
+    def unfreeze(self) -> None:
+        self.freeze_to(0)
 
     def create_opt(self) -> None:
         self.opt = make_optimizer(self.opt_name, param_groups(self.layer_groups, self.wd), lr=1e-3, mom=0.9)
 
     def set_hypers(self, lr: float, mom: float | None = None) -> None:
         """Set the head's rate ``lr`` (other groups scaled by ``lr_scales``) and the momentum."""
-        scales = self.lr_scales()
+        scales = self.lr_scales
         for group in self.opt.param_groups:
             group["lr"] = lr * scales[group["layer_group"]]
             if mom is not None:
@@ -229,29 +274,58 @@ class Learner:
             self.epoch = epoch
             self._with_events(self._do_epoch, "epoch", CancelEpochException)
 
-    def fit(self, n_epoch: int, lr: float | None = None, cbs: Sequence[Callback] = ()) -> None:
-        """Train ``n_epoch`` epochs. With ``lr`` (and no scheduler among ``cbs``) the rate is
-        constant; discriminative scales apply either way."""
+    def fit(self, n_epoch: int, lr: float | slice | Sequence[float] | None = None,
+            cbs: Sequence[Callback] = ()) -> None:
+        """Train ``n_epoch`` epochs. With ``lr`` (and no scheduler among ``cbs``) the rates are
+        constant; a scheduler sets the head's rate and ``lr_scales`` the others."""
         if self.opt is None:
             self.create_opt()
         if lr is not None:
-            self.set_hypers(lr)
+            rates = self.group_rates(lr)
+            self.lr_scales = [r / rates[-1] for r in rates]
+            self.set_hypers(rates[-1])
         self.n_epoch, self.train_iter = n_epoch, 0
         with self.added_cbs(list(cbs)):
             self._with_events(self._do_fit, "fit", CancelFitException)
 
-    def fit_one_cycle(self, n_epoch: int, lr_max: float, div: float = 25.0, div_final: float = 1e5,
-                      pct_start: float = 0.25, moms: Sequence[float] = (0.95, 0.85, 0.95),
-                      cbs: Sequence[Callback] = ()) -> None:
-        """fast.ai's one-cycle policy; lr and momentum are updated every batch."""
-        sched = ParamScheduler(lr=one_cycle_lr(lr_max, div, div_final, pct_start),
+    def fit_one_cycle(self, n_epoch: int, lr_max: float | slice | Sequence[float], div: float = 25.0,
+                      div_final: float = 1e5, pct_start: float = 0.25,
+                      moms: Sequence[float] = (0.95, 0.85, 0.95), cbs: Sequence[Callback] = ()) -> None:
+        """fast.ai's one-cycle policy for every layer group (each at its own peak rate, see
+        ``group_rates``); lr and momentum are updated every batch."""
+        rates = self.group_rates(lr_max)
+        sched = ParamScheduler(lr=one_cycle_lr(rates[-1], div, div_final, pct_start),
                                mom=one_cycle_mom(moms, pct_start))
-        self.fit(n_epoch, cbs=[sched, *cbs])
+        self.fit(n_epoch, rates, cbs=[sched, *cbs])
 
-    def fit_constant(self, n_epoch: int, lr: float, mom: float = 0.9,
+    def fit_constant(self, n_epoch: int, lr: float | slice | Sequence[float], mom: float = 0.9,
                      cbs: Sequence[Callback] = ()) -> None:
-        """A constant rate and momentum, set through the same scheduler as every other policy."""
-        self.fit(n_epoch, cbs=[ParamScheduler(lr=sched_const(lr), mom=sched_const(mom)), *cbs])
+        """Constant rates and momentum, set through the same scheduler as every other policy."""
+        rates = self.group_rates(lr)
+        self.fit(n_epoch, rates, cbs=[ParamScheduler(lr=sched_const(rates[-1]), mom=sched_const(mom)), *cbs])
+
+    def fit_stages(self, stages: Sequence[Stage], cbs: Sequence[Callback] = ()) -> None:
+        """Run a planned schedule (``fastlab.schedules.plan_stages``): freeze, then fit, per
+        stage; epochs are numbered across stages. Stops early on divergence or a stop request."""
+        self.stop_requested, self.diverged, self.epoch_offset = False, False, 0
+        for stage in stages:
+            if self.diverged or self.stop_requested:
+                break
+            self.freeze_to(stage.frozen)
+            if stage.policy == "constant":
+                self.fit_constant(stage.epochs, list(stage.lrs), mom=stage.moms[0], cbs=cbs)
+            else:
+                self.fit_one_cycle(stage.epochs, list(stage.lrs), div=stage.div, div_final=stage.div_final,
+                                   pct_start=stage.pct_start, moms=stage.moms, cbs=cbs)
+            self.epoch_offset += stage.epochs
+
+    def lr_find(self, start_lr: float = 1e-7, end_lr: float = 10.0, num_it: int = 100,
+                stop_div: bool = True):
+        """fast.ai's LR range test; weights, optimiser and random state are restored afterwards.
+        Returns an ``LRFindResult`` (see ``fastlab.lr_find``)."""
+        from fastlab.lr_find import lr_find
+
+        return lr_find(self, start_lr, end_lr, num_it, stop_div)
 
     # --------------------------------------------------------------------------- inference
     def get_preds(self, dl=None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -10,7 +10,7 @@ import torch
 from fastlab.rundir import atomic_path
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -19,17 +19,17 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100, bbox_inches="tight", format="png")
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return path
 
 
 def plot_losses(recorder, path: Path) -> Path:
     """Training loss per batch (raw and smoothed) and validation loss at the end of each epoch."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     steps = range(1, len(recorder.losses) + 1)
     ax.plot(steps, recorder.losses, alpha=0.3, color="C0", label="train (batch)")
@@ -40,24 +40,24 @@ def plot_losses(recorder, path: Path) -> Path:
             "o-", color="C1", label="valid")
     ax.set(xlabel="batch", ylabel="loss", yscale="log" if min(recorder.losses, default=1) > 0 else "linear")
     ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_lr(recorder, path: Path) -> Path:
     """The head's learning rate and the momentum at every training batch."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.5))
     ax1.plot(recorder.lrs)
     ax1.set(xlabel="batch", ylabel="learning rate")
     ax2.plot(recorder.moms, color="C2")
     ax2.set(xlabel="batch", ylabel="momentum")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def show_images(x: torch.Tensor, titles: Sequence[str], path: Path, ncols: int = 8) -> Path:
     """A grid of uint8 images ``(N, C, H, W)`` with a title each."""
-    plt = _pyplot()
+    plt = pyplot()
     n = len(x)
     ncols = min(ncols, max(n, 1))
     nrows = max(1, -(-n // ncols))
@@ -68,4 +68,4 @@ def show_images(x: torch.Tensor, titles: Sequence[str], path: Path, ncols: int =
             img = x[i].permute(1, 2, 0).numpy()  # (H, W, C)
             ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None)
             ax.set_title(str(titles[i]), fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)

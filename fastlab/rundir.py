@@ -60,6 +60,11 @@ def save_checkpoint(path: Path, obj: dict) -> None:
         torch.save(obj, tmp)
 
 
+def model_checkpoint(model: torch.nn.Module, meta: dict) -> dict:
+    """What ``model.pt`` (and ``best.pt``) hold: CPU weights and plain-data metadata."""
+    return {"state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "meta": meta}
+
+
 def versions() -> dict[str, str | None]:
     """Installed versions of what a result depends on (from package metadata: importing
     torchvision only to read its version would cost a second)."""

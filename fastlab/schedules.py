@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 Sched = Callable[[float], float]
 
@@ -67,3 +68,66 @@ def group_lrs(lr_max: float, n_groups: int, ratio: float = 1.0) -> list[float]:
     if n_groups < 1:
         raise ValueError(f"n_groups must be >= 1, got {n_groups}")
     return [lr_max / ratio ** (n_groups - 1 - g) for g in range(n_groups)]
+
+
+def discriminative_lrs(lr_max: float | Sequence[float | None], n_groups: int, ratio: float = 1.0) -> list[float]:
+    """Peak rate per layer group (head last) from a float or a slice ``[lo, hi]``.
+
+    A float uses ``ratio`` (see :func:`group_lrs`). A slice follows fast.ai: rates spaced
+    geometrically from ``lo`` (first group) to ``hi`` (head); ``[None, hi]`` gives ``hi/10`` to
+    every group but the head.
+    """
+    if not isinstance(lr_max, Sequence):
+        return group_lrs(float(lr_max), n_groups, ratio)
+    lo, hi = lr_max
+    if n_groups == 1:
+        return [float(hi)]
+    if lo is None:
+        return [hi / 10] * (n_groups - 1) + [float(hi)]
+    return [lo * (hi / lo) ** (g / (n_groups - 1)) for g in range(n_groups)]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One fit of a schedule: ``frozen`` leading layer groups, peak rates ``lrs`` per group."""
+
+    epochs: int
+    lrs: tuple[float, ...]
+    frozen: int = 0
+    policy: str = "one_cycle"  # one_cycle | constant
+    pct_start: float = 0.25
+    div: float = 25.0
+    div_final: float = 1e5
+    moms: tuple[float, float, float] = (0.95, 0.85, 0.95)
+
+
+def plan_stages(name: str, epochs: int, lrs: Sequence[float], freeze_epochs: int = 1,
+                pct_start: float = 0.25, div: float = 25.0, div_final: float = 1e5,
+                moms: Sequence[float] = (0.95, 0.85, 0.95)) -> list[Stage]:
+    """A schedule as data: the stages that ``name`` trains, given the peak rates ``lrs`` of its
+    fully unfrozen stage (one per layer group, head last).
+
+    - ``one_cycle``: one stage, nothing frozen.
+    - ``constant``: one stage at constant rates and momentum ``moms[0]``.
+    - ``fine_tune`` (fast.ai v2): ``freeze_epochs`` with all but the head frozen (one-cycle at
+      the head rate, ``[head/10, ..., head]`` for the frozen groups' norm layers, pct_start 0.99,
+      div 25), then every group at ``lrs / 2`` with ``pct_start`` and ``div`` (fast.ai: 0.3, 5).
+    - ``gradual`` (ULMFiT): unfreeze one more group per stage of ``freeze_epochs`` epochs,
+      halving the rates at each stage; the last, fully unfrozen stage runs ``epochs``.
+    """
+    n, lrs, moms = len(lrs), tuple(float(x) for x in lrs), tuple(moms)
+    common = {"div_final": div_final, "moms": moms}
+    if name == "one_cycle":
+        return [Stage(epochs, lrs, 0, "one_cycle", pct_start, div, **common)]
+    if name == "constant":
+        return [Stage(epochs, lrs, 0, "constant", pct_start, div, **common)]
+    if name == "fine_tune":
+        head = lrs[-1]
+        frozen = [Stage(freeze_epochs, tuple(discriminative_lrs([None, head], n)), n - 1, "one_cycle", 0.99, 25.0, **common)]
+        last = Stage(epochs, tuple(x / 2 for x in lrs), 0, "one_cycle", pct_start, div, **common)
+        return (frozen if freeze_epochs > 0 and n > 1 else []) + [last]
+    if name == "gradual":
+        stages = [Stage(freeze_epochs, tuple(x / 2**k for x in lrs), n - 1 - k, "one_cycle", pct_start, div, **common)
+                  for k in range(n - 1)] if freeze_epochs > 0 else []
+        return stages + [Stage(epochs, tuple(x / 2 ** (n - 1) for x in lrs), 0, "one_cycle", pct_start, div, **common)]
+    raise ValueError(f"unknown schedule {name!r}: use one_cycle, fine_tune, gradual or constant")

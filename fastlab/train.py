@@ -12,6 +12,8 @@ import random
 import sys
 import time
 import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -21,13 +23,25 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
+from fastlab.callbacks.core import Callback
 from fastlab.config import RunConfig, ScheduleConfig, register_configs, to_run_config
 from fastlab.data import DataBunch
 from fastlab.errors import ConfigError, FastlabError
 from fastlab.learner import Learner
+from fastlab.lr_find import LRFindResult
 from fastlab.models import create_model
-from fastlab.rundir import git_info, save_checkpoint, versions, write_history, write_json
+from fastlab.models.zoo import LoadReport, load_pretrained, read_checkpoint, zoo_path
+from fastlab.rundir import (
+    git_info,
+    model_checkpoint,
+    save_checkpoint,
+    versions,
+    write_history,
+    write_json,
+)
+from fastlab.schedules import Stage, discriminative_lrs, plan_stages
 from fastlab.tasks import Task, get_task
 
 log = logging.getLogger("fastlab")
@@ -51,18 +65,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def run_schedule(learn: Learner, s: ScheduleConfig) -> list[float]:
-    """Train by ``schedule.name``; returns the realised peak rate of each layer group."""
-    if s.name == "one_cycle":
-        learn.fit_one_cycle(s.epochs, s.lr_max, div=s.div, div_final=s.div_final,
-                            pct_start=s.pct_start, moms=s.moms)
-    elif s.name == "constant":
-        learn.fit_constant(s.epochs, s.lr_max, mom=s.moms[0])
-    else:
-        raise ConfigError(f"schedule.name={s.name!r} is not known: use one_cycle or constant")
-    return [s.lr_max * scale for scale in learn.lr_scales()]
 
 
 def _finite_or_none(x: float | None) -> float | None:
@@ -99,6 +101,69 @@ def default_run_dir() -> Path:
     return Path("outputs/runs") / datetime.now().strftime("%Y-%m-%d/%H-%M-%S-%f")
 
 
+@dataclass
+class Prepared:
+    """Everything a run trains with, built from its config and nothing else."""
+
+    run: RunConfig
+    task: Task
+    data: DataBunch
+    model: nn.Module
+    learn: Learner
+    meta: dict  # what model.pt records about the model and its data
+    pretrained: LoadReport | None
+
+
+def prepare(run: RunConfig, cbs: Sequence[Callback] = ()) -> Prepared:
+    """Data, model (with its pretrained body when asked) and Learner for ``run``. Every input
+    error surfaces here, before any training."""
+    task = get_task(run.task)
+    device = resolve_device(run.trainer.device)
+    if run.trainer.precision == "16-mixed" and device.type != "cuda":
+        raise ConfigError("trainer.precision=16-mixed needs a CUDA device: use bf16-mixed (works on CPU) or 32")
+    ckpt = ckpt_path = None
+    if run.arch.pretrained:
+        ckpt_path = zoo_path(run.arch.pretrained, run.paths.models)
+        ckpt = read_checkpoint(ckpt_path)
+    data = DataBunch.from_config(run.data, task.targets, seed=run.seed)
+    if ckpt is not None and run.data.mean is None and len(ckpt["meta"].get("mean") or []) == data.n_channels:
+        # A pretrained body expects inputs normalised as in its source task (fastai does the same
+        # with ImageNet statistics).
+        data.set_stats(ckpt["meta"]["mean"], ckpt["meta"]["std"])
+    seed_everything(run.seed)  # right before the model: init, dropout and nothing else
+    model = create_model(run.arch, data.n_channels, data.c)
+    arch_config = dict(vars(run.arch))
+    report = load_pretrained(model, ckpt, ckpt_path, run.arch.name, arch_config) if ckpt is not None else None
+    data.to(device)
+    s = run.schedule
+    learn = Learner(model, data, task.loss_func, task.metrics, opt=s.opt, wd=s.wd, lr_ratio=s.lr_ratio,
+                    precision=run.trainer.precision, progress=run.trainer.progress, cbs=cbs)
+    learn.train_bn = s.train_bn
+    meta = {"arch": run.arch.name, "arch_config": arch_config, "task": task.name, "classes": data.classes,
+            "n_in": data.n_channels, "n_out": data.c, "size": data.size, "mean": data.mean, "std": data.std}
+    log.info("training %s on %s (%d train / %d valid images, %d outputs) on %s", run.arch.name,
+             run.data.name, len(data.train_items), len(data.valid_items), data.c, device)
+    return Prepared(run, task, data, model, learn, meta, report)
+
+
+def plan(learn: Learner, s: ScheduleConfig) -> tuple[list[Stage], LRFindResult | None]:
+    """The schedule's stages; with ``lr_max=find`` the LR finder runs first, in the freezing of
+    the first stage, and its ``schedule.suggestion`` becomes the head's rate."""
+    n = len(learn.layer_groups)
+
+    def stages(lr_max) -> list[Stage]:
+        return plan_stages(s.name, s.epochs, discriminative_lrs(lr_max, n, s.lr_ratio), s.freeze_epochs,
+                           s.pct_start, s.div, s.div_final, s.moms)
+
+    if s.lr_max != "find":
+        return stages(s.lr_max), None
+    learn.freeze_to(stages(1.0)[0].frozen)
+    found = learn.lr_find()
+    lr = found.suggestions[s.suggestion]
+    log.info("lr_find: %s suggests lr_max=%.3g", s.suggestion, lr)
+    return stages(lr), found
+
+
 def train(cfg: DictConfig | RunConfig, run_dir: str | Path | None = None) -> dict:
     """Train one run and write its run dir; returns the contents of ``metrics.json``.
 
@@ -112,30 +177,19 @@ def train(cfg: DictConfig | RunConfig, run_dir: str | Path | None = None) -> dic
     run_dir.mkdir(parents=True, exist_ok=True)
     resolved = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else None
     run = cfg if isinstance(cfg, RunConfig) else to_run_config(cfg)
-    task = get_task(run.task)
     objective = run.task.objective
     metrics: dict = {"status": "failed", "objective": None, "objective_name": objective}
     try:
-        device = resolve_device(run.trainer.device)
-        if run.trainer.precision == "16-mixed" and device.type != "cuda":
-            raise ConfigError("trainer.precision=16-mixed needs a CUDA device: use bf16-mixed (works on CPU) or 32")
-        data = DataBunch.from_config(run.data, task.targets, seed=run.seed).to(device)
-        seed_everything(run.seed)  # right before the model: init, dropout and nothing else
-        model = create_model(run.arch, data.n_channels, data.c)
-        s = run.schedule
-        learn = Learner(model, data, task.loss_func, task.metrics, opt=s.opt, wd=s.wd,
-                        lr_ratio=s.lr_ratio, precision=run.trainer.precision,
-                        progress=run.trainer.progress)
-        log.info("training %s on %s (%d train / %d valid images, %d outputs) on %s",
-                 run.arch.name, run.data.name, len(data.train_items), len(data.valid_items),
-                 data.c, device)
-        group_lrs = run_schedule(learn, s)
+        prep = prepare(run)
+        learn, task, s = prep.learn, prep.task, run.schedule
+        stages, found = plan(learn, s)
+        learn.fit_stages(stages)
         history = learn.recorder.history
         final, best = summarize(history, task, objective)
         diagnostics = []
         if learn.diverged:
-            diagnostics.append(f"loss became non-finite in epoch {learn.epoch + 1}: lower schedule.lr_max "
-                               f"(was {s.lr_max:g})")
+            diagnostics.append(f"loss became non-finite in epoch {history[-1]['epoch'] + 1 if history else 0}: "
+                               f"lower schedule.lr_max (the head's peak rate was {stages[-1].lrs[-1]:g})")
         value = final.get(objective) if not learn.diverged else None
         metrics.update({
             "status": "diverged" if learn.diverged else "completed",
@@ -144,24 +198,35 @@ def train(cfg: DictConfig | RunConfig, run_dir: str | Path | None = None) -> dic
             "best": best,
             "epochs": len(history),
             "layer_groups": len(learn.layer_groups),
-            "group_lrs": group_lrs,
+            # the peak rates of the last stage, the one in which every layer group trains
+            "group_lrs": list(stages[-1].lrs),
+            "stages": [{"epochs": st.epochs, "frozen": st.frozen, "lrs": list(st.lrs)} for st in stages],
             "seconds": {"total": time.perf_counter() - start, "train": learn.recorder.train_seconds},
             "diagnostics": diagnostics,
         })
+        if found is not None:
+            metrics["lr_find"] = found.suggestions
+        if prep.pretrained is not None:
+            metrics["pretrained"] = {"path": str(prep.pretrained.path), "loaded": len(prep.pretrained.loaded),
+                                     "new": len(prep.pretrained.new)}
         write_history(run_dir / "history.csv", history, list(task.metrics))
+        checkpoint = model_checkpoint(prep.model, {**prep.meta, "config": resolved})
         if run.trainer.save_model:
-            save_checkpoint(run_dir / "model.pt", {
-                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                "meta": {"arch": run.arch.name, "arch_config": dict(vars(run.arch)),
-                         "task": task.name, "classes": data.classes, "n_in": data.n_channels,
-                         "n_out": data.c, "size": data.size, "mean": data.mean, "std": data.std,
-                         "config": resolved},
-            })
+            save_checkpoint(run_dir / "model.pt", checkpoint)
+        if run.save_as:
+            zoo_file = Path(run.paths.models) / f"{run.save_as}.pt"
+            zoo_file.parent.mkdir(parents=True, exist_ok=True)
+            save_checkpoint(zoo_file, checkpoint)
+            log.info("saved to the model zoo: %s (use arch.pretrained=%s)", zoo_file, run.save_as)
         if run.trainer.plots and learn.recorder.losses:
             from fastlab.plots import plot_losses, plot_lr
 
             plot_losses(learn.recorder, run_dir / "plots" / "losses.png")
             plot_lr(learn.recorder, run_dir / "plots" / "lr.png")
+            if found is not None:
+                from fastlab.lr_find import plot_lr_find
+
+                plot_lr_find(found, run_dir / "plots" / "lr_find.png")
         for line in diagnostics:
             log.warning(line)
     except Exception as e:

@@ -53,7 +53,6 @@ def test_defaults():
         ("data.bz=32", ConfigCompositionException, "bz"),  # a misspelt key
         ("data.bs=many", ConfigCompositionException, "bs"),  # a wrong type
         ("data=imagenet", ConfigCompositionException, "imagenet"),  # an unknown option
-        ("schedule.lr_max=fast", ConfigCompositionException, "lr_max"),
         ("data.pattern=x", ConfigCompositionException, "pattern"),  # a key of another source
     ],
 )
@@ -73,7 +72,15 @@ def test_hydra_refuses_bad_keys_types_and_options(override, error, fragment):
         ("schedule.lr_max=-0.1", "schedule.lr_max must be a positive finite number"),
         ("schedule.lr_max=nan", "schedule.lr_max must be a positive finite number"),
         ("schedule.lr_max=inf", "schedule.lr_max must be a positive finite number"),
+        ("schedule.lr_max=fast", "is not a learning rate"),
+        ("schedule.lr_max=[1e-2,1e-3]", "lo > hi"),
+        ("schedule.lr_max=[0,1e-3]", "slice [lo, hi] of positive finite numbers"),
+        ("schedule.lr_max=[1e-3]", "slice [lo, hi]"),
         ("schedule.lr_ratio=0.5", "schedule.lr_ratio"),
+        ("schedule.suggestion=best", "schedule.suggestion"),
+        ("trainer.callbacks.early_stopping.mode=up", "early_stopping.mode"),
+        ("trainer.callbacks.grad_clip=-1", "grad_clip"),
+        ("save_as=../evil", "save_as"),
         ("schedule.epochs=0", "schedule.epochs"),
         ("schedule.opt=adam", "schedule.opt"),
         ("schedule.moms=[0.9,0.8]", "schedule.moms"),
@@ -87,6 +94,16 @@ def test_bad_values_give_one_line_naming_the_key(override, fragment):
         to_run_config(compose_cfg(override))
     message = str(info.value)
     assert fragment in message and "\n" not in message
+
+
+def test_slice_and_ratio_together_are_refused():
+    with pytest.raises(ConfigError, match="not both"):
+        to_run_config(compose_cfg("schedule.lr_max=[1e-4,1e-2]", "schedule.lr_ratio=2.6"))
+
+
+@pytest.mark.parametrize("value", ["3e-3", "[1e-5,1e-3]", "[null,1e-3]", "find"])
+def test_lr_max_forms(value):
+    assert to_run_config(compose_cfg(f"schedule.lr_max={value}")).schedule.lr_max is not None
 
 
 def test_user_option_without_schema_is_checked_by_name():

@@ -12,8 +12,8 @@ from fastlab.callbacks.core import Callback
 log = logging.getLogger("fastlab")
 
 
-def format_row(row: dict, n_epoch: int) -> str:
-    parts = [f"epoch {row['epoch'] + 1}/{n_epoch}"]
+def format_row(row: dict) -> str:
+    parts = [f"epoch {row['epoch']}"]
     for key, value in row.items():
         if key in ("epoch", "seconds"):
             continue
@@ -44,7 +44,7 @@ class ProgressCallback(Callback):
         history = self.learn.recorder.history
         if self.mode == "none" or not history:
             return
-        line = format_row(history[-1], self.learn.n_epoch)
+        line = format_row(history[-1])
         if self.bar is not None:
             self.bar.write(line)
         else:

@@ -24,7 +24,15 @@ class Recorder(Callback):
     order = 50
     beta = 0.98
 
+    def __init__(self):
+        self.reset()
+
     def before_fit(self) -> None:
+        # The stages of one schedule (learn.epoch_offset > 0) add to the same record.
+        if self.learn.epoch_offset == 0:
+            self.reset()
+
+    def reset(self) -> None:
         self.lrs: list[float] = []
         self.moms: list[float] = []
         self.losses: list[float] = []
@@ -36,7 +44,7 @@ class Recorder(Callback):
 
     def before_epoch(self) -> None:
         self._epoch_start = time.perf_counter()
-        self._row: dict = {"epoch": self.learn.epoch}
+        self._row: dict = {"epoch": self.learn.epoch_offset + self.learn.epoch}
 
     def before_train(self) -> None:
         self._train_start = time.perf_counter()

@@ -86,15 +86,22 @@ class DataBunch:
         y_train, y_valid = self._encode(source, targets)
         if mean is None:
             mean, std = channel_stats(source.train_x)
-        if len(mean) != self.n_channels or len(std) != self.n_channels:
-            raise ConfigError(f"data.mean/data.std have {len(mean)}/{len(std)} values but the images have "
-                              f"{self.n_channels} channel(s): give one value per channel")
-        self.mean, self.std = [float(m) for m in mean], [float(s) for s in std]
-        m, s = torch.tensor(self.mean), torch.tensor(self.std)
+        m, s = torch.tensor([float(v) for v in mean]), torch.tensor([float(v) for v in std])
         self.train = TensorLoader(source.train_x, y_train, bs, m, s, shuffle=True, drop_last=True,
                                   generator=torch.Generator().manual_seed(seed))
         self.valid = TensorLoader(source.valid_x, y_valid, bs * 2, m, s)
         self.device = torch.device("cpu")
+        self.set_stats(mean, std)
+
+    def set_stats(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        """Normalise with these per-channel statistics (e.g. a pretrained model's) from now on."""
+        if len(mean) != self.n_channels or len(std) != self.n_channels:
+            raise ConfigError(f"normalisation stats have {len(mean)}/{len(std)} values but the images have "
+                              f"{self.n_channels} channel(s): give one value per channel")
+        self.mean, self.std = [float(m) for m in mean], [float(s) for s in std]
+        for loader in (self.train, self.valid):
+            loader.mean = torch.tensor(self.mean, device=self.device).view(1, -1, 1, 1)
+            loader.std = torch.tensor(self.std, device=self.device).view(1, -1, 1, 1)
 
     def _encode(self, source: Source, targets: str) -> tuple[torch.Tensor, torch.Tensor]:
         if targets == "category":

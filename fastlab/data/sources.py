@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from fastlab.config import CsvData, DataConfig, FolderData, NameReData
+from fastlab.config import CsvData, DataConfig, DigitsData, FolderData, GlyphsData, NameReData
 from fastlab.data.images import is_image, load_images
 from fastlab.data.split import seeded_split
 from fastlab.errors import DataError
@@ -33,8 +33,34 @@ class Source:
     valid_items: list[str]
 
 
-def digits(cfg: DataConfig) -> Source:
-    """scikit-learn's 8x8 digits (values 0..16), scaled to uint8 and resized to ``size``."""
+def split_per_class(labels: Sequence, per_class: int, data_seed: int) -> tuple[list[int], list[int]]:
+    """Few-shot split: ``per_class`` training items per class drawn with ``data_seed``, the rest
+    validate. Returns sorted train and valid indices."""
+    g = torch.Generator().manual_seed(data_seed)
+    train: list[int] = []
+    for cls in sorted(set(labels)):
+        idx = [i for i, lab in enumerate(labels) if lab == cls]
+        if len(idx) <= per_class:
+            raise DataError(f"class {cls!r} has only {len(idx)} items, so data.train_per_class={per_class} "
+                            "leaves none to validate: lower data.train_per_class")
+        train.extend(idx[j] for j in torch.randperm(len(idx), generator=g)[:per_class].tolist())
+    train_set = set(train)
+    return sorted(train), [i for i in range(len(labels)) if i not in train_set]
+
+
+def _in_memory(x: torch.Tensor, labels: list, items: list[str], cfg: DataConfig,
+               per_class: int | None = None) -> Source:
+    if per_class:
+        train, valid = split_per_class(labels, per_class, cfg.seed)
+    else:
+        train, valid = seeded_split(len(items), cfg.valid_pct, cfg.seed)
+    return Source(x[train], [labels[i] for i in train], [items[i] for i in train],
+                  x[valid], [labels[i] for i in valid], [items[i] for i in valid])
+
+
+def digits(cfg: DigitsData) -> Source:
+    """scikit-learn's 8x8 digits (values 0..16), scaled to uint8 and resized to ``size``;
+    optionally only some ``classes`` and a few-shot ``train_per_class`` split."""
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
@@ -43,10 +69,27 @@ def digits(cfg: DataConfig) -> Source:
         x = F.interpolate(x, size=(cfg.size, cfg.size), mode="bilinear", align_corners=False)
     x = x.round().clamp(0, 255).to(torch.uint8)
     labels = [int(t) for t in bunch.target]
-    items = [f"digits/{i}" for i in range(len(labels))]
-    train, valid = seeded_split(len(items), cfg.valid_pct, cfg.seed)
-    return Source(x[train], [labels[i] for i in train], [items[i] for i in train],
-                  x[valid], [labels[i] for i in valid], [items[i] for i in valid])
+    keep = list(range(len(labels)))
+    if cfg.classes is not None:
+        unknown = sorted(set(cfg.classes) - set(range(10)))
+        if unknown or not cfg.classes:
+            raise DataError(f"data.classes={list(cfg.classes)} must name digits 0-9: e.g. data.classes=[5,6,7,8,9]")
+        wanted = set(cfg.classes)
+        keep = [i for i in keep if labels[i] in wanted]
+    items = [f"digits/{i}" for i in keep]
+    return _in_memory(x[keep], [labels[i] for i in keep], items, cfg, cfg.train_per_class)
+
+
+def glyphs(cfg: GlyphsData) -> Source:
+    """The generated stroke alphabet (see ``fastlab.data.glyphs``); labels ``g00``, ``g01``, ..."""
+    from fastlab.data.glyphs import make_glyphs
+
+    if cfg.n_classes < 2 or cfg.per_class < 2 or cfg.strokes < 1:
+        raise DataError("data=glyphs needs n_classes >= 2, per_class >= 2 and strokes >= 1")
+    x, ids = make_glyphs(cfg.n_classes, cfg.per_class, cfg.strokes, cfg.size, cfg.glyph_seed)
+    labels = [f"g{i:02d}" for i in ids]
+    items = [f"glyphs/{lab}/{i}" for i, lab in enumerate(labels)]
+    return _in_memory(x, labels, items, cfg)
 
 
 def _root(cfg: DataConfig) -> Path:
@@ -167,4 +210,4 @@ def csv_source(cfg: CsvData) -> Source:
     return from_table(cfg, root, columns, rows, f"csv '{csv_path}'")
 
 
-SOURCES = {"digits": digits, "folder": folder, "name_re": name_re, "csv": csv_source}
+SOURCES = {"digits": digits, "glyphs": glyphs, "folder": folder, "name_re": name_re, "csv": csv_source}

@@ -1,0 +1,237 @@
+"""The LR finder (fast.ai's learning-rate range test) and ``fastlab-lr-find``.
+
+Train for up to ``num_it`` batches while the rate grows exponentially from ``start_lr`` to
+``end_lr``; record the debiased smoothed loss (beta 0.98); stop once it exceeds 4x the best.
+Everything the run touched (weights, optimiser, random states, the loader's shuffling) is restored
+afterwards, so finding a rate never changes the later training of the same seed (fastai #3013).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import random
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fastlab.callbacks.core import Callback, CancelFitException, CancelValidException
+
+log = logging.getLogger("fastlab")
+
+SUGGESTIONS = ("valley", "steep", "minimum", "slide")
+
+
+# --------------------------------------------------------------------- suggestions (pure)
+def valley(lrs: Sequence[float], losses: Sequence[float]) -> float:
+    """The middle-to-late part of the longest stretch where the loss keeps falling: fast.ai's
+    default, robust to noise because it needs a sustained descent (longest decreasing
+    subsequence, then 1/3 + 1/6 of the way along it)."""
+    n = len(losses)
+    run = [1] * n  # run[i]: length of the longest decreasing subsequence ending at i
+    best_end = 0
+    for i in range(1, n):
+        for j in range(i):
+            if losses[i] < losses[j] and run[i] < run[j] + 1:
+                run[i] = run[j] + 1
+        if run[i] > run[best_end]:
+            best_end = i
+    start = best_end - run[best_end]
+    third = (best_end - start) / 3
+    return float(lrs[max(0, start + int(third) + int(third / 2))])
+
+
+def steep(lrs: Sequence[float], losses: Sequence[float]) -> float:
+    """Where the loss falls fastest per unit of log learning rate."""
+    log_lrs = np.log(np.asarray(lrs, dtype=float))
+    slopes = np.diff(np.asarray(losses, dtype=float)) / np.diff(log_lrs)
+    return float(lrs[int(np.argmin(slopes))])
+
+
+def minimum(lrs: Sequence[float], losses: Sequence[float]) -> float:
+    """A tenth of the rate at the lowest loss (the minimum itself is already too high)."""
+    return float(lrs[int(np.argmin(losses))]) / 10
+
+
+def slide(lrs: Sequence[float], losses: Sequence[float], lr_diff: int = 15, thresh: float = 0.005) -> float:
+    """Walk back from the end until the loss gradient ``lr_diff`` points apart stops changing
+    (by more than ``thresh``): the rate where the curve has flattened before the blow-up."""
+    grad = np.gradient(np.asarray(losses, dtype=float))
+    right, left = len(losses) - 1, len(losses) - 1 - lr_diff
+    if left < 0:
+        return minimum(lrs, losses)
+    found = lrs[left]
+    while left >= 0 and abs(grad[right] - grad[left]) > thresh:
+        found = lrs[left]
+        right, left = right - 1, left - 1
+    return float(found)
+
+
+def suggest(lrs: Sequence[float], losses: Sequence[float], num_it: int) -> dict[str, float]:
+    """All suggestions, on the curve without its first tenth and last five points (fastai): the
+    start is flat noise and the end is the blow-up."""
+    lo, hi = num_it // 10, len(lrs) - 5
+    if hi - lo < 5:  # stopped very early: use what there is
+        lo, hi = 0, len(lrs)
+    lrs, losses = list(lrs[lo:hi]), list(losses[lo:hi])
+    if len(lrs) < 2:
+        raise ValueError("the LR finder recorded fewer than 2 points: give it more iterations or data")
+    return {"valley": valley(lrs, losses), "steep": steep(lrs, losses),
+            "minimum": minimum(lrs, losses), "slide": slide(lrs, losses)}
+
+
+# --------------------------------------------------------------------------- the sweep
+class LRFinder(Callback):
+    """Sets an exponentially growing rate before each batch, records the smoothed loss, skips
+    validation, and ends the fit at ``num_it`` or when the loss diverges."""
+
+    order = 10
+
+    def __init__(self, start_lr: float, end_lr: float, num_it: int, stop_div: bool, beta: float = 0.98):
+        self.start_lr, self.end_lr, self.num_it, self.stop_div, self.beta = start_lr, end_lr, num_it, stop_div, beta
+        self.lrs: list[float] = []
+        self.losses: list[float] = []
+        self._avg, self._best = 0.0, math.inf
+
+    def before_batch(self) -> None:
+        pos = self.learn.train_iter / max(1, self.num_it - 1)
+        self.lr = self.start_lr * (self.end_lr / self.start_lr) ** pos
+        self.learn.set_hypers(self.lr)
+
+    def after_batch(self) -> None:
+        loss = float(self.learn.loss)
+        n = len(self.losses) + 1
+        self._avg = self.beta * self._avg + (1 - self.beta) * loss
+        smooth = self._avg / (1 - self.beta**n)
+        if not math.isfinite(smooth):
+            raise CancelFitException
+        self.lrs.append(self.lr)
+        self.losses.append(smooth)
+        self._best = min(self._best, smooth)
+        if (self.stop_div and smooth > 4 * self._best) or n >= self.num_it:
+            raise CancelFitException
+
+    def before_validate(self) -> None:
+        raise CancelValidException
+
+
+@dataclass
+class LRFindResult:
+    lrs: list[float]
+    losses: list[float]  # debiased smoothed loss
+    suggestions: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"suggestions": self.suggestions, "lrs": self.lrs, "losses": self.losses}
+
+
+def _random_states(learn) -> dict:
+    return {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "loader": learn.data.train.generator.get_state() if learn.data.train.generator is not None else None}
+
+
+def _restore_random_states(learn, states: dict) -> None:
+    torch.set_rng_state(states["torch"])
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    if states["cuda"] is not None:
+        torch.cuda.set_rng_state_all(states["cuda"])
+    if states["loader"] is not None:
+        learn.data.train.generator.set_state(states["loader"])
+
+
+def lr_find(learn, start_lr: float = 1e-7, end_lr: float = 10.0, num_it: int = 100,
+            stop_div: bool = True) -> LRFindResult:
+    """Run the range test on ``learn`` and restore it bit for bit afterwards."""
+    if learn.opt is None:
+        learn.create_opt()
+    saved_model = copy.deepcopy(learn.model.state_dict())
+    saved_opt = copy.deepcopy(learn.opt.state_dict())
+    saved_scales, saved_states = list(learn.lr_scales), _random_states(learn)
+    saved_cbs = list(learn.cbs)
+    finder = LRFinder(start_lr, end_lr, num_it, stop_div)
+    try:
+        # Only the finder listens: no history rows, progress lines or divergence verdicts.
+        learn.cbs = []
+        learn.lr_scales = [1.0] * len(learn.layer_groups)  # one rate for every group (fastai)
+        n_epoch = math.ceil(num_it / max(1, len(learn.data.train)))
+        learn.fit(n_epoch, cbs=[finder])
+    finally:
+        learn.cbs = saved_cbs
+        learn.model.load_state_dict(saved_model)
+        learn.opt.load_state_dict(saved_opt)
+        learn.lr_scales = saved_scales
+        _restore_random_states(learn, saved_states)
+    result = LRFindResult(finder.lrs, finder.losses)
+    result.suggestions = suggest(result.lrs, result.losses, num_it)
+    return result
+
+
+def plot_lr_find(result: LRFindResult, path: Path) -> Path:
+    """Smoothed loss against the (log) learning rate, each suggestion marked."""
+    from fastlab.plots import pyplot, save_figure
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(result.lrs, result.losses)
+    for i, (name, lr) in enumerate(result.suggestions.items()):
+        y = float(np.interp(np.log(lr), np.log(result.lrs), result.losses))
+        ax.plot([lr], [y], "o", color=f"C{i + 1}", label=f"{name}: {lr:.2e}")
+    ax.set(xscale="log", xlabel="learning rate", ylabel="loss (smoothed)")
+    ax.legend()
+    return save_figure(fig, path)
+
+
+# ------------------------------------------------------------------------------ the app
+def run_lr_find(cfg, run_dir: Path | None = None) -> LRFindResult:
+    """Build the run ``cfg`` describes, run the range test in its first stage's freezing, and
+    write ``lr_find.json`` and ``plots/lr_find.png`` to the run dir."""
+    from fastlab.config import to_run_config
+    from fastlab.rundir import write_json
+    from fastlab.train import default_run_dir, prepare
+
+    run = to_run_config(cfg)
+    run_dir = Path(run_dir) if run_dir is not None else default_run_dir()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    setup = prepare(run)
+    result = setup.learn.lr_find()
+    write_json(run_dir / "lr_find.json", result.to_json())
+    plot_lr_find(result, run_dir / "plots" / "lr_find.png")
+    for name, lr in result.suggestions.items():
+        log.info("lr_find %-8s %.3g", name, lr)
+    log.info("run dir: %s", run_dir)
+    return result
+
+
+def main() -> None:
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from fastlab.config import register_configs
+    from fastlab.errors import FastlabError
+    from fastlab.train import config_dir
+
+    register_configs()
+
+    @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
+    def _main(cfg) -> float:
+        try:
+            return run_lr_find(cfg).suggestions["valley"]
+        except FastlabError as e:
+            if HydraConfig.get().mode == RunMode.MULTIRUN:
+                raise
+            print(f"fastlab-lr-find: error: {e}", file=sys.stderr)
+            sys.exit(2)
+
+    _main()
+
+
+if __name__ == "__main__":
+    main()

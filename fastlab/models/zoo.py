@@ -1,0 +1,89 @@
+"""The model zoo: pretrained bodies saved by fastlab runs (``save_as``) under ``paths.models``.
+
+Nothing is downloaded: a zoo entry is made by training a source task once, e.g.
+``fastlab-train +experiment=pretrain_glyphs``. Loading uses ``torch.load(weights_only=True)``
+only, so a checkpoint cannot run code.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from fastlab.errors import ConfigError
+
+log = logging.getLogger("fastlab")
+
+
+def zoo_path(name_or_path: str, models_dir: str | Path) -> Path:
+    """A file path as given, or ``models_dir/<name>.pt`` for a zoo name."""
+    as_path = Path(name_or_path).expanduser()
+    if as_path.suffix == ".pt" or "/" in name_or_path:
+        if not as_path.is_file():
+            raise ConfigError(f"arch.pretrained='{name_or_path}' is not a file: give an existing .pt file or a zoo name")
+        return as_path
+    path = Path(models_dir) / f"{name_or_path}.pt"
+    if not path.is_file():
+        raise ConfigError(f"arch.pretrained='{name_or_path}': no checkpoint at {path}; make it with "
+                          f"fastlab-train +experiment=pretrain_{name_or_path}, or give a file path")
+    return path
+
+
+def read_checkpoint(path: Path) -> dict:
+    """``{"state_dict", "meta"}`` from a fastlab checkpoint, refusing anything else."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"checkpoint '{path}' was refused: it holds more than weights and plain data "
+                          f"({first[:120]}); fastlab loads weights only") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise ConfigError(f"checkpoint '{path}' cannot be read ({type(e).__name__}): it is truncated or "
+                          "not a fastlab checkpoint; make it again") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "meta" not in ckpt:
+        raise ConfigError(f"checkpoint '{path}' is not a fastlab checkpoint (no state_dict/meta): "
+                          "use a model.pt of a fastlab run or a zoo entry")
+    return ckpt
+
+
+@dataclass
+class LoadReport:
+    path: Path
+    loaded: list[str]  # body tensors taken from the checkpoint
+    new: list[str]  # tensors initialised fresh (the new head)
+
+    def summary(self) -> str:
+        return (f"pretrained {self.path}: loaded {len(self.loaded)} body tensors, "
+                f"{len(self.new)} new (the head for this task)")
+
+
+def load_pretrained(model: nn.Module, ckpt: dict, path: Path, arch_name: str, arch_config: dict) -> LoadReport:
+    """Copy the checkpoint's body into ``model`` (the head stays new: it belongs to the new
+    task). A checkpoint of another architecture, or of the same one built differently, is refused
+    with the mismatches listed."""
+    meta = ckpt["meta"]
+    if meta.get("arch") != arch_name:
+        raise ConfigError(f"checkpoint '{path}' is a {meta.get('arch')!r} but arch.name={arch_name!r}: "
+                          f"use arch={meta.get('arch')} or a checkpoint of {arch_name}")
+    source = ckpt["state_dict"]
+    target = model.state_dict()
+    body_keys = [k for k in target if k.startswith("body.")]
+    missing = [k for k in body_keys if k not in source]
+    wrong = [f"{k} {tuple(source[k].shape)} vs {tuple(target[k].shape)}" for k in body_keys
+             if k in source and source[k].shape != target[k].shape]
+    if missing or wrong:
+        theirs = meta.get("arch_config", {})
+        differ = {k: (theirs.get(k), v) for k, v in arch_config.items() if k in theirs and theirs[k] != v and k != "pretrained"}
+        detail = "; ".join([*(f"missing {k}" for k in missing[:3]), *wrong[:3]])
+        raise ConfigError(f"checkpoint '{path}' does not fit this {arch_name} (checkpoint vs run: "
+                          f"arch settings {differ or 'same'}, in channels {meta.get('n_in')}; {detail}): "
+                          "use the same arch settings and image channels as the checkpoint")
+    model.load_state_dict({k: source[k] for k in body_keys}, strict=False)
+    report = LoadReport(path, body_keys, [k for k in target if k not in body_keys])
+    log.info(report.summary())
+    return report
