@@ -104,7 +104,7 @@ class LRFinder(Callback):
         self.learn.set_hypers(self.lr)
 
     def after_batch(self) -> None:
-        loss = float(self.learn.loss)
+        loss = float(self.learn.loss.detach())
         n = len(self.losses) + 1
         self._avg = self.beta * self._avg + (1 - self.beta) * loss
         smooth = self._avg / (1 - self.beta**n)
