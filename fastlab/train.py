@@ -26,8 +26,10 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from fastlab.callbacks.core import Callback
+from fastlab.callbacks.factory import build_callbacks
 from fastlab.config import RunConfig, ScheduleConfig, register_configs, to_run_config
 from fastlab.data import DataBunch
+from fastlab.diagnostics import dead_filter_fraction, diagnose
 from fastlab.errors import ConfigError, FastlabError
 from fastlab.learner import Learner
 from fastlab.lr_find import LRFindResult
@@ -182,6 +184,7 @@ def train(cfg: DictConfig | RunConfig, run_dir: str | Path | None = None) -> dic
     try:
         prep = prepare(run)
         learn, task, s = prep.learn, prep.task, run.schedule
+        learn.add_cbs(build_callbacks(run.trainer, run_dir, task, {**prep.meta, "config": resolved}))
         stages, found = plan(learn, s)
         learn.fit_stages(stages)
         history = learn.recorder.history
@@ -190,6 +193,9 @@ def train(cfg: DictConfig | RunConfig, run_dir: str | Path | None = None) -> dic
         if learn.diverged:
             diagnostics.append(f"loss became non-finite in epoch {history[-1]['epoch'] + 1 if history else 0}: "
                                f"lower schedule.lr_max (the head's peak rate was {stages[-1].lrs[-1]:g})")
+        else:
+            xb, _ = next(iter(prep.data.valid))
+            diagnostics += diagnose(history, objective, task.direction(objective), dead_filter_fraction(prep.model, xb))
         value = final.get(objective) if not learn.diverged else None
         metrics.update({
             "status": "diverged" if learn.diverged else "completed",
@@ -204,6 +210,8 @@ def train(cfg: DictConfig | RunConfig, run_dir: str | Path | None = None) -> dic
             "seconds": {"total": time.perf_counter() - start, "train": learn.recorder.train_seconds},
             "diagnostics": diagnostics,
         })
+        if learn.stop_requested:
+            metrics["stopped_early"] = True
         if found is not None:
             metrics["lr_find"] = found.suggestions
         if prep.pretrained is not None:
