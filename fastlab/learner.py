@@ -132,11 +132,17 @@ class Learner:
         for cb in cbs:
             cb.learn = self
             self.cbs.append(cb)
-        self.cbs.sort(key=lambda cb: cb.order)
+        self._index_handlers()
 
     def remove_cbs(self, cbs: Iterable[Callback]) -> None:
         for cb in cbs:
             self.cbs.remove(cb)
+        self._index_handlers()
+
+    def _index_handlers(self) -> None:
+        # Resolved once per change of callbacks, not per event: events fire ~10 times a batch.
+        self.cbs.sort(key=lambda cb: cb.order)
+        self._handlers = {e: [m for cb in self.cbs if (m := getattr(cb, e, None)) is not None] for e in EVENTS}
 
     @contextlib.contextmanager
     def added_cbs(self, cbs: Sequence[Callback]):
@@ -147,10 +153,8 @@ class Learner:
             self.remove_cbs(cbs)
 
     def __call__(self, event: str) -> None:
-        for cb in self.cbs:
-            method = getattr(cb, event, None)
-            if method is not None:
-                method()
+        for method in self._handlers[event]:
+            method()
 
     def _with_events(self, f: Callable[[], None], name: str, cancel: type[Exception]) -> None:
         try:
@@ -328,6 +332,17 @@ class Learner:
         return lr_find(self, start_lr, end_lr, num_it, stop_div)
 
     # --------------------------------------------------------------------------- inference
+    def predict(self, item, top_k: int = 3) -> dict:
+        """Label and top-k probabilities (or the value, for regression) of one image: a path,
+        bytes, a PIL image or a uint8 ``(C, size, size)`` tensor, preprocessed as training was."""
+        from fastlab.inference import ModelMeta, Predictor
+
+        d = self.data
+        meta = ModelMeta(arch=type(self.model).__name__, arch_config={},
+                         task="classify" if d.classes else "regress", classes=d.classes,
+                         n_in=d.n_channels, n_out=d.c, size=d.size, mean=d.mean, std=d.std)
+        return Predictor(self.model, meta, device=str(self.device)).predict(item, top_k)
+
     def get_preds(self, dl=None) -> tuple[torch.Tensor, torch.Tensor]:
         """Predictions and targets over a loader (the validation set by default).
 

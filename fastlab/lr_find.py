@@ -158,12 +158,12 @@ def lr_find(learn, start_lr: float = 1e-7, end_lr: float = 10.0, num_it: int = 1
     finder = LRFinder(start_lr, end_lr, num_it, stop_div)
     try:
         # Only the finder listens: no history rows, progress lines or divergence verdicts.
-        learn.cbs = []
+        learn.remove_cbs(saved_cbs)
         learn.lr_scales = [1.0] * len(learn.layer_groups)  # one rate for every group (fastai)
         n_epoch = math.ceil(num_it / max(1, len(learn.data.train)))
         learn.fit(n_epoch, cbs=[finder])
     finally:
-        learn.cbs = saved_cbs
+        learn.add_cbs(saved_cbs)
         learn.model.load_state_dict(saved_model)
         learn.opt.load_state_dict(saved_opt)
         learn.lr_scales = saved_scales

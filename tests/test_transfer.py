@@ -219,3 +219,20 @@ def test_fastlab_lr_find_cli(tmp_path):
     assert set(data["suggestions"]) == {"valley", "steep", "minimum", "slide"}
     assert (found.parent / "plots" / "lr_find.png").is_file()
     assert "valley" in out.stdout
+
+
+def test_learner_predict_on_a_file(tmp_path):
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    learn = prepare(to_run_config(compose_cfg(*QUIET, "schedule.epochs=3"))).learn
+    learn.fit_one_cycle(3, 1e-2)
+    d = load_digits()
+    hits = 0
+    for i in range(20):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray((d.images[i] * 255 / 16).astype("uint8")).resize((32, 32)).save(path)
+        out = learn.predict(path)
+        assert len(out["top"]) == 3 and out["top"][0]["prob"] >= out["top"][1]["prob"]
+        hits += out["label"] == str(d.target[i])
+    assert hits >= 16

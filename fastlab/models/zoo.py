@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fastlab.errors import ConfigError
+from fastlab.errors import ConfigError, FastlabError
 
 log = logging.getLogger("fastlab")
 
@@ -34,20 +34,21 @@ def zoo_path(name_or_path: str, models_dir: str | Path) -> Path:
     return path
 
 
-def read_checkpoint(path: Path) -> dict:
-    """``{"state_dict", "meta"}`` from a fastlab checkpoint, refusing anything else."""
+def read_checkpoint(path: Path, error: type[FastlabError] = ConfigError) -> dict:
+    """``{"state_dict", "meta"}`` from a fastlab checkpoint, refusing anything else with one line
+    (as ``error``). ``weights_only=True``: a file holding pickled code is refused unrun."""
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(f"checkpoint '{path}' was refused: it holds more than weights and plain data "
-                          f"({first[:120]}); fastlab loads weights only") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise ConfigError(f"checkpoint '{path}' cannot be read ({type(e).__name__}): it is truncated or "
-                          "not a fastlab checkpoint; make it again") from None
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "meta" not in ckpt:
-        raise ConfigError(f"checkpoint '{path}' is not a fastlab checkpoint (no state_dict/meta): "
-                          "use a model.pt of a fastlab run or a zoo entry")
+        raise error(f"cannot read checkpoint '{path}': refused, it holds more than weights and plain data "
+                    f"({first[:120]}); fastlab loads weights only") from None
+    except Exception as e:  # RuntimeError (not a zip), EOFError (truncated), OSError, ...
+        raise error(f"cannot read checkpoint '{path}' ({type(e).__name__}): it is truncated or not a "
+                    "fastlab checkpoint; use a model.pt written by fastlab-train") from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict) or "meta" not in ckpt:
+        raise error(f"cannot read checkpoint '{path}': it has no state_dict and meta, so it is not a fastlab "
+                    "checkpoint; use a model.pt written by fastlab-train")
     return ckpt
 
 

@@ -1,0 +1,5 @@
+"""``python -m fastlab.serve``: the same as ``fastlab-serve``."""
+
+from fastlab.serve import main
+
+main()
