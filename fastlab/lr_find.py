@@ -194,13 +194,12 @@ def run_lr_find(cfg, run_dir: Path | None = None) -> LRFindResult:
     write ``lr_find.json`` and ``plots/lr_find.png`` to the run dir."""
     from fastlab.config import to_run_config
     from fastlab.rundir import write_json
-    from fastlab.train import default_run_dir, prepare
+    from fastlab.train import default_run_dir, find_lr, prepare
 
     run = to_run_config(cfg)
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
-    setup = prepare(run)
-    result = setup.learn.lr_find()
+    result = find_lr(prepare(run).learn, run.schedule)
     write_json(run_dir / "lr_find.json", result.to_json())
     plot_lr_find(result, run_dir / "plots" / "lr_find.png")
     for name, lr in result.suggestions.items():

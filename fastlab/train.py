@@ -159,11 +159,18 @@ def plan(learn: Learner, s: ScheduleConfig) -> tuple[list[Stage], LRFindResult |
 
     if s.lr_max != "find":
         return stages(s.lr_max), None
-    learn.freeze_to(stages(1.0)[0].frozen)
-    found = learn.lr_find()
+    found = find_lr(learn, s)
     lr = found.suggestions[s.suggestion]
     log.info("lr_find: %s suggests lr_max=%.3g", s.suggestion, lr)
     return stages(lr), found
+
+
+def find_lr(learn: Learner, s: ScheduleConfig) -> LRFindResult:
+    """The LR finder in the freezing the schedule starts with (the head alone for fine_tune and
+    gradual), since that is the training whose rate it picks."""
+    first = plan_stages(s.name, s.epochs, [1.0] * len(learn.layer_groups), s.freeze_epochs)[0]
+    learn.freeze_to(first.frozen)
+    return learn.lr_find()
 
 
 def train(cfg: DictConfig | RunConfig, run_dir: str | Path | None = None) -> dict:
