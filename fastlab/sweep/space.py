@@ -178,7 +178,7 @@ def parse_space(
     config_loader : Hydra's config loader, needed only to expand ``glob(...)`` over a group.
     """
     sources: list[tuple[str, str]] = []
-    for key, value in (params or {}).items():
+    for key, value in _flatten(params or {}).items():
         sources.append((f"hydra.sweeper.params.{key}", f"{key}={_value_text(value)}"))
     sources.extend((f"the command-line override {arg!r}", arg) for arg in arguments)
 
@@ -206,6 +206,17 @@ def parse_space(
             raise SweepError(f"{where}: a deletion (~{name}) cannot be swept; drop the sweep")
         dims.append(_dimension(name, override, where, config_loader))
     return SearchSpace(dims=tuple(dims), fixed=tuple(fixed))
+
+
+def _flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested YAML (``schedule: {lr_max: ...}``) -> dotted keys (``schedule.lr_max``)."""
+    flat: dict[str, Any] = {}
+    for key, value in params.items():
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def _value_text(value: Any) -> str:
@@ -243,7 +254,9 @@ def _dimension(name: str, override: Override, where: str, config_loader: Any) ->
         low, high = value.start, value.end
         assert low is not None and high is not None
         if not low < high:
-            raise SweepError(f"{where}: interval({low}, {high}) is empty; write interval(a, b) with a < b")
+            raise SweepError(
+                f"{where}: interval({low}, {high}) is empty; write interval(a, b) with a < b"
+            )
         log = "log" in tags
         if log and low <= 0:
             raise SweepError(f"{where}: tag(log, ...) needs a positive lower bound, not {low}")
@@ -257,7 +270,9 @@ def _dimension(name: str, override: Override, where: str, config_loader: Any) ->
         )
     if override.value_type == ValueType.GLOB_CHOICE_SWEEP:
         if config_loader is None:
-            raise SweepError(f"{where}: glob(...) needs the app's config groups; list the options with choice(...)")
+            raise SweepError(
+                f"{where}: glob(...) needs the app's config groups; list the options with choice(...)"
+            )
         override.config_loader = config_loader
         form = "glob"
     elif override.value_type == ValueType.RANGE_SWEEP:

@@ -1,0 +1,238 @@
+"""Trials table -> the forest's design matrix: one column per swept parameter, one row per trial.
+
+- Numeric parameters are used as they are, or as log10(value) when the sweep sampled them on a log
+  scale or their values span more than a decade (a learning rate from 1e-4 to 1e-1 matters by its
+  order of magnitude; trees split log10 evenly, and partial dependence is gridded evenly in it).
+- Categorical parameters (strings, booleans, lists, config-group options) become integer codes in
+  sorted label order; a forest splits codes into any grouping it needs, so one column suffices.
+- Replicate keys (``seed``) and parameters that never changed are not features.
+- The response comes from :func:`outcomes`, the explicit policy for failed and diverged trials.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fastlab.meta.errors import MetaError
+from fastlab.meta.trials import COMPLETED, DIVERGED, REPLICATE_KEYS, TrialsTable
+
+DIVERGED_POLICIES = ("worst", "drop")
+
+
+def label(value: Any) -> str:
+    """A category's label: strings as they are, lists as JSON, booleans lower-case."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, list | dict | tuple):
+        return json.dumps(value)
+    return repr(value)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+@dataclass(frozen=True)
+class Feature:
+    """How one swept parameter becomes a column.
+
+    Attributes
+    ----------
+    name : the parameter (override key).
+    kind : ``numeric`` or ``categorical``.
+    log : numeric only: the column holds log10(value).
+    why : why this scale, for the report (e.g. ``sampled on a log scale``, ``spans 2.0 decades``).
+    integer : numeric only: every observed value is an integer.
+    categories : categorical only: the labels, in code order.
+    low, high : numeric only: the observed range, in the parameter's own units.
+    """
+
+    name: str
+    kind: str
+    log: bool = False
+    why: str = ""
+    integer: bool = False
+    categories: tuple[str, ...] = ()
+    low: float = math.nan
+    high: float = math.nan
+
+    @property
+    def numeric(self) -> bool:
+        return self.kind == "numeric"
+
+    def to_x(self, values: list[Any]) -> np.ndarray:
+        """Parameter values, length n -> column, shape (n,)."""
+        if self.numeric:
+            v = np.asarray(values, dtype=float)
+            return np.log10(v) if self.log else v
+        codes = {c: i for i, c in enumerate(self.categories)}
+        return np.asarray([codes[label(v)] for v in values], dtype=float)
+
+    def from_x(self, x: np.ndarray) -> np.ndarray:
+        """Column values (n,) -> parameter values (n,) (labels for a categorical)."""
+        x = np.asarray(x, dtype=float)
+        if self.numeric:
+            return 10.0**x if self.log else x
+        return np.asarray([self.categories[int(round(i))] for i in x.ravel()], dtype=object)
+
+
+def describe_feature(name: str, values: list[Any], declared_log: bool,
+                     scale_known: bool = False) -> Feature | None:
+    """The :class:`Feature` for one parameter's observed values, or None when it is constant.
+
+    ``declared_log``: the sweep sampled it on a log scale. ``scale_known``: the sweep declared its
+    scale either way, so a linear interval from 0.001 to 1 stays linear; otherwise values that
+    span more than a decade are log-scaled."""
+    if len({label(v) for v in values}) < 2:
+        return None
+    if all(_is_number(v) for v in values):
+        v = np.asarray(values, dtype=float)
+        lo, hi = float(v.min()), float(v.max())
+        integer = all(isinstance(x, int) or float(x).is_integer() for x in values)
+        if declared_log and lo > 0:
+            return Feature(name, "numeric", True, "sampled on a log scale", integer, (), lo, hi)
+        if not scale_known and lo > 0 and hi / lo > 10:
+            return Feature(name, "numeric", True, f"spans {math.log10(hi / lo):.1f} decades",
+                           integer, (), lo, hi)
+        return Feature(name, "numeric", False, "linear", integer, (), lo, hi)
+    cats = tuple(sorted({label(v) for v in values}))
+    return Feature(name, "categorical", why="categorical", categories=cats)
+
+
+def outcomes(values: np.ndarray, status: tuple[str, ...], direction: str,
+             diverged: str = "worst") -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """The response and which trials it keeps, under an explicit policy.
+
+    Completed trials keep their objective. Diverged trials (the loss went non-finite: a real
+    outcome, usually of a too-high rate) are scored as the worst completed value with
+    ``diverged="worst"`` (as fastlab's forest sweeper does), so the forest learns where training
+    breaks; ``diverged="drop"`` leaves them out. Failed, running and missing trials say nothing
+    about the response and are always left out.
+
+    Parameters
+    ----------
+    values : (n,) objective, NaN where none.
+    status : length n.
+    direction : ``maximize`` or ``minimize``.
+
+    Returns
+    -------
+    y : (n,) the response (NaN where not kept).
+    keep : (n,) bool.
+    policy : ``{"diverged": policy, "worst": value or None, "kept": k, "dropped": {status: count},
+        "scored_worst": count, "text": one sentence for the report}``.
+    """
+    if diverged not in DIVERGED_POLICIES:
+        raise MetaError(f"--diverged {diverged!r} is not known: use worst or drop")
+    values = np.asarray(values, dtype=float)
+    status_arr = np.asarray(status, dtype=object)
+    done = (status_arr == COMPLETED) & np.isfinite(values)
+    y = np.where(done, values, np.nan)
+    worst = None
+    if done.any():
+        worst = float(values[done].min() if direction == "maximize" else values[done].max())
+    div = status_arr == DIVERGED
+    keep = done.copy()
+    if diverged == "worst" and worst is not None:
+        y[div] = worst
+        keep |= div
+    dropped: dict[str, int] = {}
+    for s in status_arr[~keep]:
+        key = "completed without an objective" if s == COMPLETED else str(s)
+        dropped[key] = dropped.get(key, 0) + 1
+    n_div = int(div.sum())
+    if n_div and diverged == "worst" and worst is not None:
+        text = f"{n_div} diverged trial(s) scored as the worst completed value ({worst:.4g})"
+    elif n_div:
+        text = f"{n_div} diverged trial(s) left out"
+    else:
+        text = "no trial diverged"
+    others = {k: v for k, v in dropped.items() if k != DIVERGED}
+    if others:
+        text += "; left out: " + ", ".join(f"{v} {k}" for k, v in sorted(others.items()))
+    policy = {"diverged": diverged, "worst": worst, "kept": int(keep.sum()), "dropped": dropped,
+              "scored_worst": n_div if diverged == "worst" and worst is not None else 0,
+              "text": text}
+    return y, keep, policy
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """The design matrix of the kept trials.
+
+    Attributes
+    ----------
+    X : (n, d) float: one column per feature.
+    y : (n,) float: the response.
+    rows : (n,) int: the kept trials' positions in the table.
+    features : length d.
+    skipped : ``{name: why}`` for swept keys that are not features.
+    policy : see :func:`outcomes`.
+    """
+
+    X: np.ndarray
+    y: np.ndarray
+    rows: np.ndarray
+    features: tuple[Feature, ...]
+    skipped: dict[str, str]
+    policy: dict[str, Any]
+
+    @property
+    def names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    def index(self, name: str) -> int:
+        return self.names.index(name)
+
+
+def encode(table: TrialsTable, direction: str, diverged: str = "worst") -> Encoded:
+    """The design matrix of ``table`` (see the module docstring). A trial without a value for a
+    numeric feature (a key some jobs did not override) is left out and counted."""
+    y, keep, policy = outcomes(table.values, table.status, direction, diverged)
+    rows = np.flatnonzero(keep)
+    features, skipped = [], {}
+    for name in table.names:
+        if name in REPLICATE_KEYS:
+            skipped[name] = "replicates (training randomness), not a hyperparameter"
+            continue
+        present = [table.params[i].get(name, _MISSING) for i in rows]
+        values = [v for v in present if v is not _MISSING]
+        f = describe_feature(name, values, name in table.log_scale, table.scales_known)
+        if f is None:
+            skipped[name] = "constant over the trials analysed"
+            continue
+        features.append(f)
+    # A numeric feature must be present in every kept row; a categorical one gets "null".
+    complete = np.ones(len(rows), dtype=bool)
+    for f in features:
+        if f.numeric:
+            complete &= np.asarray([name_in(table.params[i], f.name) for i in rows])
+    if not complete.all():
+        n = int((~complete).sum())
+        policy = {**policy, "kept": int(complete.sum()),
+                  "text": policy["text"] + f"; left out: {n} without every parameter"}
+        rows = rows[complete]
+    columns = []
+    for f in features:
+        vals = [table.params[i].get(f.name) for i in rows]
+        if not f.numeric and any(label(v) not in f.categories for v in vals):
+            f = Feature(f.name, f.kind, why=f.why,
+                        categories=tuple(sorted(set(f.categories) | {label(v) for v in vals})))
+        columns.append((f, f.to_x(vals)))
+    features = [f for f, _ in columns]
+    X = np.column_stack([c for _, c in columns]) if columns else np.empty((len(rows), 0))
+    return Encoded(X, y[rows], rows, tuple(features), skipped, policy)
+
+
+_MISSING = object()
+
+
+def name_in(params: dict[str, Any], name: str) -> bool:
+    return name in params and _is_number(params[name])

@@ -1,0 +1,129 @@
+"""The trials table: one row per trial of a sweep, whichever sweeper made it.
+
+:func:`read_trials` reads a fastlab sweep dir (``trials.db``, see :mod:`fastlab.meta.trials_db`)
+or any Hydra multirun dir (job dirs with ``.hydra/overrides.yaml`` and ``metrics.json``, see
+:mod:`fastlab.meta.multirun`) into a :class:`TrialsTable`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fastlab.meta.errors import MetaError
+
+# A trial's status: completed and diverged are results; anything else (failed, running, missing)
+# says nothing about the response and is dropped, with a count in the report.
+COMPLETED, DIVERGED = "completed", "diverged"
+
+# Keys that replicate a trial rather than change it: never features.
+REPLICATE_KEYS = frozenset({"seed"})
+
+
+@dataclass(frozen=True)
+class TrialsTable:
+    """The trials of one sweep.
+
+    Attributes
+    ----------
+    names : the swept parameters (override keys, e.g. ``schedule.lr_ratio``), in sweep order.
+    params : one ``{name: value}`` per trial, values typed as the override gave them (int, float,
+        str, bool, list), length n.
+    values : (n,) float: the objective, NaN where a trial has none (diverged, failed, running).
+    status : length n: ``completed``, ``diverged``, ``failed``, ``running`` or ``missing`` (a job
+        dir without ``metrics.json``).
+    numbers : length n: trial numbers (job numbers for a plain multirun).
+    objective : the objective's name (``metrics.json``'s ``objective_name``), or None.
+    direction : ``maximize`` or ``minimize``, or None when nothing says.
+    log_scale : names the sweep declared log-sampled (``tag(log, ...)``; fastlab sweeps only).
+    scales_known : the sweep declared every dimension's scale (a fastlab sweep's stored search
+        space): then only ``log_scale`` is log-scaled, and the "spans a decade" rule is not used.
+    fixed : overrides every trial shared, ``{key: value}``.
+    job_dirs : length n: each trial's job dir, or None.
+    config : the composed app config of the sweep (a dict), or None: the base of ``--apply``.
+    source : ``trials.db`` or ``job dirs``.
+    path : the sweep dir.
+    """
+
+    names: tuple[str, ...]
+    params: tuple[dict[str, Any], ...]
+    values: np.ndarray
+    status: tuple[str, ...]
+    numbers: tuple[int, ...]
+    objective: str | None
+    direction: str | None
+    log_scale: frozenset[str] = frozenset()
+    scales_known: bool = False
+    fixed: dict[str, Any] = field(default_factory=dict)
+    job_dirs: tuple[Path | None, ...] = ()
+    config: dict | None = None
+    source: str = "job dirs"
+    path: Path = Path(".")
+
+    def __len__(self) -> int:
+        return len(self.params)
+
+    def counts(self) -> dict[str, int]:
+        """How many trials have each status, e.g. ``{"completed": 28, "diverged": 1, ...}``."""
+        out = {COMPLETED: 0, DIVERGED: 0, "failed": 0}
+        for s in self.status:
+            out[s] = out.get(s, 0) + 1
+        return out
+
+
+def read_trials(path: str | Path) -> TrialsTable:
+    """The trials of the sweep in ``path``: ``trials.db`` when there is one, else the job dirs.
+
+    Raises
+    ------
+    MetaError
+        ``path`` does not exist, is a single run rather than a sweep, or holds no trials.
+    """
+    from fastlab.meta.multirun import read_multirun
+    from fastlab.meta.trials_db import read_trials_db
+
+    path = Path(path)
+    if not path.exists():
+        raise MetaError(f"{path} does not exist: pass a sweep dir (hydra.sweep.dir of a multirun, "
+                        "e.g. outputs/sweeps/<date>/<time>)")
+    if not path.is_dir():
+        raise MetaError(f"{path} is not a directory: pass a sweep dir, not a file in it")
+    if (path / "trials.db").is_file():
+        return read_trials_db(path)
+    if (path / ".hydra" / "overrides.yaml").is_file():
+        raise MetaError(f"{path} is a single run, not a sweep: pass the multirun dir that holds "
+                        "the job dirs 0/ 1/ ... (its parent, for a job dir)")
+    return read_multirun(path)
+
+
+def swept_names(params: list[dict[str, Any]]) -> tuple[list[str], dict[str, Any]]:
+    """Split override keys into swept (the value differs between trials) and fixed ones.
+
+    Returns ``(names, fixed)``: swept keys in order of first appearance, and ``{key: value}`` of
+    the keys every trial gave the same value.
+    """
+    order: list[str] = []
+    for p in params:
+        order += [k for k in p if k not in order]
+    names, fixed = [], {}
+    for key in order:
+        texts = {repr(p.get(key, _ABSENT)) for p in params}
+        if len(texts) > 1:
+            names.append(key)
+        else:
+            fixed[key] = params[0].get(key)
+    return names, fixed
+
+
+_ABSENT = object()
+
+
+def require_trials(table: TrialsTable) -> TrialsTable:
+    """``table`` itself, or a ``MetaError`` when it holds no trial at all."""
+    if len(table) == 0:
+        raise MetaError(f"{table.path} holds no trials ({table.source} is empty): pass the dir of "
+                        "a sweep that ran, or wait until its first trials finish")
+    return table

@@ -1,0 +1,106 @@
+"""Between Hydra and the driver: settings, job dirs, batch size, and job returns -> Outcomes."""
+
+import copy
+import math
+import os
+import traceback
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from hydra.core.utils import JobReturn, JobStatus
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+from fastlab.sweep.driver import Outcome, run_sweep
+from fastlab.sweep.settings import SweepSettings
+from fastlab.sweep.space import parse_space
+
+
+def run_hydra_sweep(
+    settings: Mapping[str, Any],
+    params: Mapping[str, Any] | None,
+    arguments: Sequence[str],
+    config: DictConfig,
+    launcher: Any,
+    config_loader: Any,
+    validate: Any,
+) -> None:
+    """Run the sweep ``hydra.sweeper`` describes, with Hydra's launcher and config loader."""
+    options = SweepSettings(**settings).validate()
+    if options.batch_size is None:
+        options.batch_size = auto_batch_size(config.hydra.get("launcher"))
+    space = parse_space(params, arguments, config_loader=config_loader)
+
+    def launch(overrides: list[list[str]], initial_job_idx: int) -> list[Outcome]:
+        returns = launcher.launch([tuple(o) for o in overrides], initial_job_idx=initial_job_idx)
+        return [outcome_of(r) for r in returns]
+
+    run_sweep(
+        options,
+        space,
+        str(config.hydra.sweep.dir),
+        launch,
+        job_dir_for=lambda num: job_dir_for(config, num),
+        validate=validate,
+        context=app_config_text(config),
+    )
+
+
+def app_config_text(config: DictConfig) -> str:
+    """The app's composed config without ``hydra``, unresolved (``${now:...}`` stays as typed),
+    as YAML: a resume must find the same, so trials of one sweep stay comparable."""
+    app = OmegaConf.to_container(config, resolve=False)
+    app.pop("hydra", None)
+    return OmegaConf.to_yaml(app)
+
+
+def auto_batch_size(launcher: Any) -> int:
+    """Jobs the configured launcher runs at once: joblib's ``n_jobs``, else 1.
+
+    Other launchers (submitit, ray) do not say how many workers will really be free, so with
+    them set ``hydra.sweeper.batch_size`` to that number.
+    """
+    n_jobs = None if launcher is None else launcher.get("n_jobs")
+    if not isinstance(n_jobs, int) or n_jobs == 0:
+        return 1
+    if n_jobs < 0:  # joblib's convention: -1 = all CPUs, -2 = all but one, ...
+        return max(1, (os.cpu_count() or 1) + 1 + n_jobs)
+    return n_jobs
+
+
+def job_dir_for(config: DictConfig, num: int) -> str:
+    """The dir job ``num`` will run in: ``hydra.sweep.dir/hydra.sweep.subdir`` for that job."""
+    cfg = copy.deepcopy(config)
+    with read_write(cfg.hydra), open_dict(cfg.hydra):
+        cfg.hydra.job.num = num
+    try:
+        subdir = str(OmegaConf.select(cfg, "hydra.sweep.subdir"))
+    except Exception:
+        # A subdir that needs what only the job knows (its overrides): the launcher tells later.
+        subdir = str(num)
+    return os.path.join(str(config.hydra.sweep.dir), subdir)
+
+
+def outcome_of(ret: JobReturn) -> Outcome:
+    """A Hydra ``JobReturn`` -> an Outcome. The objective must be a float; NaN (or inf) = diverged."""
+    job_dir = None
+    if ret.hydra_cfg is not None:
+        job_dir = OmegaConf.select(ret.hydra_cfg, "hydra.runtime.output_dir")
+    if ret.status != JobStatus.COMPLETED:
+        error = ret._return_value
+        if isinstance(error, BaseException):
+            text = "".join(traceback.format_exception_only(type(error), error)).strip()
+        else:
+            text = f"the job ended with status {ret.status.name}"
+        return Outcome("failed", error=text, job_dir=job_dir)
+    value = ret._return_value
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return Outcome(
+            "failed",
+            error=f"the task returned {value!r}, not a number; return the objective as a float",
+            job_dir=job_dir,
+        )
+    if not math.isfinite(number):
+        return Outcome("diverged", value=None, job_dir=job_dir)
+    return Outcome("completed", value=number, job_dir=job_dir)

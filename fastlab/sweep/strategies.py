@@ -1,0 +1,115 @@
+"""Proposal strategies: which params the next trials get.
+
+Each proposal is a pure function of the space, the settings, the trial numbers to fill and (for
+the forest) the finished trials. Trial ``k`` of a grid is grid point ``k``, of a random sweep Sobol
+point ``k``, so a resumed grid or random sweep proposes exactly what an uninterrupted one would.
+"""
+
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy.stats import qmc
+
+from fastlab.sweep.errors import SweepError
+from fastlab.sweep.settings import SweepSettings
+from fastlab.sweep.space import Discrete, SearchSpace
+
+
+@dataclass(frozen=True)
+class Observation:
+    """A finished trial as the forest sees it: its params and its value (None = diverged)."""
+
+    params: dict[str, Any]
+    value: float | None
+
+
+def grid_size(space: SearchSpace) -> int:
+    """The number of grid points; a SweepError if some dimension cannot be enumerated."""
+    for d in space.dims:
+        if not isinstance(d, Discrete):
+            raise SweepError(
+                f"strategy=grid cannot enumerate {d.name}={d.form}; use choice(...) or "
+                "range(...), or hydra.sweeper.strategy=random"
+            )
+    return math.prod(len(d.values) for d in space.dims)
+
+
+def grid_params(space: SearchSpace, numbers: Sequence[int]) -> list[dict[str, Any]]:
+    """Grid points ``numbers`` in itertools.product order (the last key varies fastest)."""
+    grid_size(space)
+    points = list(itertools.product(*(d.values for d in space.dims)))
+    return [dict(zip(space.names, points[k], strict=True)) for k in numbers]
+
+
+def sobol_units(n_dims: int, count: int, seed: int) -> np.ndarray:
+    """The first ``count`` points of a scrambled Sobol sequence, shape (count, n_dims).
+
+    Drawn in a power-of-two block (Sobol's balance holds for those) and cut: point ``k`` depends
+    only on ``seed`` and ``k``, never on how many points were asked for.
+    """
+    if n_dims == 0:
+        return np.zeros((count, 0))
+    m = max(0, math.ceil(math.log2(max(count, 1))))
+    sampler = qmc.Sobol(d=n_dims, scramble=True, rng=np.random.default_rng(seed))
+    return sampler.random_base2(m)[:count]
+
+
+def random_params(space: SearchSpace, numbers: Sequence[int], seed: int) -> list[dict[str, Any]]:
+    """Sobol points ``numbers`` of the seeded sequence, mapped into the space."""
+    if not numbers:
+        return []
+    units = sobol_units(len(space.dims), max(numbers) + 1, seed)
+    return [space.from_unit(units[k]) for k in numbers]
+
+
+def propose(
+    space: SearchSpace,
+    settings: SweepSettings,
+    seed: int,
+    numbers: Sequence[int],
+    finished: Sequence[Observation],
+    pending: Sequence[dict[str, Any]] = (),
+) -> list[dict[str, Any]]:
+    """Params for new trials ``numbers`` under ``settings.strategy``.
+
+    ``finished`` are the trials with a result; ``pending`` the ones still running, which forest
+    proposals must not repeat.
+    """
+    if settings.strategy == "grid":
+        return grid_params(space, numbers)
+    if settings.strategy == "random" or not space.dims:
+        return random_params(space, numbers, seed)
+
+    # forest: random first, then the surrogate, with some random proposals interleaved.
+    by_model = [k for k in numbers if _use_model(k, settings, seed, len(finished))]
+    chosen = dict(zip(numbers, random_params(space, numbers, seed), strict=True))
+    if by_model:
+        # Imported here: scikit-learn is needed only once the surrogate takes over.
+        from fastlab.sweep.forest import forest_proposals
+
+        taken = [o.params for o in finished] + list(pending)
+        taken += [chosen[k] for k in numbers if k not in by_model]
+        proposals = forest_proposals(
+            space,
+            finished,
+            count=len(by_model),
+            sign=settings.sign,
+            taken=taken,
+            seed=seed * 1_000_003 + by_model[0],
+        )
+        # Fewer proposals than asked only when the space is exhausted: keep the random ones.
+        chosen.update(zip(by_model, proposals, strict=False))
+    return [chosen[k] for k in numbers]
+
+
+def _use_model(number: int, settings: SweepSettings, seed: int, n_finished: int) -> bool:
+    """Whether forest trial ``number`` comes from the surrogate (else from the Sobol sequence)."""
+    if number < settings.n_initial or n_finished < 2:
+        return False
+    # Decided per trial number from the seed, so a resume makes the same choice.
+    draw = np.random.default_rng([seed, number]).random()
+    return bool(draw >= settings.random_fraction)

@@ -1,0 +1,1 @@
+"""fastlab's Hydra sweeper: ``hydra/sweeper=fastlab``. The logic lives in ``fastlab.sweep``."""
