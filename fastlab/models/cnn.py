@@ -14,9 +14,9 @@ def conv_bn_relu(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
 
 
 def cnn(cfg: CnnArch, n_in: int, n_out: int) -> BodyHead:
-    """One stage per entry of ``cfg.channels``: a stride-2 conv then a stride-1 conv, each
-    halving nothing but the first (so 32 px -> 4 px over three stages). Groups: the first half of
-    the stages, the second half, the head."""
+    """One stage per entry of ``cfg.channels``: a stride-2 conv (halving the resolution) then a
+    stride-1 conv, so 32 px becomes 4 px over three stages. Layer groups: the first half of the
+    stages, the second half, the head."""
     stages, c_in = [], n_in
     for c in cfg.channels:
         stages.append(nn.Sequential(conv_bn_relu(c_in, c, stride=2), conv_bn_relu(c, c)))
