@@ -181,6 +181,9 @@ class TrainerConfig:
     progress: str = "auto"  # auto (a bar on a terminal, else a line per epoch) | bar | log | none
     plots: bool = True
     save_model: bool = True
+    # CPU threads for torch: null = torch's default, or the cores shared out among the parallel
+    # jobs of a joblib multirun (N jobs x all-core threads would fight over the same cores)
+    threads: int | None = None
     logger: str = "none"  # none | tensorboard (writes <run dir>/tensorboard)
     callbacks: CallbacksConfig = field(default_factory=lambda: CallbacksConfig())
 
@@ -359,6 +362,8 @@ def validate(run: RunConfig) -> None:
         raise ConfigError(f"trainer.device={t.device!r} is not known: use auto, cpu or cuda")
     if t.precision not in ("32", "bf16-mixed", "16-mixed"):
         raise ConfigError(f"trainer.precision={t.precision!r} is not known: use 32, bf16-mixed or 16-mixed")
+    if t.threads is not None and t.threads < 1:
+        raise ConfigError(f"trainer.threads must be >= 1 or null, got {t.threads}")
     if t.logger not in ("none", "tensorboard"):
         raise ConfigError(f"trainer.logger={t.logger!r} is not known: use none or tensorboard")
     cbs = t.callbacks

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import random
 import sys
 import time
@@ -61,6 +62,32 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"trainer.device={name} but CUDA is not available here: use trainer.device=cpu or auto")
     return torch.device(name)
+
+
+def threads_per_job(cores: int, parallel_jobs: int) -> int:
+    """Cores shared out among jobs running side by side (at least one thread each)."""
+    return max(1, cores // max(1, parallel_jobs))
+
+
+def parallel_jobs() -> int:
+    """How many jobs of this multirun run at once on this machine: joblib's ``n_jobs`` (-1 = one
+    per core); 1 for a single run or another launcher."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return 1
+    launcher = HydraConfig.get().launcher
+    if "joblib" not in str(launcher.get("_target_", "")):
+        return 1
+    n_jobs = int(launcher.get("n_jobs", -1) or 1)
+    return (os.cpu_count() or 1) if n_jobs < 0 else n_jobs
+
+
+def set_threads(threads: int | None) -> int:
+    """Apply ``trainer.threads`` (or the automatic share) to torch; returns the count in use."""
+    if threads is None and parallel_jobs() > 1:
+        threads = threads_per_job(os.cpu_count() or 1, parallel_jobs())
+    if threads is not None:
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
 
 
 def seed_everything(seed: int) -> None:
@@ -189,6 +216,7 @@ def train(cfg: DictConfig | RunConfig, run_dir: str | Path | None = None) -> dic
     objective = run.task.objective
     metrics: dict = {"status": "failed", "objective": None, "objective_name": objective}
     try:
+        metrics["threads"] = set_threads(run.trainer.threads)
         prep = prepare(run)
         learn, task, s = prep.learn, prep.task, run.schedule
         learn.add_cbs(build_callbacks(run.trainer, run_dir, task, {**prep.meta, "config": resolved}))

@@ -94,3 +94,14 @@ def test_regular_wheel_install_runs_from_anywhere(tmp_path):
     module_file, conf = out.stdout.splitlines()[:2]
     assert module_file.startswith(str(target)) and conf == str(target / "fastlab" / "conf")
     assert len(job_dirs(work / "outputs" / "runs")) == 1
+
+
+def test_joblib_multirun_shares_the_cores_among_its_jobs(tmp_path):
+    """Two jobs side by side get half the cores each instead of all of them each."""
+    out = run_cli(["-m", *SMALL, "schedule.epochs=1", "seed=0,1", "hydra/launcher=joblib",
+                   "hydra.launcher.n_jobs=2"], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    dirs = job_dirs(tmp_path / "outputs" / "sweeps")
+    want = max(1, (os.cpu_count() or 1) // 2)
+    assert len(dirs) == 2
+    assert all(json.loads((d / "metrics.json").read_text())["threads"] == want for d in dirs)

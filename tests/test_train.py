@@ -135,3 +135,21 @@ def test_constant_schedule_and_sgd(tmp_path):
     lrs = {float(r["lr"]) for r in read_history(tmp_path)}
     assert lrs == {0.05}
     assert math.isclose(metrics["group_lrs"][-1], 0.05)
+
+
+@pytest.mark.parametrize("cores, jobs, want", [(2, 1, 2), (2, 2, 1), (16, 4, 4), (2, 8, 1), (3, 2, 1)])
+def test_threads_per_job(cores, jobs, want):
+    from fastlab.train import threads_per_job
+
+    assert threads_per_job(cores, jobs) == want
+
+
+def test_trainer_threads_is_applied_and_recorded(tmp_path):
+    before = torch.get_num_threads()
+    try:
+        metrics = train(compose_cfg("trainer.threads=1", "schedule.epochs=1"), run_dir=tmp_path)
+        assert metrics["threads"] == 1 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(ConfigError, match="trainer.threads"):
+        to_run_config(compose_cfg("trainer.threads=0"))
