@@ -12,7 +12,7 @@ import dataclasses
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -24,8 +24,10 @@ from fastlab.errors import ConfigError
 
 @dataclass
 class DataConfig:
-    """Common keys of every data source."""
+    """Common keys of every data source. ``kind`` says what the source yields (``images`` with
+    labels, ``masks``, ``points``, ``text``, ``table``); each task accepts some kinds."""
 
+    kind: ClassVar[str] = "images"
     name: str = MISSING
     path: str | None = None  # the data's folder; required by every source but ``digits``
     bs: int = 64
@@ -86,6 +88,121 @@ class CsvData(DataConfig):
     valid_col: str | None = None  # a boolean column marking validation rows; else valid_pct
 
 
+@dataclass
+class ScenesData(DataConfig):
+    """Generated scenes (offline) for segmentation: shapes of several kinds on textured
+    backgrounds, each image with its per-pixel mask. Codes: ``background`` plus one per kind."""
+
+    kind: ClassVar[str] = "masks"
+    name: str = "scenes"
+    bs: int = 16
+    n_images: int = 400
+    scene_seed: int = 0  # which scenes; the split still uses data.seed
+    void_code: str | None = None  # a code whose pixels the loss and metrics ignore
+
+
+@dataclass
+class CamvidData(DataConfig):
+    """Segmentation data in the CamVid layout: ``path/images/*``, ``path/labels/<mask name>``
+    (one class code per pixel) and ``path/codes.txt`` (one code name per line)."""
+
+    kind: ClassVar[str] = "masks"
+    name: str = "camvid"
+    bs: int = 8
+    images: str = "images"
+    labels: str = "labels"
+    codes: str = "codes.txt"
+    mask_name: str = "{stem}_P.png"  # the mask of images/<stem><suffix>; {stem} and {suffix} are filled in
+    valid_list: str | None = "valid.txt"  # file names listed here validate, when the file exists; else valid_pct
+    void_code: str | None = None  # a code of codes.txt whose pixels the loss and metrics ignore (CamVid: Void)
+
+
+@dataclass
+class PointsData(DataConfig):
+    """Generated images (offline) for image regression: one shape on a textured background; the
+    target is its centre ``(x, y)`` scaled to [-1, 1] (the course's head-pose task in small)."""
+
+    kind: ClassVar[str] = "points"
+    name: str = "points"
+    n_images: int = 600
+    points_seed: int = 0  # which images; the split still uses data.seed
+
+
+@dataclass
+class TextData(DataConfig):
+    """Keys every text source shares: tokenisation, vocabulary and sequence lengths."""
+
+    kind: ClassVar[str] = "text"
+    bs: int = 32
+    bptt: int = 48  # a language model's sequence length
+    max_len: int = 256  # a classifier reads at most this many tokens of each text
+    min_freq: int = 2  # words seen fewer times become xxunk
+    max_vocab: int = 8000
+
+
+@dataclass
+class TextFolderData(TextData):
+    """The IMDb layout: ``path/<train>/<label>/*.txt``, ``path/<valid>/<label>/*.txt`` and
+    optionally unlabelled ``path/<unsup>/*.txt`` (used by the language model only)."""
+
+    name: str = "text_folder"
+    train: str = "train"
+    valid: str = "test"
+    unsup: str | None = "unsup"
+
+
+@dataclass
+class TextCsvData(TextData):
+    """A CSV with a text column, a label column and optionally a validation flag column."""
+
+    name: str = "text_csv"
+    csv: str = "texts.csv"  # relative to ``path`` unless absolute
+    text_col: str = "text"
+    label_col: str = "label"
+    valid_col: str | None = None
+
+
+@dataclass
+class PyDocsData(TextData):
+    """Built in, offline: docstrings of the Python standard library on this machine (real English
+    text). The label of each docstring is the module family it documents (see the README)."""
+
+    name: str = "pydocs"
+
+
+@dataclass
+class TabularData(DataConfig):
+    """Keys every table source shares. Columns not named in ``cat_names`` or ``cont_names`` are
+    read as continuous when numeric and categorical otherwise (null = decide by the values)."""
+
+    kind: ClassVar[str] = "table"
+    bs: int = 64
+    y_name: str | None = None  # the target column; the built-in sets know their own
+    cat_names: list[str] | None = None
+    cont_names: list[str] | None = None
+
+
+@dataclass
+class SklearnTableData(TabularData):
+    """A scikit-learn table, built in and offline: breast_cancer, wine (classification) or
+    diabetes (regression)."""
+
+    name: str = "sklearn_table"
+    dataset: str = "breast_cancer"
+
+
+@dataclass
+class TableCsvData(TabularData):
+    """A CSV table with the target in ``y_name``."""
+
+    name: str = "table_csv"
+    csv: str = "table.csv"  # relative to ``path`` unless absolute
+    valid_col: str | None = None  # a boolean column marking validation rows; else valid_pct
+    # task=regress on several numbers per image (e.g. a point's x,y): these columns are the targets
+    target_cols: list[str] | None = None
+    points: bool = False  # target_cols are pixel (x, y) pairs, scaled to [-1, 1] by each image's size
+
+
 # ---------------------------------------------------------------------------------------- arch
 
 
@@ -112,6 +229,41 @@ class ResnetArch(ArchConfig):
     name: str = "resnet18"
     head_hidden: int = 512
     dropout: float = 0.5
+
+
+@dataclass
+class UnetArch(ArchConfig):
+    """A U-Net: the encoder is a registered body (cnn, resnet18, resnet34); skip connections from
+    each encoder stage; learned (transposed-conv) upsampling. ``arch.pretrained`` names a
+    checkpoint of the encoder's architecture (e.g. a zoo classifier)."""
+
+    name: str = "unet"
+    encoder: str = "cnn"
+    channels: list[int] = field(default_factory=lambda: [32, 64, 128])  # the cnn encoder's stages
+
+
+@dataclass
+class AwdLstmArch(ArchConfig):
+    """AWD-LSTM (Merity et al.): embedding dropout, weight-dropped LSTM layers, the course's
+    dropouts scaled by ``drop_mult``. Language model: tied decoder; classifier: concat pooling."""
+
+    name: str = "awd_lstm"
+    emb_sz: int = 128
+    n_hid: int = 256
+    n_layers: int = 3
+    drop_mult: float = 0.5
+    head_hidden: int = 50  # the classifier head's hidden layer (fastai's lin_ftrs=[50])
+
+
+@dataclass
+class TabularArch(ArchConfig):
+    """fast.ai's tabular model: entity embeddings (size rule min(600, 1.6 n^0.56)) and
+    continuous columns into an MLP with batch norm and dropout."""
+
+    name: str = "tabular_mlp"
+    layers: list[int] = field(default_factory=lambda: [200, 100])
+    ps: float = 0.1  # dropout of the hidden layers
+    emb_drop: float = 0.0
 
 
 # ------------------------------------------------------------------------------------ schedule
@@ -143,6 +295,18 @@ class ScheduleConfig:
 class TaskConfig:
     name: str = MISSING
     objective: str = MISSING  # the metric returned to sweepers
+
+
+@dataclass
+class RegressTask(TaskConfig):
+    # [lo, hi]: squash outputs into the range with a sigmoid (fast.ai's y_range); null: [-1, 1]
+    # for point targets, else a plain linear output
+    y_range: list[float] | None = None
+
+
+@dataclass
+class TabularTask(TaskConfig):
+    target: str = "auto"  # auto (from the target column) | category | float
 
 
 # ------------------------------------------------------------------------------------- trainer
@@ -228,11 +392,15 @@ class RunConfig:
 # picks its schema by its ``name`` key, so it is checked the same way.
 SCHEMAS: dict[str, dict[str, type]] = {
     "data": {"digits": DigitsData, "glyphs": GlyphsData, "folder": FolderData, "name_re": NameReData,
-             "csv": CsvData},
-    "arch": {"cnn": CnnArch, "resnet18": ResnetArch, "resnet34": ResnetArch},
+             "csv": CsvData, "scenes": ScenesData, "camvid": CamvidData, "points": PointsData,
+             "text_folder": TextFolderData, "text_csv": TextCsvData, "pydocs": PyDocsData,
+             "sklearn_table": SklearnTableData, "table_csv": TableCsvData},
+    "arch": {"cnn": CnnArch, "resnet18": ResnetArch, "resnet34": ResnetArch, "unet": UnetArch,
+             "awd_lstm": AwdLstmArch, "tabular_mlp": TabularArch},
     "schedule": {"one_cycle": ScheduleConfig, "fine_tune": ScheduleConfig, "gradual": ScheduleConfig,
                  "constant": ScheduleConfig},
-    "task": {"classify": TaskConfig, "regress": TaskConfig},
+    "task": {"classify": TaskConfig, "regress": RegressTask, "segment": TaskConfig,
+             "language_model": TaskConfig, "text_classify": TaskConfig, "tabular": TabularTask},
     "trainer": {"default": TrainerConfig, "cpu": TrainerConfig, "gpu": TrainerConfig},
 }
 

@@ -30,6 +30,7 @@ from fastlab.callbacks.core import Callback
 from fastlab.callbacks.factory import build_callbacks
 from fastlab.config import RunConfig, ScheduleConfig, register_configs, to_run_config
 from fastlab.data import DataBunch
+from fastlab.data.base import Bunch
 from fastlab.diagnostics import dead_filter_fraction, diagnose
 from fastlab.errors import ConfigError, FastlabError
 from fastlab.learner import Learner
@@ -136,17 +137,47 @@ class Prepared:
 
     run: RunConfig
     task: Task
-    data: DataBunch
+    data: Bunch
     model: nn.Module
     learn: Learner
     meta: dict  # what model.pt records about the model and its data
     pretrained: LoadReport | None
 
 
+def check_fit(run: RunConfig, task: Task) -> None:
+    """The data source must yield what the task learns from (masks for segment, text for the
+    text tasks, ...) and the architecture must be one the task builds."""
+    kind = type(run.data).kind
+    if kind not in task.data_kinds:
+        raise ConfigError(f"data={run.data.name} gives {kind} but task={task.name} learns from "
+                          f"{' or '.join(sorted(task.data_kinds))}: choose a matching data option (see README)")
+    if run.arch.name not in task.arch_names:
+        raise ConfigError(f"arch={run.arch.name} does not fit task={task.name}: use arch= one of {sorted(task.arch_names)}")
+
+
+def build_data(run: RunConfig, task: Task, pretrained_meta: dict | None):
+    if task.build_data is not None:
+        return task.build_data(run, pretrained_meta)
+    data = DataBunch.from_config(run.data, task.targets, seed=run.seed)
+    meta = pretrained_meta or {}
+    if run.data.mean is None and len(meta.get("mean") or []) == data.n_channels:
+        # A pretrained body expects inputs normalised as in its source task (fastai does the same
+        # with ImageNet statistics).
+        data.set_stats(meta["mean"], meta["std"])
+    return data
+
+
+def build_model(run: RunConfig, task: Task, data) -> nn.Module:
+    if task.build_model is not None:
+        return task.build_model(run, data)
+    return create_model(run.arch, data.n_channels, data.c)
+
+
 def prepare(run: RunConfig, cbs: Sequence[Callback] = ()) -> Prepared:
     """Data, model (with its pretrained body when asked) and Learner for ``run``. Every input
     error surfaces here, before any training."""
     task = get_task(run.task)
+    check_fit(run, task)
     device = resolve_device(run.trainer.device)
     if run.trainer.precision == "16-mixed" and device.type != "cuda":
         raise ConfigError("trainer.precision=16-mixed needs a CUDA device: use bf16-mixed (works on CPU) or 32")
@@ -154,23 +185,20 @@ def prepare(run: RunConfig, cbs: Sequence[Callback] = ()) -> Prepared:
     if run.arch.pretrained:
         ckpt_path = zoo_path(run.arch.pretrained, run.paths.models)
         ckpt = read_checkpoint(ckpt_path)
-    data = DataBunch.from_config(run.data, task.targets, seed=run.seed)
-    if ckpt is not None and run.data.mean is None and len(ckpt["meta"].get("mean") or []) == data.n_channels:
-        # A pretrained body expects inputs normalised as in its source task (fastai does the same
-        # with ImageNet statistics).
-        data.set_stats(ckpt["meta"]["mean"], ckpt["meta"]["std"])
+    data = build_data(run, task, ckpt["meta"] if ckpt is not None else None)
     seed_everything(run.seed)  # right before the model: init, dropout and nothing else
-    model = create_model(run.arch, data.n_channels, data.c)
+    model = build_model(run, task, data)
     arch_config = dict(vars(run.arch))
-    report = load_pretrained(model, ckpt, ckpt_path, run.arch.name, arch_config) if ckpt is not None else None
+    # A U-Net's pretrained body is a classifier of its encoder's architecture.
+    body_arch = getattr(run.arch, "encoder", None) or run.arch.name
+    report = load_pretrained(model, ckpt, ckpt_path, body_arch, arch_config) if ckpt is not None else None
     data.to(device)
     s = run.schedule
     learn = Learner(model, data, task.loss_func, task.metrics, opt=s.opt, wd=s.wd, lr_ratio=s.lr_ratio,
                     precision=run.trainer.precision, progress=run.trainer.progress, cbs=cbs)
     learn.train_bn = s.train_bn
-    meta = {"arch": run.arch.name, "arch_config": arch_config, "task": task.name, "classes": data.classes,
-            "n_in": data.n_channels, "n_out": data.c, "size": data.size, "mean": data.mean, "std": data.std}
-    log.info("training %s on %s (%d train / %d valid images, %d outputs) on %s", run.arch.name,
+    meta = {"arch": run.arch.name, "arch_config": arch_config, "task": task.name, **data.meta()}
+    log.info("training %s on %s (%d train / %d valid items, %d outputs) on %s", run.arch.name,
              run.data.name, len(data.train_items), len(data.valid_items), data.c, device)
     return Prepared(run, task, data, model, learn, meta, report)
 
@@ -230,7 +258,9 @@ def train(cfg: DictConfig | RunConfig, run_dir: str | Path | None = None) -> dic
                                f"lower schedule.lr_max (the head's peak rate was {stages[-1].lrs[-1]:g})")
         else:
             xb, _ = next(iter(prep.data.valid))
-            diagnostics += diagnose(history, objective, task.direction(objective), dead_filter_fraction(prep.model, xb))
+            # Dead filters are a convnet's symptom: measured on image batches only.
+            dead = dead_filter_fraction(prep.model, xb) if isinstance(xb, torch.Tensor) and xb.ndim == 4 else None
+            diagnostics += diagnose(history, objective, task.direction(objective), dead)
         value = final.get(objective) if not learn.diverged else None
         metrics.update({
             "status": "diverged" if learn.diverged else "completed",
@@ -266,6 +296,8 @@ def train(cfg: DictConfig | RunConfig, run_dir: str | Path | None = None) -> dic
 
             plot_losses(learn.recorder, run_dir / "plots" / "losses.png")
             plot_lr(learn.recorder, run_dir / "plots" / "lr.png")
+            if task.show_results is not None and not learn.diverged:
+                task.show_results(learn, run_dir / "plots" / "show_results.png")
             if found is not None:
                 from fastlab.lr_find import plot_lr_find
 

@@ -7,6 +7,7 @@ import time
 import torch
 
 from fastlab.callbacks.core import Callback
+from fastlab.metrics import BatchMetric
 
 
 def momentum_of(group: dict) -> float:
@@ -64,8 +65,11 @@ class Recorder(Callback):
             n = len(learn.yb)
             self._valid_sum += learn.loss.detach().float() * n
             self._valid_n += n
-            self._preds.append(learn.pred.detach().float())
-            self._targets.append(learn.yb)
+            for metric in self._batch_metrics:
+                metric.accumulate(learn.pred.detach(), learn.yb)
+            if self._keep_preds:
+                self._preds.append(learn.pred.detach().float())
+                self._targets.append(learn.yb)
 
     def after_train(self) -> None:
         losses = torch.stack(self._batch_losses).tolist() if self._batch_losses else []
@@ -82,15 +86,23 @@ class Recorder(Callback):
         self._preds: list[torch.Tensor] = []
         self._targets: list[torch.Tensor] = []
         self.valid_loss = None
+        metrics = self.learn.metrics.values()
+        self._batch_metrics = [m for m in metrics if isinstance(m, BatchMetric)]
+        for metric in self._batch_metrics:
+            metric.reset()
+        # Whole-set predictions are kept only for metrics that need them (not for per-pixel or
+        # per-token outputs, which a BatchMetric sums batch by batch).
+        self._keep_preds = any(not isinstance(m, BatchMetric) for m in metrics)
 
     def after_validate(self) -> None:
         if self._valid_n == 0:
             return
         self.valid_loss = float(self._valid_sum) / self._valid_n
         self._row["valid_loss"] = self.valid_loss
-        preds, targets = torch.cat(self._preds), torch.cat(self._targets)
+        if self._keep_preds:
+            preds, targets = torch.cat(self._preds), torch.cat(self._targets)
         for name, metric in self.learn.metrics.items():
-            self._row[name] = float(metric(preds, targets))
+            self._row[name] = float(metric.value() if isinstance(metric, BatchMetric) else metric(preds, targets))
 
     def after_epoch(self) -> None:
         self._row["lr"] = self.lrs[-1] if self.lrs else float("nan")

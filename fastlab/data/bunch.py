@@ -132,6 +132,11 @@ class DataBunch:
         self.valid.to(self.device)
         return self
 
+    def meta(self) -> dict:
+        """What ``model.pt`` records about the images: classes, channels, size, normalisation."""
+        return {"classes": self.classes, "n_in": self.n_channels, "n_out": self.c, "size": self.size,
+                "mean": self.mean, "std": self.std}
+
     def show_batch(self, path: str | Path, n: int = 16) -> Path:
         """Save the first ``n`` training images with their labels as a PNG grid."""
         from fastlab.plots import show_images
