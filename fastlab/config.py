@@ -36,6 +36,11 @@ class DataConfig:
     seed: int = 42  # seeds the validation split, and nothing else
     mean: list[float] | None = None  # per-channel normalisation; computed on train when null
     std: list[float] | None = None
+    # fetch the data first (fastlab.data.untar_data): a tar/zip at an http(s) or file:// URL,
+    # cached under outputs/data/; data.path is then relative to the extracted folder (null: it)
+    url: str | None = None
+    sha256: str | None = None  # the archive's expected SHA-256, checked when given
+    on_bad_file: str = "error"  # error | skip: an unreadable image stops the run, or is left out and logged
 
 
 @dataclass
@@ -86,6 +91,10 @@ class CsvData(DataConfig):
     fn_col: str = "fname"
     label_col: str = "label"
     valid_col: str | None = None  # a boolean column marking validation rows; else valid_pct
+    # task=regress on several numbers per image (e.g. a point's x,y): these columns are the
+    # targets, and label_col is not read
+    target_cols: list[str] | None = None
+    points: bool = False  # target_cols are pixel (x, y) pairs, scaled to [-1, 1] by each image's size
 
 
 @dataclass
@@ -165,9 +174,17 @@ class TextCsvData(TextData):
 @dataclass
 class PyDocsData(TextData):
     """Built in, offline: docstrings of the Python standard library on this machine (real English
-    text). The label of each docstring is the module family it documents (see the README)."""
+    text). The label of each docstring is the module family it documents, one of six: text
+    (str, re, textwrap, codecs...), files (os, pathlib, shutil, io, tarfile...), network (socket,
+    http, urllib, smtplib...), math (math, decimal, statistics, random...), formats (json, csv,
+    pickle, xml, zlib...) and concurrency (threading, asyncio, subprocess...); the modules are
+    listed in ``fastlab.data.text_sources.PYDOCS_FAMILIES``. About 1,700 docstrings, the largest
+    family about a fifth of them."""
 
     name: str = "pydocs"
+    min_chars: int = 40  # shorter docstrings ("Return self.") are dropped
+    per_family: int = 320  # a larger family keeps this many, chosen by a hash of the name
+    max_docs: int | None = None  # a seeded subset of this many docstrings (quick runs); null = all
 
 
 @dataclass
@@ -198,9 +215,6 @@ class TableCsvData(TabularData):
     name: str = "table_csv"
     csv: str = "table.csv"  # relative to ``path`` unless absolute
     valid_col: str | None = None  # a boolean column marking validation rows; else valid_pct
-    # task=regress on several numbers per image (e.g. a point's x,y): these columns are the targets
-    target_cols: list[str] | None = None
-    points: bool = False  # target_cols are pixel (x, y) pairs, scaled to [-1, 1] by each image's size
 
 
 # ---------------------------------------------------------------------------------------- arch
@@ -349,6 +363,17 @@ class TrainerConfig:
     # jobs of a joblib multirun (N jobs x all-core threads would fight over the same cores)
     threads: int | None = None
     logger: str = "none"  # none | tensorboard (writes <run dir>/tensorboard)
+    # Continue an interrupted run from its last.pt: a run dir (or its last.pt), or true for this
+    # run dir (a sweep's job re-run); the run's own config is used, whatever else is composed
+    resume: Any = None
+    save_last: bool = True  # write last.pt (everything a resume needs) after every epoch
+    checkpoint_every_n_steps: int | None = None  # also write last.pt every this many batches
+    timeout: float | None = None  # seconds: stop the run with a clear error past this (last.pt stays)
+    compile: bool = False  # torch.compile the model (tried on one batch first; falls back with a message)
+    channels_last: bool | None = None  # NHWC convolutions; null: on CUDA for image batches
+    auto_bs: bool = False  # on out-of-memory, halve data.bs and retry from the last finished epoch
+    # single (one process) | ddp (data-parallel under torchrun; data.bs is the global batch)
+    strategy: str = "single"
     callbacks: CallbacksConfig = field(default_factory=lambda: CallbacksConfig())
 
 
@@ -452,6 +477,12 @@ def to_run_config(cfg: DictConfig | dict) -> RunConfig:
     """Convert a composed config into dataclasses and check the values Hydra cannot check."""
     if not isinstance(cfg, DictConfig):
         cfg = OmegaConf.create(cfg)
+    # Nothing outside the schema: in particular no ``_target_`` (fastlab never instantiates
+    # classes named in a run's config; only Hydra's own launcher and sweeper nodes do).
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(str(k) for k in cfg.keys() if k not in known)
+    if unknown:
+        raise ConfigError(f"the config has unknown top-level key(s) {unknown}: the keys are {sorted(known)}")
     run = RunConfig(
         data=_to_dataclass("data", cfg.data),
         arch=_to_dataclass("arch", cfg.arch),
@@ -505,6 +536,8 @@ def validate(run: RunConfig) -> None:
             raise ConfigError(f"data.{key} must be a list of finite numbers, got {stats}")
     if d.std is not None and any(v <= 0 for v in d.std):
         raise ConfigError(f"data.std must be positive, got {d.std}")
+    if d.on_bad_file not in ("error", "skip"):
+        raise ConfigError(f"data.on_bad_file={d.on_bad_file!r} is not known: use error or skip")
     if (d.mean is None) != (d.std is None):
         raise ConfigError("data.mean and data.std go together: give both, or neither to compute them")
     if s.epochs <= 0:
@@ -532,6 +565,14 @@ def validate(run: RunConfig) -> None:
         raise ConfigError(f"trainer.precision={t.precision!r} is not known: use 32, bf16-mixed or 16-mixed")
     if t.threads is not None and t.threads < 1:
         raise ConfigError(f"trainer.threads must be >= 1 or null, got {t.threads}")
+    if t.checkpoint_every_n_steps is not None and t.checkpoint_every_n_steps < 1:
+        raise ConfigError(f"trainer.checkpoint_every_n_steps must be >= 1 or null, got {t.checkpoint_every_n_steps}")
+    if t.timeout is not None and not (math.isfinite(t.timeout) and t.timeout > 0):
+        raise ConfigError(f"trainer.timeout must be a positive number of seconds or null, got {t.timeout}")
+    if not (t.resume is None or isinstance(t.resume, bool | str)):
+        raise ConfigError(f"trainer.resume={t.resume!r} is not a run dir: use trainer.resume=<run dir>, true or null")
+    if t.strategy not in ("single", "ddp"):
+        raise ConfigError(f"trainer.strategy={t.strategy!r} is not known: use single or ddp (under torchrun)")
     if t.logger not in ("none", "tensorboard"):
         raise ConfigError(f"trainer.logger={t.logger!r} is not known: use none or tensorboard")
     cbs = t.callbacks

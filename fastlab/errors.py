@@ -15,3 +15,11 @@ class ConfigError(FastlabError):
 
 class DataError(FastlabError):
     """A data source that cannot be read: a missing path, an empty class, an unreadable image."""
+
+
+class RunTimeout(FastlabError):
+    """A run that passed ``trainer.timeout``; its ``last.pt`` stays for ``trainer.resume``."""
+
+
+class OutputError(FastlabError):
+    """An output that cannot be written (disk full, file-size limit); nothing old is lost."""

@@ -18,7 +18,7 @@ import io
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from fastlab.config import SCHEMAS
 from fastlab.data.images import decode_image
 from fastlab.errors import DataError, FastlabError
 from fastlab.models import create_model
+from fastlab.models.core import SigmoidRange
 from fastlab.models.zoo import read_checkpoint
 
 BUNDLE_FORMAT, BUNDLE_VERSION = "fastlab-bundle", 1
@@ -74,13 +75,14 @@ class ModelMeta:
     mean: list[float]  # per channel, of images scaled to [0, 1]
     std: list[float]
     config: dict | None = None  # the resolved training config, for provenance only
+    y_range: list[float] | None = None  # a regression model's outputs squashed into [lo, hi]
 
     @classmethod
     def from_dict(cls, d: Any, source: str) -> ModelMeta:
         """Check ``d`` (a checkpoint's or bundle's meta) and convert it; ``source`` names it in errors."""
         if not isinstance(d, dict):
             raise InferenceError(f"'{source}' has no model metadata: it was not written by fastlab-train or fastlab-export")
-        required = [f.name for f in fields(cls) if f.name != "config"]
+        required = [f.name for f in fields(cls) if f.default is MISSING]
         missing = [k for k in required if k not in d]
         if missing:
             raise InferenceError(f"'{source}' lacks metadata {missing}: retrain or re-export it with this fastlab")
@@ -92,6 +94,9 @@ class ModelMeta:
             raise InferenceError(f"'{source}' has task {meta.task!r}: only classify and regress models can predict")
         if meta.task == "classify" and (not meta.classes or len(meta.classes) != meta.n_out):
             raise InferenceError(f"'{source}' has {meta.n_out} outputs but classes {meta.classes}: the file is inconsistent")
+        y = meta.y_range
+        if y is not None and not (isinstance(y, list | tuple) and len(y) == 2 and all(isinstance(v, int | float) for v in y)):
+            raise InferenceError(f"'{source}' has y_range {y!r}, not [lo, hi]: the file is inconsistent")
         if len(meta.mean) != meta.n_in or len(meta.std) != meta.n_in:
             raise InferenceError(f"'{source}' has {meta.n_in} channel(s) but mean/std {meta.mean}/{meta.std}: "
                                  "the file is inconsistent")
@@ -167,6 +172,8 @@ def build_model(meta: ModelMeta, state_dict: dict[str, torch.Tensor], source: st
         raise InferenceError(f"arch_config of '{source}' does not fit arch {meta.arch} ({e}): "
                              "retrain or re-export it with this fastlab") from None
     model = create_model(arch_cfg, meta.n_in, meta.n_out)
+    if meta.y_range is not None:  # no weights of its own: appended as training appended it
+        model.head.append(SigmoidRange(*meta.y_range))
     try:
         model.load_state_dict(state_dict, strict=True)
     except RuntimeError as e:
@@ -314,10 +321,13 @@ class Predictor:
 
     def decode(self, out: torch.Tensor, top_k: int = 3) -> dict:
         """One row of :meth:`forward` ``(n_out,)`` -> ``{"label", "top": [{"label", "prob"}]}``
-        (classify, the ``top_k`` most probable first) or ``{"label", "value", "top": []}`` (regress)."""
+        (classify, the ``top_k`` most probable first) or ``{"label", "value", "top": []}`` (regress:
+        ``value`` is a float for one output, a list of ``n_out`` floats for several, e.g. a
+        point's ``[x, y]`` in [-1, 1])."""
         if self.meta.task == "regress":
-            value = float(out[0])
-            return {"label": f"{value:.4g}", "value": value, "top": []}
+            values = [float(v) for v in out.view(-1)]
+            value = values[0] if len(values) == 1 else values
+            return {"label": ", ".join(f"{v:.4g}" for v in values), "value": value, "top": []}
         probs, idx = out.topk(min(check_top_k(top_k), self.meta.n_out))
         classes = self.meta.classes
         top = [{"label": classes[int(i)], "prob": float(p)} for p, i in zip(probs, idx)]

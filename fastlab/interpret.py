@@ -60,7 +60,7 @@ class Interpretation:
         Raw model outputs (logits, or the value for regression), float32 on the CPU.
     probs : Tensor ``(N, c)`` or None
         Softmax of ``preds`` (classification only).
-    decoded : Tensor ``(N,)``
+    decoded : Tensor ``(N,)`` (``(N, k)`` for a regression of k numbers per item)
         Predicted class index, or predicted value.
     targets : Tensor ``(N,)``
     losses : Tensor ``(N,)``
@@ -88,7 +88,8 @@ class Interpretation:
             self.probs = self.preds.softmax(dim=1)
             self.decoded = self.preds.argmax(dim=1)
         else:
-            self.probs, self.decoded = None, self.preds.view(-1)
+            # (N,) for one number per item, (N, k) for several (a point's x, y)
+            self.probs, self.decoded = None, self.preds.reshape(self.targets.shape)
 
     # ------------------------------------------------------------------------- from a run dir
     @classmethod
@@ -131,7 +132,9 @@ class Interpretation:
     def _label(self, i: int, which: str) -> str:
         """Item ``i``'s predicted or actual label as text."""
         t = self.decoded if which == "predicted" else self.targets
-        return self.classes[int(t[i])] if self.is_classifier else _fmt(float(t[i]))
+        if self.is_classifier:
+            return self.classes[int(t[i])]
+        return ", ".join(_fmt(float(v)) for v in t[i].reshape(-1))
 
     def _need_classes(self, what: str) -> None:
         if not self.is_classifier:

@@ -8,6 +8,7 @@ recording, progress, stopping on NaN) is a callback reacting to the events in
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import Callable, Iterable, Sequence
 
 import torch
@@ -111,6 +112,8 @@ class Learner:
                  opt: str = "adamw", wd: float = 0.01, lr_ratio: float = 1.0, precision: str = "32",
                  progress: str = "auto", cbs: Iterable[Callback] = ()):
         self.model, self.data, self.loss_func = model, data, loss_func
+        # what a batch goes through: the model, or its torch.compile'd twin (same parameters)
+        self.forward: Callable = model
         self.metrics = dict(metrics or {})
         self.opt_name, self.wd, self.lr_ratio = opt, wd, lr_ratio
         self.lr_scales: list[float] = group_lrs(1.0, len(self.layer_groups), lr_ratio)
@@ -126,6 +129,8 @@ class Learner:
         self.add_cbs([self.recorder, ProgressCallback(progress), TerminateOnNaN(), *cbs])
         self.epoch, self.n_epoch, self.train_iter, self.training = 0, 0, 0, False
         self.epoch_offset, self.diverged = 0, False
+        # Where a resumed run re-enters the loop (set by the Checkpointer when it restores).
+        self.stage, self.start_epoch, self.start_batch = 0, 0, 0
 
     # ------------------------------------------------------------------ callbacks and events
     def add_cbs(self, cbs: Iterable[Callback]) -> None:
@@ -224,7 +229,7 @@ class Learner:
 
     def _do_one_batch(self) -> None:
         with self._autocast():
-            self.pred = self.model(self.xb)  # (B, c)
+            self.pred = self.forward(self.xb)  # (B, c)
             self("after_pred")
             self.loss = self.loss_func(self.pred, self.yb)  # scalar
         self("after_loss")
@@ -255,7 +260,13 @@ class Learner:
 
     def _all_batches(self) -> None:
         self.n_iter = len(self.dl)
-        for i, batch in enumerate(self.dl):
+        batches = enumerate(self.dl)
+        if self.training and self.start_batch:
+            # A run resumed mid-epoch: the same order (the loader's generator was restored), less
+            # the batches already trained on.
+            batches = itertools.islice(batches, self.start_batch, None)
+            self.start_batch = 0
+        for i, batch in batches:
             self._one_batch(i, batch)
 
     def _do_epoch_train(self) -> None:
@@ -274,7 +285,8 @@ class Learner:
         self._do_epoch_validate()
 
     def _do_fit(self) -> None:
-        for epoch in range(self.n_epoch):
+        start, self.start_epoch = self.start_epoch, 0
+        for epoch in range(start, self.n_epoch):
             self.epoch = epoch
             self._with_events(self._do_epoch, "epoch", CancelEpochException)
 
@@ -308,13 +320,18 @@ class Learner:
         rates = self.group_rates(lr)
         self.fit(n_epoch, rates, cbs=[ParamScheduler(lr=sched_const(rates[-1]), mom=sched_const(mom)), *cbs])
 
-    def fit_stages(self, stages: Sequence[Stage], cbs: Sequence[Callback] = ()) -> None:
+    def fit_stages(self, stages: Sequence[Stage], cbs: Sequence[Callback] = (), start_stage: int = 0) -> None:
         """Run a planned schedule (``fastlab.schedules.plan_stages``): freeze, then fit, per
-        stage; epochs are numbered across stages. Stops early on divergence or a stop request."""
-        self.stop_requested, self.diverged, self.epoch_offset = False, False, 0
-        for stage in stages:
+        stage; epochs are numbered across stages. Stops early on divergence or a stop request.
+        A resumed run starts at ``start_stage`` (its Checkpointer restores the rest)."""
+        self.stop_requested, self.diverged = False, False
+        self.epoch_offset = sum(stage.epochs for stage in stages[:start_stage])
+        for k, stage in enumerate(stages):
+            if k < start_stage:
+                continue
             if self.diverged or self.stop_requested:
                 break
+            self.stage = k
             self.freeze_to(stage.frozen)
             if stage.policy == "constant":
                 self.fit_constant(stage.epochs, list(stage.lrs), mom=stage.moms[0], cbs=cbs)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import random
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 
 from fastlab.callbacks.core import Callback, CancelFitException, CancelValidException
+from fastlab.rng import random_states, restore_random_states
 
 log = logging.getLogger("fastlab")
 
@@ -130,20 +130,8 @@ class LRFindResult:
         return {"suggestions": self.suggestions, "lrs": self.lrs, "losses": self.losses}
 
 
-def _random_states(learn) -> dict:
-    return {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            "loader": learn.data.train.generator.get_state() if learn.data.train.generator is not None else None}
-
-
-def _restore_random_states(learn, states: dict) -> None:
-    torch.set_rng_state(states["torch"])
-    random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
-    if states["cuda"] is not None:
-        torch.cuda.set_rng_state_all(states["cuda"])
-    if states["loader"] is not None:
-        learn.data.train.generator.set_state(states["loader"])
+def _loader_generator(learn) -> torch.Generator | None:
+    return getattr(learn.data.train, "generator", None)
 
 
 def lr_find(learn, start_lr: float = 1e-7, end_lr: float = 10.0, num_it: int = 100,
@@ -153,7 +141,7 @@ def lr_find(learn, start_lr: float = 1e-7, end_lr: float = 10.0, num_it: int = 1
         learn.create_opt()
     saved_model = copy.deepcopy(learn.model.state_dict())
     saved_opt = copy.deepcopy(learn.opt.state_dict())
-    saved_scales, saved_states = list(learn.lr_scales), _random_states(learn)
+    saved_scales, saved_states = list(learn.lr_scales), random_states(_loader_generator(learn))
     saved_cbs = list(learn.cbs)
     finder = LRFinder(start_lr, end_lr, num_it, stop_div)
     try:
@@ -167,7 +155,7 @@ def lr_find(learn, start_lr: float = 1e-7, end_lr: float = 10.0, num_it: int = 1
         learn.model.load_state_dict(saved_model)
         learn.opt.load_state_dict(saved_opt)
         learn.lr_scales = saved_scales
-        _restore_random_states(learn, saved_states)
+        restore_random_states(saved_states, _loader_generator(learn))
     result = LRFindResult(finder.lrs, finder.losses)
     result.suggestions = suggest(result.lrs, result.losses, num_it)
     return result

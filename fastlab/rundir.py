@@ -4,37 +4,86 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import io
 import json
 import os
 import platform
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+from fastlab.errors import OutputError
+
+if TYPE_CHECKING:
+    import torch
+
+
+# Write errors that mean "no room": the disk is full, a quota or the file-size limit is reached.
+NO_ROOM = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 
 
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it over ``path`` only if the block succeeds,
     so a reader (or a kill) never sees a half-written file. The writer creates the file, so it gets
-    the usual permissions (mkstemp's would be owner-only)."""
+    the usual permissions (mkstemp's would be owner-only). Running out of room is an
+    ``OutputError`` naming ``path``; the old file, if any, is left as it was."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         yield tmp
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno in NO_ROOM:
+            raise OutputError(f"cannot write '{path}': {e.strerror} (disk full or file-size limit): free space "
+                              "and run again; nothing already written was changed") from None
         raise
+
+
+def write_bytes_durably(path: Path, data: bytes) -> None:
+    """Write and fsync, so that the rename that follows never publishes a file still in cache."""
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def clean_stale_temps(folder: Path) -> list[Path]:
+    """Remove the temporary files (``.<name>.<pid>.<hex>.tmp``) that a killed writer left in
+    ``folder``; a live process's are kept. Returns what was removed."""
+    removed = []
+    for tmp in Path(folder).glob(".*.*.*.tmp"):
+        try:
+            pid = int(tmp.name.split(".")[-3])
+        except ValueError:
+            continue
+        if pid == os.getpid() or _alive(pid):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+            removed.append(tmp)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def atomic_write_text(path: Path, text: str) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        write_bytes_durably(tmp, text.encode())
 
 
 def write_json(path: Path, obj: dict) -> None:
@@ -56,8 +105,14 @@ def write_history(path: Path, history: Sequence[dict], metric_names: Sequence[st
 def save_checkpoint(path: Path, obj: dict) -> None:
     """``torch.save`` of plain data (tensors, numbers, strings, lists, dicts) only, so that
     ``torch.load(path, weights_only=True)`` can read it back without unpickling code."""
+    # Serialised in memory first: torch.save reports a failed write as a bare RuntimeError,
+    # while a plain write raises OSError with its errno (disk full, file too large).
+    import torch  # here: the sweep driver writes its files with this module, without torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        write_bytes_durably(tmp, buf.getvalue())
 
 
 def model_checkpoint(model: torch.nn.Module, meta: dict) -> dict:
@@ -76,7 +131,8 @@ def versions() -> dict[str, str | None]:
         except PackageNotFoundError:
             return None
 
-    out = {"python": platform.python_version(), "torch": torch.__version__}
+    torch = sys.modules.get("torch")  # its own version string names the build (e.g. +cu130)
+    out = {"python": platform.python_version(), "torch": torch.__version__ if torch else v("torch")}
     for dist in ("fastlab", "torchvision", "hydra-core", "omegaconf", "numpy", "scikit-learn"):
         out[dist] = v(dist)
     return out

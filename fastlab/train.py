@@ -6,10 +6,10 @@ returns one float (the objective) so that any Hydra sweeper can optimise it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
-import random
 import sys
 import time
 import traceback
@@ -19,25 +19,43 @@ from datetime import datetime
 from pathlib import Path
 
 import hydra
-import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from fastlab.accel import compile_forward, tune_backends, use_channels_last
+from fastlab.callbacks.checkpoint import (
+    LAST_CHECKPOINT,
+    Checkpointer,
+    epoch_start_state,
+    find_resume,
+)
 from fastlab.callbacks.core import Callback
 from fastlab.callbacks.factory import build_callbacks
-from fastlab.config import RunConfig, ScheduleConfig, register_configs, to_run_config
+from fastlab.config import RunConfig, ScheduleConfig, TrainerConfig, register_configs, to_run_config
 from fastlab.data import DataBunch
 from fastlab.data.base import Bunch
 from fastlab.diagnostics import dead_filter_fraction, diagnose
-from fastlab.errors import ConfigError, FastlabError
+from fastlab.distributed import (
+    Context,
+    GradientAllReduce,
+    ShardedLoader,
+    check_batch,
+    device_for,
+    setup,
+    teardown,
+)
+from fastlab.errors import ConfigError, FastlabError, OutputError
+from fastlab.guards import OutOfMemory, deadline, free_device_memory, out_of_memory
 from fastlab.learner import Learner
 from fastlab.lr_find import LRFindResult
 from fastlab.models import create_model
 from fastlab.models.zoo import LoadReport, load_pretrained, read_checkpoint, zoo_path
+from fastlab.rng import seed_everything
 from fastlab.rundir import (
+    clean_stale_temps,
     git_info,
     model_checkpoint,
     save_checkpoint,
@@ -57,9 +75,19 @@ def config_dir() -> Path:
     return Path(__file__).resolve().parent / "conf"
 
 
+def gpu_for_job(job_num: int, n_gpus: int) -> int:
+    """The GPU a multirun's job ``job_num`` trains on: round robin, so parallel jobs spread over
+    the visible GPUs (several small trials share one when there are more jobs than GPUs)."""
+    return job_num % max(1, n_gpus)
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN and torch.cuda.device_count() > 1:
+            return torch.device("cuda", gpu_for_job(int(HydraConfig.get().job.num), torch.cuda.device_count()))
+        return torch.device("cuda")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"trainer.device={name} but CUDA is not available here: use trainer.device=cpu or auto")
     return torch.device(name)
@@ -89,12 +117,6 @@ def set_threads(threads: int | None) -> int:
     if threads is not None:
         torch.set_num_threads(threads)
     return torch.get_num_threads()
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def _finite_or_none(x: float | None) -> float | None:
@@ -173,14 +195,25 @@ def build_model(run: RunConfig, task: Task, data) -> nn.Module:
     return create_model(run.arch, data.n_channels, data.c)
 
 
-def prepare(run: RunConfig, cbs: Sequence[Callback] = ()) -> Prepared:
-    """Data, model (with its pretrained body when asked) and Learner for ``run``. Every input
-    error surfaces here, before any training."""
+def prepare(run: RunConfig, cbs: Sequence[Callback] = (), ctx: Context | None = None) -> Prepared:
+    """Data, model (with its pretrained body when asked) and Learner for ``run`` (in a
+    data-parallel run, this rank's). Every input error surfaces here, before any training."""
+    ctx = ctx or Context()
     task = get_task(run.task)
     check_fit(run, task)
-    device = resolve_device(run.trainer.device)
+    check_batch(run.data.bs, ctx)
+    device = device_for(ctx, resolve_device(run.trainer.device))
     if run.trainer.precision == "16-mixed" and device.type != "cuda":
         raise ConfigError("trainer.precision=16-mixed needs a CUDA device: use bf16-mixed (works on CPU) or 32")
+    if run.data.url:
+        from fastlab.data.external import untar_data
+
+        if not ctx.main:  # rank 0 fetches; the others wait and find it cached
+            torch.distributed.barrier()
+        folder = untar_data(run.data.url, sha256=run.data.sha256)
+        if ctx.main and ctx.distributed:
+            torch.distributed.barrier()
+        run.data.path = str(folder / run.data.path) if run.data.path else str(folder)
     ckpt = ckpt_path = None
     if run.arch.pretrained:
         ckpt_path = zoo_path(run.arch.pretrained, run.paths.models)
@@ -193,14 +226,30 @@ def prepare(run: RunConfig, cbs: Sequence[Callback] = ()) -> Prepared:
     body_arch = getattr(run.arch, "encoder", None) or run.arch.name
     report = load_pretrained(model, ckpt, ckpt_path, body_arch, arch_config) if ckpt is not None else None
     data.to(device)
+    if ctx.distributed:
+        data.train = ShardedLoader(data.train, ctx.rank, ctx.world)
+        cbs = [GradientAllReduce(ctx.world), *cbs]
     s = run.schedule
     learn = Learner(model, data, task.loss_func, task.metrics, opt=s.opt, wd=s.wd, lr_ratio=s.lr_ratio,
-                    precision=run.trainer.precision, progress=run.trainer.progress, cbs=cbs)
+                    precision=run.trainer.precision, progress=run.trainer.progress if ctx.main else "none", cbs=cbs)
     learn.train_bn = s.train_bn
+    accelerate(learn, run, device)
     meta = {"arch": run.arch.name, "arch_config": arch_config, "task": task.name, **data.meta()}
     log.info("training %s on %s (%d train / %d valid items, %d outputs) on %s", run.arch.name,
              run.data.name, len(data.train_items), len(data.valid_items), data.c, device)
     return Prepared(run, task, data, model, learn, meta, report)
+
+
+def accelerate(learn: Learner, run: RunConfig, device: torch.device) -> None:
+    """The device path (see ``fastlab.accel``): cuDNN benchmark, channels-last, torch.compile."""
+    tune_backends(device)
+    sample, _ = next(iter(learn.data.valid))
+    if use_channels_last(run.trainer.channels_last, device, sample):
+        learn.model.to(memory_format=torch.channels_last)
+        for loader in (learn.data.train, learn.data.valid):
+            getattr(loader, "loader", loader).channels_last = True  # under a ShardedLoader too
+    if run.trainer.compile:
+        learn.forward = compile_forward(learn.model, sample, learn._autocast)
 
 
 def plan(learn: Learner, s: ScheduleConfig) -> tuple[list[Stage], LRFindResult | None]:
@@ -228,28 +277,91 @@ def find_lr(learn: Learner, s: ScheduleConfig) -> LRFindResult:
     return learn.lr_find()
 
 
-def train(cfg: DictConfig | RunConfig, run_dir: str | Path | None = None) -> dict:
+def resumed_config(saved: dict, trainer: TrainerConfig) -> RunConfig:
+    """The interrupted run's own config; from the one composed now only the trainer keys that
+    do not change results (resume, timeout, progress, threads) are taken."""
+    run = to_run_config(saved)
+    for key in ("resume", "timeout", "progress", "threads"):
+        setattr(run.trainer, key, getattr(trainer, key))
+    return run
+
+
+def train(cfg: DictConfig | RunConfig, run_dir: str | Path | None = None, cbs: Sequence[Callback] = ()) -> dict:
     """Train one run and write its run dir; returns the contents of ``metrics.json``.
 
     ``cfg`` is a composed config (as Hydra gives it) or a ``RunConfig``. ``run_dir`` defaults to
-    Hydra's output dir, or ``outputs/runs/<date>/<time>`` outside Hydra. Errors in the user's
+    Hydra's output dir, or ``outputs/runs/<date>/<time>`` outside Hydra; with ``trainer.resume``
+    the interrupted run's dir, continued from its ``last.pt``. ``cbs`` are extra callbacks for
+    the Learner. Errors in the user's
     input raise ``FastlabError`` before any training; a loss that turns non-finite ends the run
     with ``status: diverged`` and a null objective.
     """
     start = time.perf_counter()
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir()
-    run_dir.mkdir(parents=True, exist_ok=True)
     resolved = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else None
     run = cfg if isinstance(cfg, RunConfig) else to_run_config(cfg)
+    ctx = setup(run.trainer.strategy, run.trainer.device)
+    state, run_dir = find_resume(run.trainer.resume, run_dir)
+    if state is not None:
+        run, resolved = resumed_config(state["config"], run.trainer), state["config"]
+        log.info("resuming the run in %s with its own config", run_dir)
+    if ctx.main:  # in a data-parallel run only rank 0 writes
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for tmp in clean_stale_temps(run_dir):
+            log.info("removed %s, left by a writer that was killed", tmp.name)
+    tried: list[int] = []  # batch sizes that ran out of memory (trainer.auto_bs)
+    try:
+        while True:
+            try:
+                return _train(run, resolved, run_dir, state, ctx, cbs, start, tried)
+            except OutOfMemory:
+                if not run.trainer.auto_bs or run.data.bs < 2 * ctx.world:
+                    raise
+                tried.append(run.data.bs)
+                run.data.bs //= 2
+                if resolved is not None:
+                    resolved["data"]["bs"] = run.data.bs
+                state = epoch_start_state(run_dir / LAST_CHECKPOINT)
+                log.warning("out of memory with data.bs=%d: trainer.auto_bs retries with data.bs=%d from %s", tried[-1],
+                            run.data.bs, "the last finished epoch" if state is not None else "the start")
+                free_device_memory()
+    except BaseException:
+        teardown(ctx, barrier=False)  # a failed rank must not wait for the others
+        raise
+    finally:
+        teardown(ctx)
+
+
+def _train(run: RunConfig, resolved: dict | None, run_dir: Path, state: dict | None, ctx: Context,
+           cbs: Sequence[Callback], start: float, tried: list[int]) -> dict:
+    """One attempt at the run (``train`` retries with a smaller batch under ``auto_bs``)."""
     objective = run.task.objective
     metrics: dict = {"status": "failed", "objective": None, "objective_name": objective}
+    if tried:
+        metrics["auto_bs"] = {"out_of_memory": list(tried), "bs": run.data.bs}
     try:
         metrics["threads"] = set_threads(run.trainer.threads)
-        prep = prepare(run)
+        prep = prepare(run, ctx=ctx)
         learn, task, s = prep.learn, prep.task, run.schedule
-        learn.add_cbs(build_callbacks(run.trainer, run_dir, task, {**prep.meta, "config": resolved}))
-        stages, found = plan(learn, s)
-        learn.fit_stages(stages)
+        learn.add_cbs([*build_callbacks(run.trainer, run_dir, task, {**prep.meta, "config": resolved}, writes=ctx.main),
+                       *cbs])
+        if state is None:
+            stages, found = plan(learn, s)
+        else:  # the plan the run started with, LR finder's pick included
+            stages = [Stage(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}) for d in state["stages"]]
+            found = LRFindResult(**state["lr_find"]) if state["lr_find"] else None
+        checkpointer = Checkpointer(run_dir / LAST_CHECKPOINT, run.trainer.checkpoint_every_n_steps, resume=state, extra={
+            "config": resolved if resolved is not None else dataclasses.asdict(run),
+            "stages": [dataclasses.asdict(st) for st in stages],
+            "lr_find": found.to_json() if found is not None else None})
+        if run.trainer.save_last and ctx.main:
+            learn.add_cbs([checkpointer])
+        start_stage = state["position"]["stage"] if state is not None else 0
+        if start_stage >= len(stages):  # killed after the last epoch, before the outputs
+            checkpointer.learn = learn
+            checkpointer.restore()
+        with deadline(run.trainer.timeout, run_dir), out_of_memory(run.data.bs, learn.device):
+            learn.fit_stages(stages, start_stage=start_stage)
         history = learn.recorder.history
         final, best = summarize(history, task, objective)
         diagnostics = []
@@ -282,6 +394,8 @@ def train(cfg: DictConfig | RunConfig, run_dir: str | Path | None = None) -> dic
         if prep.pretrained is not None:
             metrics["pretrained"] = {"path": str(prep.pretrained.path), "loaded": len(prep.pretrained.loaded),
                                      "new": len(prep.pretrained.new)}
+        if not ctx.main:
+            return metrics  # the other ranks of a data-parallel run write nothing
         write_history(run_dir / "history.csv", history, list(task.metrics))
         checkpoint = model_checkpoint(prep.model, {**prep.meta, "config": resolved})
         if run.trainer.save_model:
@@ -310,12 +424,25 @@ def train(cfg: DictConfig | RunConfig, run_dir: str | Path | None = None) -> dic
             metrics["traceback"] = traceback.format_exc()
         raise
     finally:
-        metrics["seconds"] = metrics.get("seconds") or {"total": time.perf_counter() - start, "train": 0.0}
-        metrics.setdefault("diagnostics", [])
-        metrics["versions"], metrics["git"] = versions(), git_info()
-        write_json(run_dir / "metrics.json", _json_safe(metrics))
+        if ctx.main:
+            write_metrics(metrics, run_dir, start)
+    if ctx.main:
+        # Finished, and metrics.json says so: a leftover last.pt would only invite resuming a run
+        # that is over. (Removed last, so a kill at any moment leaves a run that resumes or is done.)
+        (run_dir / LAST_CHECKPOINT).unlink(missing_ok=True)
     log.info("%s: %s = %s; run dir: %s", metrics["status"], objective, metrics["objective"], run_dir)
     return metrics
+
+
+def write_metrics(metrics: dict, run_dir: Path, start: float) -> None:
+    """``metrics.json``, for a failed run too (with its error)."""
+    metrics["seconds"] = metrics.get("seconds") or {"total": time.perf_counter() - start, "train": 0.0}
+    metrics.setdefault("diagnostics", [])
+    metrics["versions"], metrics["git"] = versions(), git_info()
+    try:
+        write_json(run_dir / "metrics.json", _json_safe(metrics))
+    except OutputError as e:  # no room even for metrics.json: the error in flight says more
+        log.error(str(e))
 
 
 register_configs()

@@ -96,7 +96,8 @@ def test_regression_task_learns_digit_values(tmp_path):
     # the labels 0..9 have a standard deviation of about 2.9 (a constant's rmse); reading the
     # digit gets well under half of that
     assert metrics["objective_name"] == "rmse" and metrics["objective"] < 1.2
-    assert list(read_history(tmp_path)[0]) == ["epoch", "train_loss", "valid_loss", "mae", "rmse", "lr", "seconds"]
+    assert list(read_history(tmp_path)[0]) == ["epoch", "train_loss", "valid_loss", "mae", "rmse", "point_error",
+                                               "lr", "seconds"]
 
 
 @pytest.mark.parametrize(

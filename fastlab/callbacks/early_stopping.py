@@ -37,6 +37,12 @@ class EarlyStopping(Callback):
         self.wait = 0
         self.stopped_epoch: int | None = None
 
+    def state_dict(self) -> dict:
+        return {"best_value": self.best_value, "wait": self.wait, "stopped_epoch": self.stopped_epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best_value, self.wait, self.stopped_epoch = state["best_value"], state["wait"], state["stopped_epoch"]
+
     def after_epoch(self) -> None:
         row = self.learn.recorder.history[-1] if self.learn.recorder.history else {}
         if self.monitor not in row:  # e.g. validation was cancelled this epoch

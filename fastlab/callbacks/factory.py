@@ -33,30 +33,34 @@ def resolve_monitor(name: str, monitor: str, mode: str, task: Task) -> str:
     return mode
 
 
-def build_callbacks(trainer_cfg: TrainerConfig, run_dir: Path, task: Task, meta: dict) -> list[Callback]:
+def build_callbacks(trainer_cfg: TrainerConfig, run_dir: Path, task: Task, meta: dict,
+                    writes: bool = True) -> list[Callback]:
     """The callbacks ``trainer.callbacks`` and ``trainer.logger`` ask for, to pass as the
     Learner's ``cbs``. ``meta`` is ``model.pt``'s metadata, saved with the best model too.
 
     Writes go into ``run_dir``: ``best.pt`` (save_best), ``history.csv`` (csv_logger, every
-    epoch) and ``tensorboard/`` (logger=tensorboard). Raises ``ConfigError`` for a monitor the
-    task does not record, before any training.
+    epoch) and ``tensorboard/`` (logger=tensorboard); with ``writes=False`` (the other ranks of
+    a data-parallel run) only the callbacks that steer training are built. Raises
+    ``ConfigError`` for a monitor the task does not record, before any training.
     """
     run_dir = Path(run_dir)
     c = trainer_cfg.callbacks
     cbs: list[Callback] = []
     if c.save_best.enabled:
         mode = resolve_monitor("save_best", c.save_best.monitor, c.save_best.mode, task)
-        cbs.append(SaveBestModel(run_dir / BEST_CHECKPOINT, meta, c.save_best.monitor, mode))
+        if writes:
+            cbs.append(SaveBestModel(run_dir / BEST_CHECKPOINT, meta, c.save_best.monitor, mode))
     if c.early_stopping.enabled:
         es = c.early_stopping
         mode = resolve_monitor("early_stopping", es.monitor, es.mode, task)
         cbs.append(EarlyStopping(es.monitor, mode, es.patience, es.min_delta))
     if c.grad_clip is not None:
         cbs.append(GradientClip(c.grad_clip))
-    if c.csv_logger:
+    if c.csv_logger and writes:
         cbs.append(CSVLogger(run_dir / HISTORY, list(task.metrics)))
     if trainer_cfg.logger == "tensorboard":
-        cbs.append(TensorBoardLogger(run_dir / TENSORBOARD_DIR))
+        if writes:
+            cbs.append(TensorBoardLogger(run_dir / TENSORBOARD_DIR))
     elif trainer_cfg.logger != "none":
         raise ConfigError(f"trainer.logger={trainer_cfg.logger!r} is not known: use none or tensorboard")
     return cbs

@@ -43,6 +43,22 @@ class Recorder(Callback):
         self._avg, self._count = 0.0, 0
         self.train_seconds = 0.0
 
+    def state_dict(self) -> dict:
+        """What a resumed run needs to continue the same record (plain data)."""
+        return {"lrs": list(self.lrs), "moms": list(self.moms), "losses": list(self.losses),
+                "smooth_losses": list(self.smooth_losses), "history": [dict(r) for r in self.history],
+                "avg": self._avg, "count": self._count, "train_seconds": self.train_seconds}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.lrs, self.moms = list(state["lrs"]), list(state["moms"])
+        self.losses, self.smooth_losses = list(state["losses"]), list(state["smooth_losses"])
+        self.history = [dict(r) for r in state["history"]]
+        self._avg, self._count, self.train_seconds = state["avg"], state["count"], state["train_seconds"]
+
+    def epoch_losses(self) -> list[float]:
+        """The training losses of the batches of this epoch so far."""
+        return torch.stack(self._batch_losses).tolist() if self._batch_losses else []
+
     def before_epoch(self) -> None:
         self._epoch_start = time.perf_counter()
         self._row: dict = {"epoch": self.learn.epoch_offset + self.learn.epoch}

@@ -46,6 +46,12 @@ class SaveBestModel(Callback):
         self.best_epoch: int | None = None
         self.best_value: float | None = None
 
+    def state_dict(self) -> dict:
+        return {"best_epoch": self.best_epoch, "best_value": self.best_value}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best_epoch, self.best_value = state["best_epoch"], state["best_value"]
+
     def after_epoch(self) -> None:
         row = self.learn.recorder.history[-1] if self.learn.recorder.history else {}
         value = row.get(self.monitor)

@@ -22,7 +22,7 @@ def _label_key(label) -> tuple:
 
 
 class TensorLoader:
-    """Batches from uint8 images ``(N, C, H, W)`` and targets ``(N,)`` held in memory.
+    """Batches from uint8 images ``(N, C, H, W)`` and targets ``(N, ...)`` held in memory.
 
     Each batch is moved to ``device`` as uint8 (four times less to copy than float) and only then
     scaled to [0, 1] and normalised: ``x`` comes out ``(B, C, H, W)`` float32. Shuffling draws
@@ -49,9 +49,12 @@ class TensorLoader:
         n = len(self.x)
         return n // self.bs if self.drop_last else -(-n // self.bs)
 
+    channels_last = False  # hand batches out in NHWC memory order (the GPU path sets it)
+
     def normalize(self, xb: torch.Tensor) -> torch.Tensor:
         """uint8 ``(B, C, H, W)`` -> normalised float32."""
-        return (xb.float().div_(255.0) - self.mean) / self.std
+        out = (xb.float().div_(255.0) - self.mean) / self.std
+        return out.contiguous(memory_format=torch.channels_last) if self.channels_last else out
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.x)
@@ -71,7 +74,13 @@ class DataBunch:
     train, valid : TensorLoader
     classes : list of str, or None for regression
     c : int
-        Model outputs: ``len(classes)``, or 1 for regression.
+        Model outputs: ``len(classes)``, or the number of targets ``k`` for regression (targets
+        ``(N,)`` when k is 1, ``(N, k)`` when each image has several numbers).
+    points : bool
+        The k targets are ``(x, y)`` pairs in [-1, 1] (see ``fastlab.data.points``).
+    y_range : list of two floats, or None
+        The range a regression model squashes its outputs into (set by the task, recorded in
+        ``meta()`` so that the model is rebuilt the same).
     n_channels, size : int
     mean, std : list of float
         Per-channel normalisation (of images scaled to [0, 1]).
@@ -83,6 +92,7 @@ class DataBunch:
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None):
         self.train_items, self.valid_items = source.train_items, source.valid_items
         self.n_channels, self.size = source.train_x.shape[1], source.train_x.shape[-1]
+        self.points, self.y_range = source.points, None
         y_train, y_valid = self._encode(source, targets)
         if mean is None:
             mean, std = channel_stats(source.train_x)
@@ -105,24 +115,22 @@ class DataBunch:
 
     def _encode(self, source: Source, targets: str) -> tuple[torch.Tensor, torch.Tensor]:
         if targets == "category":
+            if any(isinstance(v, list | tuple) for v in source.train_labels[:1] + source.valid_labels[:1]):
+                raise ConfigError("data.target_cols gives several numbers per image, which a classifier cannot "
+                                  "learn: use task=regress, or data.target_cols=null and data.label_col")
             self.classes = [str(c) for c in sorted({str(v) for v in source.train_labels + source.valid_labels}, key=_label_key)]
             self.c = len(self.classes)
             index = {c: i for i, c in enumerate(self.classes)}
             return (torch.tensor([index[str(v)] for v in source.train_labels], dtype=torch.long),
                     torch.tensor([index[str(v)] for v in source.valid_labels], dtype=torch.long))
         if targets == "float":
-            self.classes, self.c = None, 1
-
-            def floats(labels, items):
-                out = []
-                for v, item in zip(labels, items):
-                    try:
-                        out.append(float(v))
-                    except (TypeError, ValueError):
-                        raise DataError(f"label {v!r} of '{item}' is not a number: task=regress needs numeric labels") from None
-                return torch.tensor(out, dtype=torch.float32)
-
-            return floats(source.train_labels, source.train_items), floats(source.valid_labels, source.valid_items)
+            y_train = float_targets(source.train_labels, source.train_items)
+            y_valid = float_targets(source.valid_labels, source.valid_items)
+            if y_train.shape[1:] != y_valid.shape[1:]:
+                raise DataError(f"training targets have shape {tuple(y_train.shape[1:])} but validation targets "
+                                f"{tuple(y_valid.shape[1:])}: give every image the same number of targets")
+            self.classes, self.c = None, (1 if y_train.ndim == 1 else y_train.shape[1])
+            return y_train, y_valid
         raise ValueError(f"unknown target kind {targets!r}: use 'category' or 'float'")
 
     def to(self, device: torch.device | str) -> DataBunch:
@@ -135,7 +143,7 @@ class DataBunch:
     def meta(self) -> dict:
         """What ``model.pt`` records about the images: classes, channels, size, normalisation."""
         return {"classes": self.classes, "n_in": self.n_channels, "n_out": self.c, "size": self.size,
-                "mean": self.mean, "std": self.std}
+                "mean": self.mean, "std": self.std, "points": self.points, "y_range": self.y_range}
 
     def show_batch(self, path: str | Path, n: int = 16) -> Path:
         """Save the first ``n`` training images with their labels as a PNG grid."""
@@ -144,7 +152,8 @@ class DataBunch:
         n = min(n, len(self.train.x))
         x = self.train.x[:n].cpu()
         y = self.train.y[:n].cpu()
-        titles = [self.classes[int(t)] if self.classes else f"{float(t):.3g}" for t in y]
+        titles = [self.classes[int(t)] if self.classes else ", ".join(f"{v:.3g}" for v in t.view(-1).tolist())
+                  for t in y]
         return show_images(x, titles, Path(path))
 
     # ------------------------------------------------------------------------- constructors
@@ -161,13 +170,29 @@ class DataBunch:
         ``path``; other keyword arguments are ``DataConfig`` fields (``bs``, ``size``, ...)."""
         cfg = CsvData(path=str(path), fn_col=fn_col, label_col=label_col, valid_col=valid_col, **data_kwargs)
         columns = [str(c) for c in df.columns]
-        used = [c for c in (fn_col, label_col, valid_col) if c is not None and c in columns]
+        wanted = (fn_col, label_col, valid_col, *(data_kwargs.get("target_cols") or []))
+        used = [c for c in dict.fromkeys(wanted) if c is not None and c in columns]
         values = {c: list(df[c]) for c in used}
         rows = [dict(zip(used, vals)) for vals in zip(*values.values())] if used else []
         root = Path(path).expanduser()
         if not root.is_dir():
             raise DataError(f"path '{path}' is not a folder: pass the folder the file names are relative to")
         return cls(from_table(cfg, root, columns, rows, "the DataFrame"), cfg.bs, targets, seed, cfg.mean, cfg.std)
+
+
+def float_targets(labels: Sequence, items: Sequence[str]) -> torch.Tensor:
+    """Regression targets: ``(N,)`` from one number per item, ``(N, k)`` from lists of k numbers."""
+    several = bool(labels) and isinstance(labels[0], list | tuple)
+    out = []
+    for v, item in zip(labels, items):
+        try:
+            if several and len(v) != len(labels[0]):
+                raise DataError(f"'{item}' has {len(v)} targets but '{items[0]}' has {len(labels[0])}: "
+                                "give every image the same number of targets")
+            out.append([float(t) for t in v] if several else float(v))
+        except (TypeError, ValueError):
+            raise DataError(f"label {v!r} of '{item}' is not a number: task=regress needs numeric labels") from None
+    return torch.tensor(out, dtype=torch.float32).view(len(out), *((len(labels[0]),) if several else ()))
 
 
 def channel_stats(x: torch.Tensor) -> tuple[list[float], list[float]]:

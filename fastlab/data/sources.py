@@ -7,6 +7,7 @@ validation set depends only on the files and ``data.seed``.
 from __future__ import annotations
 
 import csv
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,15 +16,26 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from fastlab.config import CsvData, DataConfig, DigitsData, FolderData, GlyphsData, NameReData
-from fastlab.data.images import is_image, load_images
+from fastlab.config import (
+    CsvData,
+    DataConfig,
+    DigitsData,
+    FolderData,
+    GlyphsData,
+    NameReData,
+    PointsData,
+)
+from fastlab.data.images import is_image, read_images
+from fastlab.data.points import image_sizes, make_points, scale_points
 from fastlab.data.split import seeded_split
-from fastlab.errors import DataError
+from fastlab.errors import ConfigError, DataError
 
 
 @dataclass
 class Source:
-    """Raw material for a DataBunch: ``x`` tensors are ``(N, C, size, size)`` uint8."""
+    """Raw material for a DataBunch: ``x`` tensors are ``(N, C, size, size)`` uint8. A label is
+    one value (a class, or a number), or a list of numbers when each image has several targets;
+    ``points`` says those lists are ``(x, y)`` pairs in [-1, 1] (see ``fastlab.data.points``)."""
 
     train_x: torch.Tensor
     train_labels: list
@@ -31,6 +43,7 @@ class Source:
     valid_x: torch.Tensor
     valid_labels: list
     valid_items: list[str]
+    points: bool = False
 
 
 def split_per_class(labels: Sequence, per_class: int, data_seed: int) -> tuple[list[int], list[int]]:
@@ -92,6 +105,17 @@ def glyphs(cfg: GlyphsData) -> Source:
     return _in_memory(x, labels, items, cfg)
 
 
+def points_source(cfg: PointsData) -> Source:
+    """Generated images of one shape each (see ``fastlab.data.points``); the label is the
+    shape's centre ``[x, y]`` in [-1, 1]."""
+    if cfg.n_images < 2:
+        raise DataError(f"data.n_images={cfg.n_images} is too few: data=points needs at least 2 (e.g. data.n_images=600)")
+    x, centres = make_points(cfg.n_images, cfg.size, cfg.points_seed)
+    source = _in_memory(x, centres.tolist(), [f"points/{i}" for i in range(cfg.n_images)], cfg)
+    source.points = True
+    return source
+
+
 def _root(cfg: DataConfig) -> Path:
     if not cfg.path:
         raise DataError(f"data.path is required for data={cfg.name}: pass data.path=<folder>")
@@ -102,7 +126,7 @@ def _root(cfg: DataConfig) -> Path:
 
 
 def from_files(cfg: DataConfig, root: Path, paths: Sequence[Path], labels: Sequence,
-               is_valid: Sequence[bool] | None) -> Source:
+               is_valid: Sequence[bool] | None, points: bool = False) -> Source:
     """Split (by ``is_valid``, else seeded ``valid_pct``) and decode the images."""
     order = sorted(range(len(paths)), key=lambda i: str(paths[i]))
     paths, labels = [paths[i] for i in order], [labels[i] for i in order]
@@ -117,11 +141,16 @@ def from_files(cfg: DataConfig, root: Path, paths: Sequence[Path], labels: Seque
                         "images: both need at least one (add images or change data.valid_pct)")
 
     def part(idx: list[int]):
-        ps = [paths[i] for i in idx]
-        items = [str(p.relative_to(root)) if p.is_relative_to(root) else str(p) for p in ps]
-        return load_images(ps, cfg.size), [labels[i] for i in idx], items
+        loaded = read_images([paths[i] for i in idx], cfg.size, cfg.on_bad_file)
+        idx = [idx[k] for k in loaded.kept]  # with on_bad_file=skip, the readable ones
+        items = [str(paths[i].relative_to(root)) if paths[i].is_relative_to(root) else str(paths[i]) for i in idx]
+        return loaded.x, [labels[i] for i in idx], items
 
-    return Source(*part(train), *part(valid))
+    train_part, valid_part = part(train), part(valid)
+    if not train_part[2] or not valid_part[2]:
+        raise DataError(f"data in '{root}' has no readable {'training' if not train_part[2] else 'validation'} "
+                        "images left after data.on_bad_file=skip: fix the files")
+    return Source(*train_part, *valid_part, points=points)
 
 
 def _class_folders(folder: Path) -> list[tuple[Path, str]]:
@@ -181,21 +210,64 @@ def name_re(cfg: NameReData) -> Source:
 _TRUE = {"1", "true", "yes", "y", "t", "valid"}
 
 
+def check_target_cols(cfg: CsvData) -> list[str] | None:
+    """``data.target_cols`` as a list, after checking it goes with ``data.points``."""
+    cols = None if cfg.target_cols is None else [str(c) for c in cfg.target_cols]
+    if cols is not None and not cols:
+        raise ConfigError("data.target_cols=[] names no column: list the target columns, e.g. data.target_cols=[x,y], or null")
+    if cfg.points and cols is None:
+        raise ConfigError("data.points=true needs data.target_cols: name the pixel x,y columns, e.g. data.target_cols=[x,y]")
+    if cfg.points and len(cols) % 2:
+        raise ConfigError(f"data.points=true reads (x, y) pairs but data.target_cols={cols} has {len(cols)} columns: "
+                          "list an x and a y column per point, e.g. data.target_cols=[x,y]")
+    return cols
+
+
+def _target_values(row: dict, cols: list[str], where: str) -> list[float]:
+    out = []
+    for col in cols:
+        value = row[col]
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            v = math.nan
+        if not math.isfinite(v):
+            raise DataError(f"{where}: target column '{col}' holds {value!r}, not a finite number: "
+                            "fix the value or remove the row")
+        out.append(v)
+    return out
+
+
 def from_table(cfg: CsvData, root: Path, columns: Sequence[str], rows: Sequence[dict],
                source_name: str) -> Source:
-    """A table of rows (dicts) with a file-name column, a label column and maybe a valid column."""
-    for key, col in (("fn_col", cfg.fn_col), ("label_col", cfg.label_col), ("valid_col", cfg.valid_col)):
+    """A table of rows (dicts) with a file-name column, a label column (or ``target_cols``: the
+    several numbers of each image) and maybe a valid column. With ``points``, the target columns
+    are pixel ``x, y`` pairs of the original image, scaled to [-1, 1] by its width and height."""
+    target_cols = check_target_cols(cfg)
+    label_col = None if target_cols is not None else cfg.label_col
+    for key, col in (("fn_col", cfg.fn_col), ("label_col", label_col), ("valid_col", cfg.valid_col)):
         if col is not None and col not in columns:
             raise DataError(f"{source_name} has no column '{col}' (its columns: {list(columns)}): "
                             f"set data.{key}=<column>")
+    for col in target_cols or []:
+        if col not in columns:
+            raise DataError(f"{source_name} has no target column '{col}' (its columns: {list(columns)}): "
+                            "fix data.target_cols")
     if not rows:
         raise DataError(f"{source_name} has no rows: it must list at least two images")
     paths = [root / str(r[cfg.fn_col]) for r in rows]
-    labels = [r[cfg.label_col] for r in rows]
+    if target_cols is None:
+        labels = [r[label_col] for r in rows]
+    else:
+        # Row 1 is the first row after the header.
+        labels = [_target_values(r, target_cols, f"{source_name}, row {i + 1} ('{r[cfg.fn_col]}')")
+                  for i, r in enumerate(rows)]
+        if cfg.points:  # by the original size: images are resized (aspect not kept) after this
+            labels = [scale_points(xy, w, h) for xy, (w, h) in zip(labels, image_sizes(paths))]
     is_valid = None
     if cfg.valid_col is not None:
         is_valid = [str(r[cfg.valid_col]).strip().lower() in _TRUE for r in rows]
-    return from_files(cfg, root, paths, labels, is_valid)
+    return from_files(cfg, root, paths, labels, is_valid, points=cfg.points)
 
 
 def csv_source(cfg: CsvData) -> Source:
@@ -210,4 +282,5 @@ def csv_source(cfg: CsvData) -> Source:
     return from_table(cfg, root, columns, rows, f"csv '{csv_path}'")
 
 
-SOURCES = {"digits": digits, "glyphs": glyphs, "folder": folder, "name_re": name_re, "csv": csv_source}
+SOURCES = {"digits": digits, "glyphs": glyphs, "folder": folder, "name_re": name_re, "csv": csv_source,
+           "points": points_source}

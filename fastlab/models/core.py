@@ -1,4 +1,5 @@
-"""Building blocks shared by every architecture: fast.ai's head and a body+head model."""
+"""Building blocks shared by every architecture: fast.ai's head, a body+head model and the
+sigmoid range a regression head ends with."""
 
 from __future__ import annotations
 
@@ -33,6 +34,25 @@ def create_head(n_features: int, n_out: int, hidden: int = 512, dropout: float =
         nn.Dropout(dropout),
         nn.Linear(hidden, n_out),
     )
+
+
+class SigmoidRange(nn.Module):
+    """fast.ai's ``y_range``: ``lo + (hi - lo) * sigmoid(x)``, so outputs stay strictly inside
+    (lo, hi), e.g. (-1, 1) for points scaled to the image. ``(B, k) -> (B, k)``.
+
+    No parameters and no buffers: appending it to a head leaves the ``state_dict`` unchanged, so
+    a checkpoint records the range in its metadata and the loader appends the same module.
+    """
+
+    def __init__(self, lo: float, hi: float):
+        super().__init__()
+        self.lo, self.hi = float(lo), float(hi)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(x) * (self.hi - self.lo) + self.lo
+
+    def extra_repr(self) -> str:
+        return f"lo={self.lo:g}, hi={self.hi:g}"
 
 
 class BodyHead(nn.Module):

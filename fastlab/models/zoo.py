@@ -34,18 +34,24 @@ def zoo_path(name_or_path: str, models_dir: str | Path) -> Path:
     return path
 
 
-def read_checkpoint(path: Path, error: type[FastlabError] = ConfigError) -> dict:
-    """``{"state_dict", "meta"}`` from a fastlab checkpoint, refusing anything else with one line
-    (as ``error``). ``weights_only=True``: a file holding pickled code is refused unrun."""
+def load_plain(path: Path, error: type[FastlabError] = ConfigError, what: str = "a model.pt written by fastlab-train"):
+    """``torch.load(weights_only=True)``: a file holding pickled code is refused unrun, a truncated
+    or foreign one with one line (as ``error``) naming it."""
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise error(f"cannot read checkpoint '{path}': refused, it holds more than weights and plain data "
                     f"({first[:120]}); fastlab loads weights only") from None
     except Exception as e:  # RuntimeError (not a zip), EOFError (truncated), OSError, ...
         raise error(f"cannot read checkpoint '{path}' ({type(e).__name__}): it is truncated or not a "
-                    "fastlab checkpoint; use a model.pt written by fastlab-train") from None
+                    f"fastlab checkpoint; use {what}") from None
+
+
+def read_checkpoint(path: Path, error: type[FastlabError] = ConfigError) -> dict:
+    """``{"state_dict", "meta"}`` from a fastlab checkpoint, refusing anything else with one line
+    (as ``error``). ``weights_only=True``: a file holding pickled code is refused unrun."""
+    ckpt = load_plain(path, error)
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict) or "meta" not in ckpt:
         raise error(f"cannot read checkpoint '{path}': it has no state_dict and meta, so it is not a fastlab "
                     "checkpoint; use a model.pt written by fastlab-train")

@@ -7,24 +7,14 @@ sees half a file.
 import csv
 import io
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from fastlab.rundir import atomic_write_text
 from fastlab.sweep.store import Trial
-
-
-def atomic_write(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def best_trials(trials: Sequence[Trial], sign: float, k: int | None = None) -> list[Trial]:
@@ -126,5 +116,5 @@ def write_exports(
     best_overrides: list[str] | None,
 ) -> None:
     """Write ``trials.csv`` and ``best.yaml`` into the sweep dir."""
-    atomic_write(sweep_dir / "trials.csv", trials_csv(trials, names))
-    atomic_write(sweep_dir / "best.yaml", best_yaml(trials, sign, direction, best_overrides))
+    atomic_write_text(sweep_dir / "trials.csv", trials_csv(trials, names))
+    atomic_write_text(sweep_dir / "best.yaml", best_yaml(trials, sign, direction, best_overrides))

@@ -11,6 +11,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from fastlab.sweep.driver import Outcome, run_sweep
+from fastlab.sweep.errors import SweepError
 from fastlab.sweep.settings import SweepSettings
 from fastlab.sweep.space import parse_space
 
@@ -31,7 +32,15 @@ def run_hydra_sweep(
     space = parse_space(params, arguments, config_loader=config_loader)
 
     def launch(overrides: list[list[str]], initial_job_idx: int) -> list[Outcome]:
-        returns = launcher.launch([tuple(o) for o in overrides], initial_job_idx=initial_job_idx)
+        try:
+            returns = launcher.launch([tuple(o) for o in overrides], initial_job_idx=initial_job_idx)
+        except Exception as e:
+            # A job's own errors come back in its JobReturn; an exception here means the launcher
+            # itself broke (e.g. joblib when a worker process is killed). The batch stays
+            # "running" in trials.db, so the same command re-runs it.
+            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+            raise SweepError(f"the launcher failed ({type(e).__name__}: {first}): a job process died or could "
+                             "not start; run the same command again to resume (completed trials are kept)") from None
         return [outcome_of(r) for r in returns]
 
     run_sweep(

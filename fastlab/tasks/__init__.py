@@ -7,8 +7,11 @@ from fastlab.errors import ConfigError
 from fastlab.tasks.base import Task
 from fastlab.tasks.classify import CLASSIFY, accuracy, error_rate
 from fastlab.tasks.regress import REGRESS, mae, rmse
+from fastlab.tasks.segment import SEGMENT
+from fastlab.tasks.tabular import TABULAR
+from fastlab.tasks.text import LANGUAGE_MODEL, TEXT_CLASSIFY
 
-TASKS: dict[str, Task] = {t.name: t for t in (CLASSIFY, REGRESS)}
+TASKS: dict[str, Task] = {t.name: t for t in (CLASSIFY, REGRESS, TABULAR, SEGMENT, LANGUAGE_MODEL, TEXT_CLASSIFY)}
 
 
 def get_task(cfg: TaskConfig) -> Task:

@@ -1,0 +1,91 @@
+"""MaskBunch: images with per-pixel masks, batched like a DataBunch.
+
+Masks become ``(N, H, W)`` long targets in which the void code's pixels are :data:`IGNORE`
+(255), so a static loss (``ignore_index=IGNORE``) and static metrics skip them whatever the data:
+the void code's index itself is kept in ``meta()`` for reading predictions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from fastlab.config import DataConfig
+from fastlab.data.bunch import TensorLoader, channel_stats
+from fastlab.data.masks import MASK_SOURCES, MaskSource
+from fastlab.errors import ConfigError
+
+IGNORE = 255  # target value of pixels that neither the loss nor the metrics count
+
+
+def encode_masks(masks: torch.Tensor, void: int | None) -> torch.Tensor:
+    """uint8 code masks ``(N, H, W)`` -> long targets with the ``void`` code's pixels set to IGNORE."""
+    y = masks.long()
+    if void is not None:
+        y[masks == void] = IGNORE
+    return y
+
+
+class MaskBunch:
+    """Train and valid loaders of ``(x (B, 3, H, W) normalised, y (B, H, W) long)``: the Bunch
+    contract (``fastlab.data.base``) for segmentation.
+
+    Images stay uint8 in memory and are normalised after the device copy (``TensorLoader``);
+    ``classes`` are the codes, ``c`` their number (the model's output channels) and ``void`` the
+    index of the ignored code, or ``None``.
+    """
+
+    def __init__(self, source: MaskSource, bs: int, seed: int = 0,
+                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None):
+        self.train_items, self.valid_items = source.train_items, source.valid_items
+        self.n_channels, self.size = source.train_x.shape[1], source.train_x.shape[-1]
+        self.classes, self.c, self.void = list(source.codes), len(source.codes), source.void
+        y_train, y_valid = encode_masks(source.train_masks, self.void), encode_masks(source.valid_masks, self.void)
+        if mean is None:
+            mean, std = channel_stats(source.train_x)
+        m, s = torch.tensor([float(v) for v in mean]), torch.tensor([float(v) for v in std])
+        self.train = TensorLoader(source.train_x, y_train, bs, m, s, shuffle=True, drop_last=True,
+                                  generator=torch.Generator().manual_seed(seed))
+        self.valid = TensorLoader(source.valid_x, y_valid, bs * 2, m, s)
+        self.device = torch.device("cpu")
+        self.set_stats(mean, std)
+
+    @property
+    def codes(self) -> list[str]:
+        return self.classes
+
+    def set_stats(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        """Normalise with these per-channel statistics (e.g. a pretrained encoder's) from now on."""
+        if len(mean) != self.n_channels or len(std) != self.n_channels:
+            raise ConfigError(f"normalisation stats have {len(mean)}/{len(std)} values but the images have "
+                              f"{self.n_channels} channel(s): give one value per channel")
+        self.mean, self.std = [float(v) for v in mean], [float(v) for v in std]
+        for loader in (self.train, self.valid):
+            loader.mean = torch.tensor(self.mean, device=self.device).view(1, -1, 1, 1)
+            loader.std = torch.tensor(self.std, device=self.device).view(1, -1, 1, 1)
+
+    def to(self, device: torch.device | str) -> MaskBunch:
+        """Move images and masks to ``device`` (they are small enough to live there)."""
+        self.device = torch.device(device)
+        self.train.to(self.device)
+        self.valid.to(self.device)
+        return self
+
+    def meta(self) -> dict:
+        """What ``model.pt`` records: codes, void index, channels, size, normalisation."""
+        return {"classes": self.classes, "codes": self.classes, "void": self.void, "n_in": self.n_channels,
+                "n_out": self.c, "size": self.size, "mean": self.mean, "std": self.std}
+
+    def show_batch(self, path: str | Path, n: int = 8) -> Path:
+        """Save the first ``n`` training images with their masks overlaid as a PNG."""
+        from fastlab.tasks.segment import plot_masks
+
+        n = min(n, len(self.train.x))
+        return plot_masks(self.train.x[:n].cpu(), [self.train.y[:n].cpu()], ["mask"], self.classes, Path(path))
+
+    @classmethod
+    def from_config(cls, cfg: DataConfig, seed: int = 0) -> MaskBunch:
+        source = MASK_SOURCES[cfg.name](cfg)
+        return cls(source, cfg.bs, seed, cfg.mean, cfg.std)

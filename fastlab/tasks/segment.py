@@ -1,0 +1,212 @@
+"""Semantic segmentation: a class code per pixel, learned by a U-Net from images with masks.
+
+Targets are ``(B, H, W)`` long code indices in which void pixels are ``IGNORE`` (see
+``fastlab.data.mask_bunch``); predictions are ``(B, c, H, W)`` scores. The metrics sum a
+confusion matrix batch by batch (per-pixel predictions of a whole validation set are too big to
+keep) and read pixel accuracy, mean IoU and Dice off it, over the codes present in the targets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from fastlab.config import RunConfig
+from fastlab.data.mask_bunch import IGNORE, MaskBunch
+from fastlab.metrics import BatchMetric
+from fastlab.models.unet import Unet
+from fastlab.rundir import write_json
+from fastlab.tasks.base import Task
+
+# ---------------------------------------------------------------------------- loss and metrics
+
+
+def segment_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Pixel-wise cross-entropy of ``pred (B, c, H, W)`` scores against ``target (B, H, W)``,
+    averaged over the pixels that are not void. A batch of void pixels only gives 0, not NaN
+    (PyTorch's mean over no pixels), so it cannot end a run as diverged."""
+    total = F.cross_entropy(pred.float(), target, ignore_index=IGNORE, reduction="sum")
+    return total / (target != IGNORE).sum().clamp_min(1)
+
+
+def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, c: int) -> torch.Tensor:
+    """``(c, c)`` long counts, rows the true code and columns the predicted one, of predicted codes
+    ``pred (...)`` against ``target (...)``; void pixels (any target outside ``[0, c)``) are
+    left out."""
+    keep = (target >= 0) & (target < c)
+    index = target[keep] * c + pred[keep]
+    return torch.bincount(index, minlength=c * c).view(c, c)
+
+
+def per_class_iou(cm: torch.Tensor) -> torch.Tensor:
+    """``(c,)`` intersection over union ``TP / (TP + FP + FN)`` per code; NaN for codes absent
+    from the targets (their IoU says nothing about this data)."""
+    cm = cm.double()
+    tp = cm.diag()
+    union = cm.sum(0) + cm.sum(1) - tp
+    iou = tp / union.clamp_min(1)
+    return torch.where(cm.sum(1) > 0, iou, torch.nan)
+
+
+def per_class_dice(cm: torch.Tensor) -> torch.Tensor:
+    """``(c,)`` Dice (F1) ``2 TP / (2 TP + FP + FN)`` per code; NaN for codes absent from the targets."""
+    cm = cm.double()
+    tp = cm.diag()
+    dice = 2 * tp / (cm.sum(0) + cm.sum(1)).clamp_min(1)
+    return torch.where(cm.sum(1) > 0, dice, torch.nan)
+
+
+def pixel_accuracy_of(cm: torch.Tensor) -> float:
+    """Correct pixels over all non-void pixels."""
+    return (cm.diag().sum() / cm.sum().clamp_min(1)).item()
+
+
+def mean_iou_of(cm: torch.Tensor) -> float:
+    """Mean IoU over the codes present in the targets."""
+    return per_class_iou(cm).nanmean().item()
+
+
+def dice_of(cm: torch.Tensor) -> float:
+    """Mean Dice over the codes present in the targets."""
+    return per_class_dice(cm).nanmean().item()
+
+
+def per_class_scores(cm: torch.Tensor, codes: Sequence[str]) -> dict[str, dict]:
+    """``{code: {"iou", "dice", "pixels"}}`` from a confusion matrix (None where absent)."""
+    iou, dice, pixels = per_class_iou(cm), per_class_dice(cm), cm.sum(1)
+    return {code: {"iou": None if iou[i].isnan() else iou[i].item(),
+                   "dice": None if dice[i].isnan() else dice[i].item(),
+                   "pixels": int(pixels[i])} for i, code in enumerate(codes)}
+
+
+class ConfusionMetric(BatchMetric):
+    """A score read off the confusion matrix summed over the validation batches.
+
+    ``accumulate(pred (B, c, H, W), yb (B, H, W))``; ``score(cm (c, c)) -> float``.
+    """
+
+    def __init__(self, score: Callable[[torch.Tensor], float]):
+        self.score = score
+        self.reset()
+
+    def reset(self) -> None:
+        self.cm: torch.Tensor | None = None
+
+    def accumulate(self, pred: torch.Tensor, yb: torch.Tensor) -> None:
+        cm = confusion_matrix(pred.argmax(dim=1), yb, pred.shape[1])  # stays on the device
+        self.cm = cm if self.cm is None else self.cm + cm
+
+    def value(self) -> float:
+        return float("nan") if self.cm is None else self.score(self.cm.cpu())
+
+
+def validation_confusion(model: torch.nn.Module, data: MaskBunch) -> torch.Tensor:
+    """``(c, c)`` confusion matrix of ``model`` over the whole validation set."""
+    metric = ConfusionMetric(mean_iou_of)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for xb, yb in data.valid:
+            metric.accumulate(model(xb).float(), yb)
+    model.train(was_training)
+    return metric.cm.cpu() if metric.cm is not None else torch.zeros(data.c, data.c, dtype=torch.long)
+
+
+# ------------------------------------------------------------------------------------ plots
+
+
+def plot_masks(x: torch.Tensor, masks: Sequence[torch.Tensor], titles: Sequence[str], codes: Sequence[str],
+               path: Path) -> Path:
+    """Rows of images ``(N, 3, H, W)`` uint8: the image, then the image under each of ``masks``
+    (each ``(N, H, W)`` code indices, void pixels left clear), with a legend of the codes shown."""
+    import numpy as np
+    from matplotlib.patches import Patch
+
+    from fastlab.plots import pyplot, save_figure
+
+    plt = pyplot()
+    name = "tab10" if len(codes) <= 10 else "tab20" if len(codes) <= 20 else "gist_ncar"
+    cmap = plt.get_cmap(name, len(codes))
+    n, ncols = len(x), 1 + len(masks)
+    fig, axes = plt.subplots(n, ncols, figsize=(2.2 * ncols, 2.2 * n), squeeze=False)
+    shown: set[int] = set()
+    for i in range(n):
+        img = x[i].permute(1, 2, 0).numpy()  # (H, W, 3)
+        for j, ax in enumerate(axes[i]):
+            ax.axis("off")
+            if j == 0:
+                ax.imshow(img)
+                ax.set_title("image" if i == 0 else "", fontsize=9)
+                continue
+            ax.imshow(img, alpha=0.45)  # faded, so the mask's colours read on any background
+            m = masks[j - 1][i].numpy()
+            void = m >= len(codes)
+            shown |= {int(v) for v in np.unique(m[~void])}
+            ax.imshow(np.ma.masked_array(m, void), cmap=cmap, vmin=-0.5, vmax=len(codes) - 0.5,
+                      alpha=0.7, interpolation="nearest")
+            ax.set_title(titles[j - 1] if i == 0 else "", fontsize=9)
+    handles = [Patch(color=cmap(k), label=codes[k]) for k in sorted(shown)]
+    fig.legend(handles=handles, loc="lower center", ncol=min(6, max(1, len(handles))), fontsize=8,
+               bbox_to_anchor=(0.5, -0.02))
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    return save_figure(fig, Path(path))
+
+
+def show_results(learn, path: Path, n: int = 4) -> Path:
+    """``path``: ``n`` validation images with the true and the predicted mask overlaid; beside it
+    ``per_class.json``: IoU, Dice and pixel count of each code over the whole validation set."""
+    data: MaskBunch = learn.data
+    model = learn.model
+    n = min(n, len(data.valid.x))
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        pred = model(data.valid.normalize(data.valid.x[:n])).argmax(dim=1).cpu()  # (n, H, W)
+    model.train(was_training)
+    cm = validation_confusion(model, data)
+    write_json(Path(path).with_name("per_class.json"),
+               {"void": data.classes[data.void] if data.void is not None else None,
+                "pixel_accuracy": pixel_accuracy_of(cm), "mean_iou": _or_none(mean_iou_of(cm)),
+                "dice": _or_none(dice_of(cm)), "codes": per_class_scores(cm, data.classes)})
+    return plot_masks(data.valid.x[:n].cpu(), [data.valid.y[:n].cpu(), pred], ["truth", "prediction"],
+                      data.classes, Path(path))
+
+
+def _or_none(v: float) -> float | None:
+    return None if v != v else v
+
+
+# ------------------------------------------------------------------------------------ hooks
+
+
+def build_data(run: RunConfig, pretrained_meta: dict | None) -> MaskBunch:
+    """Images and masks from the data source; normalised as a pretrained encoder's source task
+    was, when there is one and ``data.mean`` is not given."""
+    data = MaskBunch.from_config(run.data, seed=run.seed)
+    meta = pretrained_meta or {}
+    if run.data.mean is None and len(meta.get("mean") or []) == data.n_channels:
+        data.set_stats(meta["mean"], meta["std"])
+    return data
+
+
+def build_model(run: RunConfig, data: MaskBunch) -> Unet:
+    return Unet(run.arch, data.n_channels, data.c)
+
+
+SEGMENT = Task(
+    name="segment",
+    targets="mask",
+    loss_func=segment_loss,
+    metrics={"pixel_accuracy": ConfusionMetric(pixel_accuracy_of), "mean_iou": ConfusionMetric(mean_iou_of),
+             "dice": ConfusionMetric(dice_of)},
+    maximize=frozenset({"pixel_accuracy", "mean_iou", "dice"}),
+    default_objective="mean_iou",
+    data_kinds=frozenset({"masks"}),
+    arch_names=frozenset({"unet"}),
+    build_data=build_data,
+    build_model=build_model,
+    show_results=show_results,
+)
