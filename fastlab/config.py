@@ -178,13 +178,21 @@ class PyDocsData(TextData):
     (str, re, textwrap, codecs...), files (os, pathlib, shutil, io, tarfile...), network (socket,
     http, urllib, smtplib...), math (math, decimal, statistics, random...), formats (json, csv,
     pickle, xml, zlib...) and concurrency (threading, asyncio, subprocess...); the modules are
-    listed in ``fastlab.data.text_sources.PYDOCS_FAMILIES``. About 1,700 docstrings, the largest
-    family about a fifth of them."""
+    listed in ``fastlab.data.pydocs.PYDOCS_FAMILIES``. About 1,570 docstrings, the largest
+    family about a fifth of them.
+
+    A language model also reads unlabelled standard-library English (``unlabelled``, like IMDb's
+    ``unsup/``): the language reference in ``pydoc_data.topics`` and the docstrings of ~90
+    modules outside the families (``PYDOCS_UNLABELLED``), about 190k tokens next to the
+    labelled training texts' 72k. Any paragraph sharing an 8-token run with a docstring of the
+    families' modules is left out, so the classifier's validation texts are never read; the
+    labelled texts and the classifier's data do not change."""
 
     name: str = "pydocs"
     min_chars: int = 40  # shorter docstrings ("Return self.") are dropped
     per_family: int = 320  # a larger family keeps this many, chosen by a hash of the name
     max_docs: int | None = None  # a seeded subset of this many docstrings (quick runs); null = all
+    unlabelled: bool = True  # the language model also reads the unlabelled corpus
 
 
 @dataclass

@@ -36,8 +36,11 @@ def deadline(seconds: float | None, run_dir: Path):
         return
 
     def expire(signum, frame):
-        raise RunTimeout(f"the run passed trainer.timeout={seconds:g} s and was stopped: resume it with "
-                         f"trainer.resume={run_dir} (last.pt holds the last finished epoch), or raise trainer.timeout")
+        if (run_dir / "last.pt").exists():
+            how = f"resume it with trainer.resume={run_dir} (last.pt holds where it got to)"
+        else:
+            how = "it stopped before its first checkpoint, so start it again"
+        raise RunTimeout(f"the run passed trainer.timeout={seconds:g} s and was stopped: {how}, or raise trainer.timeout")
 
     previous = signal.signal(signal.SIGALRM, expire)
     signal.setitimer(signal.ITIMER_REAL, seconds)

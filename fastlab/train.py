@@ -14,7 +14,6 @@ import sys
 import time
 import traceback
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -23,9 +22,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
-from torch import nn
 
-from fastlab.accel import compile_forward, tune_backends, use_channels_last
 from fastlab.callbacks.checkpoint import (
     LAST_CHECKPOINT,
     Checkpointer,
@@ -35,25 +32,17 @@ from fastlab.callbacks.checkpoint import (
 from fastlab.callbacks.core import Callback
 from fastlab.callbacks.factory import build_callbacks
 from fastlab.config import RunConfig, ScheduleConfig, TrainerConfig, register_configs, to_run_config
-from fastlab.data import DataBunch
-from fastlab.data.base import Bunch
 from fastlab.diagnostics import dead_filter_fraction, diagnose
 from fastlab.distributed import (
     Context,
-    GradientAllReduce,
-    ShardedLoader,
-    check_batch,
-    device_for,
     setup,
     teardown,
 )
-from fastlab.errors import ConfigError, FastlabError, OutputError
+from fastlab.errors import FastlabError, OutputError
 from fastlab.guards import OutOfMemory, deadline, free_device_memory, out_of_memory
 from fastlab.learner import Learner
 from fastlab.lr_find import LRFindResult
-from fastlab.models import create_model
-from fastlab.models.zoo import LoadReport, load_pretrained, read_checkpoint, zoo_path
-from fastlab.rng import seed_everything
+from fastlab.prepare import prepare
 from fastlab.rundir import (
     clean_stale_temps,
     git_info,
@@ -64,7 +53,7 @@ from fastlab.rundir import (
     write_json,
 )
 from fastlab.schedules import Stage, discriminative_lrs, plan_stages
-from fastlab.tasks import Task, get_task
+from fastlab.tasks import Task
 
 log = logging.getLogger("fastlab")
 
@@ -73,24 +62,6 @@ def config_dir() -> Path:
     """``fastlab/conf``: in a source checkout a link to the top-level ``conf/``, in a wheel the
     configs themselves."""
     return Path(__file__).resolve().parent / "conf"
-
-
-def gpu_for_job(job_num: int, n_gpus: int) -> int:
-    """The GPU a multirun's job ``job_num`` trains on: round robin, so parallel jobs spread over
-    the visible GPUs (several small trials share one when there are more jobs than GPUs)."""
-    return job_num % max(1, n_gpus)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        if not torch.cuda.is_available():
-            return torch.device("cpu")
-        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN and torch.cuda.device_count() > 1:
-            return torch.device("cuda", gpu_for_job(int(HydraConfig.get().job.num), torch.cuda.device_count()))
-        return torch.device("cuda")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"trainer.device={name} but CUDA is not available here: use trainer.device=cpu or auto")
-    return torch.device(name)
 
 
 def threads_per_job(cores: int, parallel_jobs: int) -> int:
@@ -153,105 +124,6 @@ def default_run_dir() -> Path:
     return Path("outputs/runs") / datetime.now().strftime("%Y-%m-%d/%H-%M-%S-%f")
 
 
-@dataclass
-class Prepared:
-    """Everything a run trains with, built from its config and nothing else."""
-
-    run: RunConfig
-    task: Task
-    data: Bunch
-    model: nn.Module
-    learn: Learner
-    meta: dict  # what model.pt records about the model and its data
-    pretrained: LoadReport | None
-
-
-def check_fit(run: RunConfig, task: Task) -> None:
-    """The data source must yield what the task learns from (masks for segment, text for the
-    text tasks, ...) and the architecture must be one the task builds."""
-    kind = type(run.data).kind
-    if kind not in task.data_kinds:
-        raise ConfigError(f"data={run.data.name} gives {kind} but task={task.name} learns from "
-                          f"{' or '.join(sorted(task.data_kinds))}: choose a matching data option (see README)")
-    if run.arch.name not in task.arch_names:
-        raise ConfigError(f"arch={run.arch.name} does not fit task={task.name}: use arch= one of {sorted(task.arch_names)}")
-
-
-def build_data(run: RunConfig, task: Task, pretrained_meta: dict | None):
-    if task.build_data is not None:
-        return task.build_data(run, pretrained_meta)
-    data = DataBunch.from_config(run.data, task.targets, seed=run.seed)
-    meta = pretrained_meta or {}
-    if run.data.mean is None and len(meta.get("mean") or []) == data.n_channels:
-        # A pretrained body expects inputs normalised as in its source task (fastai does the same
-        # with ImageNet statistics).
-        data.set_stats(meta["mean"], meta["std"])
-    return data
-
-
-def build_model(run: RunConfig, task: Task, data) -> nn.Module:
-    if task.build_model is not None:
-        return task.build_model(run, data)
-    return create_model(run.arch, data.n_channels, data.c)
-
-
-def prepare(run: RunConfig, cbs: Sequence[Callback] = (), ctx: Context | None = None) -> Prepared:
-    """Data, model (with its pretrained body when asked) and Learner for ``run`` (in a
-    data-parallel run, this rank's). Every input error surfaces here, before any training."""
-    ctx = ctx or Context()
-    task = get_task(run.task)
-    check_fit(run, task)
-    check_batch(run.data.bs, ctx)
-    device = device_for(ctx, resolve_device(run.trainer.device))
-    if run.trainer.precision == "16-mixed" and device.type != "cuda":
-        raise ConfigError("trainer.precision=16-mixed needs a CUDA device: use bf16-mixed (works on CPU) or 32")
-    if run.data.url:
-        from fastlab.data.external import untar_data
-
-        if not ctx.main:  # rank 0 fetches; the others wait and find it cached
-            torch.distributed.barrier()
-        folder = untar_data(run.data.url, sha256=run.data.sha256)
-        if ctx.main and ctx.distributed:
-            torch.distributed.barrier()
-        run.data.path = str(folder / run.data.path) if run.data.path else str(folder)
-    ckpt = ckpt_path = None
-    if run.arch.pretrained:
-        ckpt_path = zoo_path(run.arch.pretrained, run.paths.models)
-        ckpt = read_checkpoint(ckpt_path)
-    data = build_data(run, task, ckpt["meta"] if ckpt is not None else None)
-    seed_everything(run.seed)  # right before the model: init, dropout and nothing else
-    model = build_model(run, task, data)
-    arch_config = dict(vars(run.arch))
-    # A U-Net's pretrained body is a classifier of its encoder's architecture.
-    body_arch = getattr(run.arch, "encoder", None) or run.arch.name
-    report = load_pretrained(model, ckpt, ckpt_path, body_arch, arch_config) if ckpt is not None else None
-    data.to(device)
-    if ctx.distributed:
-        data.train = ShardedLoader(data.train, ctx.rank, ctx.world)
-        cbs = [GradientAllReduce(ctx.world), *cbs]
-    s = run.schedule
-    learn = Learner(model, data, task.loss_func, task.metrics, opt=s.opt, wd=s.wd, lr_ratio=s.lr_ratio,
-                    precision=run.trainer.precision, progress=run.trainer.progress if ctx.main else "none", cbs=cbs)
-    learn.train_bn = s.train_bn
-    accelerate(learn, run, device)
-    meta = {"arch": run.arch.name, "arch_config": arch_config, "task": task.name, **data.meta()}
-    log.info("training %s on %s (%d train / %d valid items, %d outputs) on %s", run.arch.name,
-             run.data.name, len(data.train_items), len(data.valid_items), data.c, device)
-    return Prepared(run, task, data, model, learn, meta, report)
-
-
-def accelerate(learn: Learner, run: RunConfig, device: torch.device) -> None:
-    """The device path (see ``fastlab.accel``): cuDNN benchmark, channels-last, torch.compile."""
-    tune_backends(device)
-    sample, _ = next(iter(learn.data.valid))
-    if use_channels_last(run.trainer.channels_last, device, sample):
-        learn.model.to(memory_format=torch.channels_last)
-        for loader in (learn.data.train, learn.data.valid):
-            getattr(loader, "loader", loader).channels_last = True  # under a ShardedLoader too
-    if run.trainer.compile:
-        learn.forward = compile_forward(learn.model, sample, learn._autocast)
-
-
 def plan(learn: Learner, s: ScheduleConfig) -> tuple[list[Stage], LRFindResult | None]:
     """The schedule's stages; with ``lr_max=find`` the LR finder runs first, in the freezing of
     the first stage, and its ``schedule.suggestion`` becomes the head's rate."""
@@ -309,27 +181,35 @@ def train(cfg: DictConfig | RunConfig, run_dir: str | Path | None = None, cbs: S
         run_dir.mkdir(parents=True, exist_ok=True)
         for tmp in clean_stale_temps(run_dir):
             log.info("removed %s, left by a writer that was killed", tmp.name)
-    tried: list[int] = []  # batch sizes that ran out of memory (trainer.auto_bs)
     try:
-        while True:
-            try:
-                return _train(run, resolved, run_dir, state, ctx, cbs, start, tried)
-            except OutOfMemory:
-                if not run.trainer.auto_bs or run.data.bs < 2 * ctx.world:
-                    raise
-                tried.append(run.data.bs)
-                run.data.bs //= 2
-                if resolved is not None:
-                    resolved["data"]["bs"] = run.data.bs
-                state = epoch_start_state(run_dir / LAST_CHECKPOINT)
-                log.warning("out of memory with data.bs=%d: trainer.auto_bs retries with data.bs=%d from %s", tried[-1],
-                            run.data.bs, "the last finished epoch" if state is not None else "the start")
-                free_device_memory()
+        # trainer.timeout counts from here: data, model, training and outputs, the whole job
+        with deadline(run.trainer.timeout, run_dir):
+            return _retrying(run, resolved, run_dir, state, ctx, cbs, start)
     except BaseException:
         teardown(ctx, barrier=False)  # a failed rank must not wait for the others
         raise
     finally:
         teardown(ctx)
+
+
+def _retrying(run: RunConfig, resolved: dict | None, run_dir: Path, state: dict | None, ctx: Context,
+              cbs: Sequence[Callback], start: float) -> dict:
+    """``_train``, again with half the batch after each out-of-memory when ``trainer.auto_bs``."""
+    tried: list[int] = []  # batch sizes that ran out of memory
+    while True:
+        try:
+            return _train(run, resolved, run_dir, state, ctx, cbs, start, tried)
+        except OutOfMemory:
+            if not run.trainer.auto_bs or run.data.bs < 2 * ctx.world:
+                raise
+            tried.append(run.data.bs)
+            run.data.bs //= 2
+            if resolved is not None:
+                resolved["data"]["bs"] = run.data.bs
+            state = epoch_start_state(run_dir / LAST_CHECKPOINT)
+            log.warning("out of memory with data.bs=%d: trainer.auto_bs retries with data.bs=%d from %s", tried[-1],
+                        run.data.bs, "the last finished epoch" if state is not None else "the start")
+            free_device_memory()
 
 
 def _train(run: RunConfig, resolved: dict | None, run_dir: Path, state: dict | None, ctx: Context,
@@ -360,7 +240,7 @@ def _train(run: RunConfig, resolved: dict | None, run_dir: Path, state: dict | N
         if start_stage >= len(stages):  # killed after the last epoch, before the outputs
             checkpointer.learn = learn
             checkpointer.restore()
-        with deadline(run.trainer.timeout, run_dir), out_of_memory(run.data.bs, learn.device):
+        with out_of_memory(run.data.bs, learn.device):
             learn.fit_stages(stages, start_stage=start_stage)
         history = learn.recorder.history
         final, best = summarize(history, task, objective)

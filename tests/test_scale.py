@@ -111,7 +111,7 @@ def test_a_gpu_diverging_run_is_caught_by_the_batched_check(tmp_path: Path, monk
 
 
 def test_multirun_jobs_spread_over_the_gpus_round_robin() -> None:
-    from fastlab.train import gpu_for_job
+    from fastlab.prepare import gpu_for_job
 
     assert [gpu_for_job(j, 4) for j in range(6)] == [0, 1, 2, 3, 0, 1]
     assert [gpu_for_job(j, 1) for j in range(3)] == [0, 0, 0]  # several trials on one GPU

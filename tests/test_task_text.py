@@ -10,8 +10,21 @@ import pytest
 import torch
 
 from fastlab.config import AwdLstmArch, PyDocsData, to_run_config
-from fastlab.data.text import BOS, MAJ, PAD, REP, SPECIALS, UNK, UP, WREP, detokenize, make_vocab, numericalize, tokenize
-from fastlab.data.text_sources import pydocs_corpus
+from fastlab.data.pydocs import _shingles, pydocs, pydocs_corpus, pydocs_unlabelled
+from fastlab.data.text import (
+    BOS,
+    MAJ,
+    PAD,
+    REP,
+    SPECIALS,
+    UNK,
+    UP,
+    WREP,
+    detokenize,
+    make_vocab,
+    numericalize,
+    tokenize,
+)
 from fastlab.errors import ConfigError, DataError
 from fastlab.models.awd_lstm import AwdLstmClassifier, AwdLstmLM
 from fastlab.train import prepare, train
@@ -21,7 +34,7 @@ from tests.test_cli import run_cli
 # A small AWD-LSTM and short sequences: each run below takes seconds on one CPU core.
 TINY = ["arch=awd_lstm", "arch.emb_sz=64", "arch.n_hid=128", "data.bptt=32", "data.max_len=64",
         "trainer.plots=false", "trainer.progress=none"]
-LM_RUN = ["+experiment=ulmfit_lm", *TINY, "schedule.epochs=4"]
+LM_RUN = ["+experiment=ulmfit_lm", *TINY, "schedule.epochs=2", "data.max_vocab=3000"]
 CLAS_RUN = ["+experiment=ulmfit_classify", *TINY, "schedule.epochs=2"]
 
 
@@ -92,6 +105,22 @@ def test_pydocs_corpus_is_balanced_and_deterministic():
     assert pydocs_corpus.__wrapped__() == (texts, labels, items)
 
 
+def test_unlabelled_corpus_is_large_deterministic_and_free_of_labelled_text():
+    texts, items = pydocs_unlabelled()
+    labelled = pydocs_corpus()[0]
+    # ~190k tokens (the language reference and other modules' docstrings) next to the labelled
+    # training texts' ~72k: most of what the language model reads.
+    assert sum(len(tokenize(t)) for t in texts) > 150_000
+    assert any(i.startswith("pydoc_data.topics:") for i in items) and len(set(items)) == len(items)
+    # No run of SHINGLE tokens of any labelled docstring (validation texts included) is in it.
+    banned = set().union(*(_shingles(t) for t in labelled))
+    assert not any(_shingles(t) & banned for t in texts)
+    assert pydocs_unlabelled.__wrapped__() == (texts, items)
+    src = pydocs(PyDocsData())
+    assert src.unlabelled_items == list(items) and len(src.train_texts) + len(src.valid_texts) == len(labelled)
+    assert pydocs(PyDocsData(unlabelled=False)).unlabelled_texts == []
+
+
 # ----------------------------------------------------------------------------- end to end
 @pytest.fixture(scope="module")
 def zoo(tmp_path_factory):
@@ -107,7 +136,8 @@ def test_language_model_learns_pydocs(zoo):
     assert m["status"] == "completed" and (root / "pydocs_lm.pt").is_file()
     assert m["layer_groups"] == 5
     # A unigram model of pydocs has perplexity ~250 (where an untrained stack plateaus first);
-    # 4 epochs of this small model measured 78.7 (next-token accuracy 0.234). Bar: below 120,
+    # 2 epochs of this small model over the labelled and unlabelled texts (3,000-word vocabulary)
+    # measured 81.3 (next-token accuracy 0.246) with one thread, 81.5 with two. Bar: below 120,
     # i.e. clearly using the context.
     assert m["final"]["perplexity"] < 120, m["final"]
     assert m["final"]["accuracy"] > 0.15  # next token; the most frequent token alone gives ~6%
@@ -129,12 +159,14 @@ def test_ulmfit_classifier_beats_majority_and_scratch(zoo, tmp_path):
     acc = [m["objective"] for m in pre]
     assert pre[0]["pretrained"]["loaded"] == 13  # the embedding and 3 x 4 LSTM tensors
     assert [st["frozen"] for st in pre[0]["stages"]] == [4, 3, 2, 1, 0]  # gradual unfreezing
-    # Measured with these settings (seeds 0, 1, 2): pretrained 0.364, 0.351, 0.387; from scratch
-    # 0.233, 0.275, 0.310 (the classifier's embedding trains at lr/2.6**4, so from scratch it
-    # stays near its random start). Bars: 12 points over the majority class and 5 points over
-    # the same budget from scratch (measured +9 to +13 per seed).
-    assert statistics.mean(acc) >= 0.198 + 0.12, acc
-    assert statistics.mean(acc) >= statistics.mean(scratch) + 0.05, (acc, scratch)
+    # Measured (seeds 0, 1), one thread: pretrained 0.358, 0.403, from scratch 0.246, 0.220;
+    # torch's default threads on 2 cores: 0.409, 0.396 vs 0.224, 0.297 (float sums differ with
+    # the thread count). Bars, on every seed: 12 points over the majority class and 5 points
+    # over the same budget from scratch (measured +10 to +19); on the mean, 10 points over
+    # scratch (measured +14 and +15).
+    for a, s in zip(acc, scratch):
+        assert a >= 0.198 + 0.12 and a >= s + 0.05, (acc, scratch)
+    assert statistics.mean(acc) >= statistics.mean(scratch) + 0.10, (acc, scratch)
 
 
 def test_classifier_show_results_and_vocab_from_lm(zoo, tmp_path):

@@ -10,9 +10,12 @@ import torch
 
 from fastlab.config import TextData
 from fastlab.data.bunch import _label_key
+from fastlab.data.pydocs import pydocs
 from fastlab.data.text import PAD_ID, make_vocab, numericalize, tokenize
-from fastlab.data.text_sources import TEXT_SOURCES, TextSource
+from fastlab.data.text_sources import TextSource, text_csv, text_folder
 from fastlab.errors import ConfigError, DataError
+
+TEXT_SOURCES = {"text_folder": text_folder, "text_csv": text_csv, "pydocs": pydocs}
 
 
 class LMLoader:

@@ -1,4 +1,4 @@
-"""Where texts come from: an IMDb-style folder, a CSV, or the built-in ``pydocs`` corpus.
+"""Where texts come from: an IMDb-style folder or a CSV (the built-in corpus: ``fastlab.data.pydocs``).
 
 Each reader returns a :class:`TextSource` of raw strings with labels and stable item names; the
 loaders (``fastlab.data.text_bunch``) tokenise them. The validation split of sources without one
@@ -8,14 +8,10 @@ is ``seeded_split`` by ``data.seed`` alone.
 from __future__ import annotations
 
 import csv
-import functools
-import hashlib
-import importlib
-import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fastlab.config import PyDocsData, TextCsvData, TextData, TextFolderData
+from fastlab.config import TextCsvData, TextData, TextFolderData
 from fastlab.data.split import seeded_split
 from fastlab.errors import DataError
 
@@ -78,7 +74,7 @@ def text_folder(cfg: TextFolderData) -> TextSource:
         v_texts, v_labels, v_items = _labelled_folder(root / cfg.valid)
         src = TextSource(texts, labels, items, v_texts, v_labels, v_items)
     else:
-        src = _split(texts, labels, items, cfg)
+        src = split_source(texts, labels, items, cfg)
     if cfg.unsup and (root / cfg.unsup).is_dir():
         files = sorted((root / cfg.unsup).glob("*.txt"))
         src.unlabelled_texts = [_read(f) for f in files]
@@ -86,7 +82,7 @@ def text_folder(cfg: TextFolderData) -> TextSource:
     return src
 
 
-def _split(texts: list[str], labels: list[str], items: list[str], cfg: TextData) -> TextSource:
+def split_source(texts: list[str], labels: list[str], items: list[str], cfg: TextData) -> TextSource:
     train, valid = seeded_split(len(texts), cfg.valid_pct, cfg.seed)
     if not train or not valid:
         raise DataError(f"data={cfg.name} has {len(texts)} text(s): at least two are needed to train and validate")
@@ -119,7 +115,7 @@ def text_csv(cfg: TextCsvData) -> TextSource:
     labels = [str(r[cfg.label_col]) for r in rows]
     items = [f"{path.name}:{i + 2}" for i in range(len(rows))]  # the row's line in the file
     if cfg.valid_col is None:
-        return _split(texts, labels, items, cfg)
+        return split_source(texts, labels, items, cfg)
     flags = [str(r[cfg.valid_col]).strip().lower() in _TRUE for r in rows]
 
     def part(want: bool, xs: list[str]) -> list[str]:
@@ -131,98 +127,3 @@ def text_csv(cfg: TextCsvData) -> TextSource:
         raise DataError(f"csv '{path}' column '{cfg.valid_col}' marks {len(src.valid_texts)} of {len(rows)} rows "
                         "as validation: mark some (true/1) but not all")
     return src
-
-
-# ------------------------------------------------------------------------------------- pydocs
-
-# The standard-library modules each family documents. Only these are imported, so the corpus is
-# the same whatever third-party packages are installed; "module:Class" takes one class's methods.
-PYDOCS_FAMILIES: dict[str, list[str]] = {
-    "text": ["builtins:str", "string", "re", "textwrap", "difflib", "unicodedata", "html", "html.parser",
-             "codecs", "locale", "gettext", "shlex", "pprint", "reprlib"],
-    "files": ["os", "posixpath", "shutil", "pathlib", "glob", "fnmatch", "tempfile", "stat", "filecmp",
-              "fileinput", "io", "zipfile", "tarfile"],
-    "network": ["socket", "ssl", "http.client", "http.server", "http.cookiejar", "urllib.request",
-                "urllib.parse", "smtplib", "ftplib", "imaplib", "ipaddress", "socketserver", "email.message"],
-    "math": ["math", "cmath", "decimal", "fractions", "statistics", "random", "numbers"],
-    "formats": ["json", "csv", "pickle", "configparser", "xml.etree.ElementTree", "xml.dom.minidom", "plistlib",
-                "base64", "binascii", "struct", "zlib", "gzip", "bz2", "lzma", "hashlib", "shelve"],
-    "concurrency": ["threading", "multiprocessing.pool", "multiprocessing.managers", "concurrent.futures",
-                    "asyncio.tasks", "asyncio.events", "asyncio.locks", "asyncio.queues", "asyncio.streams",
-                    "queue", "sched", "subprocess", "selectors", "signal"],
-}
-
-
-def _owned(obj: object, module: str) -> bool:
-    """Defined by ``module`` (or its C accelerator, e.g. ``_socket`` for ``socket``), not imported."""
-    owner = getattr(obj, "__module__", None) or ""
-    last = module.split(".")[-1]
-    return owner == module or owner.startswith(module + ".") or owner.lstrip("_") == last
-
-
-def module_docstrings(spec: str) -> list[tuple[str, str]]:
-    """``(qualified name, docstring)`` of the public functions, classes and methods of ``spec``
-    (a module name, or ``module:Class``), in sorted name order."""
-    modname, _, only = spec.partition(":")
-    module = importlib.import_module(modname)
-    names = [only] if only else sorted(vars(module))
-    out = []
-    for name in names:
-        obj = getattr(module, name, None)
-        if name.startswith("_") or not (inspect.isclass(obj) or inspect.isroutine(obj)):
-            continue
-        if not only and not _owned(obj, modname):
-            continue
-        if (doc := inspect.getdoc(obj)) and not only:
-            out.append((f"{modname}.{name}", doc))
-        if inspect.isclass(obj):
-            for attr in sorted(vars(obj)):
-                value = vars(obj)[attr]
-                if attr.startswith("_") or not (inspect.isroutine(value) or isinstance(value, property)):
-                    continue
-                if doc := inspect.getdoc(value):
-                    out.append((f"{modname}.{name}.{attr}", doc))
-    return out
-
-
-@functools.lru_cache(maxsize=4)
-def pydocs_corpus(min_chars: int = 40, per_family: int = 320) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
-    """Texts, labels (the family) and items (qualified names) of the built-in corpus.
-
-    Docstrings shorter than ``min_chars`` ("Return self.") and repeats of an earlier docstring
-    are dropped; a family with more than ``per_family`` keeps a subset chosen by a hash of the
-    qualified name (stable, and balancing the classes). A module this Python lacks is skipped.
-    Cached: importing the modules takes about a second.
-    """
-    texts, labels, items, seen = [], [], [], set()
-    for family in sorted(PYDOCS_FAMILIES):
-        kept = []
-        for spec in PYDOCS_FAMILIES[family]:
-            try:
-                docs = module_docstrings(spec)
-            except ImportError:
-                continue
-            for qualname, doc in docs:
-                if len(doc) >= min_chars and doc not in seen:
-                    seen.add(doc)
-                    kept.append((qualname, doc))
-        if len(kept) > per_family:
-            chosen = set(sorted(kept, key=lambda q: hashlib.sha1(q[0].encode()).hexdigest())[:per_family])
-            kept = [q for q in kept if q in chosen]
-        for qualname, doc in kept:
-            texts.append(doc)
-            labels.append(family)
-            items.append(qualname)
-    return tuple(texts), tuple(labels), tuple(items)
-
-
-def pydocs(cfg: PyDocsData) -> TextSource:
-    """The built-in corpus, split by ``data.seed``; ``max_docs`` keeps a seeded subset (quick runs)."""
-    texts, labels, items = (list(xs) for xs in pydocs_corpus(cfg.min_chars, cfg.per_family))
-    if cfg.max_docs is not None and cfg.max_docs < len(texts):
-        keep = sorted(seeded_split(len(texts), cfg.max_docs / len(texts), cfg.seed)[1])
-        texts, labels, items = ([xs[i] for i in keep] for xs in (texts, labels, items))
-    return _split(texts, labels, items, cfg)
-
-
-TEXT_SOURCES = {"text_folder": text_folder, "text_csv": text_csv, "pydocs": pydocs}
