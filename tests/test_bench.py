@@ -19,6 +19,6 @@ def test_bench_quick_prints_the_table_and_writes_json(tmp_path: Path) -> None:
     for row in ("loop cnn cpu", "fastlab-train defaults", "lr_find", "sweep of 4 trials", "memory"):
         assert row in proc.stdout
     res = json.loads(out.read_text())
-    assert res["loop"][0]["ratio"] > 0 and res["process"]["startup"] > 0 and res["process"]["train"] > 0
+    assert res["loop"][0]["ratio"] > 0 and res["process"]["startup"] > 0 and res["process"]["train"] > 0 and res["process"]["rest"] > 0
     assert res["sweep"]["basic"]["trials_per_min"] > 0 and res["sweep"]["speedup"] > 0
     assert res["process"]["peak_rss_mb"] > 50
