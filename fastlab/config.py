@@ -377,6 +377,9 @@ class TrainerConfig:
     save_last: bool = True  # write last.pt (everything a resume needs) after every epoch
     checkpoint_every_n_steps: int | None = None  # also write last.pt every this many batches
     timeout: float | None = None  # seconds: stop the run with a clear error past this (last.pt stays)
+    # image data up to this size lives on the device; larger sets stay in pinned host memory and
+    # are copied batch by batch (asynchronously on CUDA)
+    max_resident_gb: float = 4.0
     compile: bool = False  # torch.compile the model (tried on one batch first; falls back with a message)
     channels_last: bool | None = None  # NHWC convolutions; null: on CUDA for image batches
     auto_bs: bool = False  # on out-of-memory, halve data.bs and retry from the last finished epoch
@@ -579,6 +582,8 @@ def validate(run: RunConfig) -> None:
         raise ConfigError(f"trainer.timeout must be a positive number of seconds or null, got {t.timeout}")
     if not (t.resume is None or isinstance(t.resume, bool | str)):
         raise ConfigError(f"trainer.resume={t.resume!r} is not a run dir: use trainer.resume=<run dir>, true or null")
+    if not (math.isfinite(t.max_resident_gb) and t.max_resident_gb >= 0):
+        raise ConfigError(f"trainer.max_resident_gb must be a number >= 0, got {t.max_resident_gb}")
     if t.strategy not in ("single", "ddp"):
         raise ConfigError(f"trainer.strategy={t.strategy!r} is not known: use single or ddp (under torchrun)")
     if t.logger not in ("none", "tensorboard"):

@@ -121,7 +121,10 @@ def prepare(run: RunConfig, cbs: Sequence[Callback] = (), ctx: Context | None = 
     # A U-Net's pretrained body is a classifier of its encoder's architecture.
     body_arch = getattr(run.arch, "encoder", None) or run.arch.name
     report = load_pretrained(model, ckpt, ckpt_path, body_arch, arch_config) if ckpt is not None else None
-    data.to(device)
+    if isinstance(data, DataBunch):
+        data.to(device, max_resident_gb=run.trainer.max_resident_gb)
+    else:
+        data.to(device)
     if ctx.distributed:
         data.train = ShardedLoader(data.train, ctx.rank, ctx.world)
         cbs = [GradientAllReduce(ctx.world), *cbs]

@@ -135,3 +135,25 @@ def test_the_cluster_launcher_configs_compose() -> None:
 
     ray = yaml.safe_load((config_dir() / "hydra" / "launcher" / "ray_cluster.yaml").read_text())
     assert ray["defaults"] == ["ray"] and ray["ray"]["remote"]["num_gpus"] == 1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="pinned host memory and async copies need CUDA")
+def test_data_over_the_resident_limit_streams_from_pinned_memory() -> None:
+    from fastlab.config import DigitsData
+    from fastlab.data import DataBunch
+
+    streamed = DataBunch.from_config(DigitsData(size=16)).to("cuda", max_resident_gb=0)
+    resident = DataBunch.from_config(DigitsData(size=16)).to("cuda")
+    assert streamed.train.x.is_pinned() and not streamed.train.resident and resident.train.resident
+    for (xa, ya), (xb, yb) in zip(streamed.valid, resident.valid):
+        assert xa.device.type == "cuda" and torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+def test_image_data_within_the_limit_lives_on_the_device(tmp_path: Path) -> None:
+    from fastlab.config import DigitsData
+    from fastlab.data import DataBunch
+
+    data = DataBunch.from_config(DigitsData(size=16)).to("cpu", max_resident_gb=0)
+    assert data.train.resident  # host memory is the CPU's own: nothing to stream
+    with pytest.raises(ConfigError, match="max_resident_gb must be a number >= 0"):
+        train(compose_cfg("trainer.max_resident_gb=-1"), tmp_path)

@@ -39,11 +39,23 @@ class TensorLoader:
         self.mean, self.std = mean.view(1, -1, 1, 1), std.view(1, -1, 1, 1)
         self.device = x.device
 
-    def to(self, device: torch.device) -> TensorLoader:
-        self.x, self.y = self.x.to(device), self.y.to(device)
-        self.mean, self.std = self.mean.to(device), self.std.to(device)
+    def to(self, device: torch.device, resident: bool = True) -> TensorLoader:
+        """Batches on ``device``. ``resident``: the whole set lives there (no copy per batch).
+        Otherwise it stays in host memory, pinned when the device is CUDA, and each uint8 batch
+        is copied without blocking, so the copy overlaps the previous batch's compute."""
         self.device = device
+        if resident or device.type == "cpu":
+            self.x, self.y = self.x.to(device), self.y.to(device)
+        else:
+            self.x, self.y = self.x.cpu(), self.y.cpu()
+            if device.type == "cuda":
+                self.x, self.y = self.x.pin_memory(), self.y.pin_memory()
+        self.mean, self.std = self.mean.to(device), self.std.to(device)
         return self
+
+    @property
+    def resident(self) -> bool:
+        return self.x.device == self.device or self.x.device.type == self.device.type == "cpu"
 
     def __len__(self) -> int:
         n = len(self.x)
@@ -58,12 +70,17 @@ class TensorLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.x)
-        order = torch.randperm(n, generator=self.generator).to(self.device) if self.shuffle else None
+        order = torch.randperm(n, generator=self.generator).to(self.x.device) if self.shuffle else None
         for b in range(len(self)):
             idx = slice(b * self.bs, (b + 1) * self.bs)
             if order is not None:
                 idx = order[idx]
-            yield self.normalize(self.x[idx]), self.y[idx]
+            xb, yb = self.x[idx], self.y[idx]
+            if not self.resident:  # a gathered batch is not pinned: pin it so the copy is asynchronous
+                pinned = self.device.type == "cuda"
+                xb = (xb.pin_memory() if pinned else xb).to(self.device, non_blocking=pinned)
+                yb = (yb.pin_memory() if pinned else yb).to(self.device, non_blocking=pinned)
+            yield self.normalize(xb), yb
 
 
 class DataBunch:
@@ -133,11 +150,14 @@ class DataBunch:
             return y_train, y_valid
         raise ValueError(f"unknown target kind {targets!r}: use 'category' or 'float'")
 
-    def to(self, device: torch.device | str) -> DataBunch:
-        """Move the data to ``device``; it is small enough to live there (no host copy per batch)."""
+    def to(self, device: torch.device | str, max_resident_gb: float | None = None) -> DataBunch:
+        """Move the data to ``device``: all of it when it takes at most ``max_resident_gb`` (or
+        no limit is given), else batch by batch from pinned host memory."""
         self.device = torch.device(device)
-        self.train.to(self.device)
-        self.valid.to(self.device)
+        nbytes = sum(t.numel() * t.element_size() for loader in (self.train, self.valid) for t in (loader.x, loader.y))
+        resident = max_resident_gb is None or nbytes <= max_resident_gb * 2**30
+        self.train.to(self.device, resident)
+        self.valid.to(self.device, resident)
         return self
 
     def meta(self) -> dict:
