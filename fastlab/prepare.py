@@ -20,6 +20,7 @@ from fastlab.callbacks.core import Callback
 from fastlab.config import RunConfig
 from fastlab.data import DataBunch
 from fastlab.data.base import Bunch
+from fastlab.data.bunch import ImageLoaders
 from fastlab.distributed import Context, GradientAllReduce, ShardedLoader, check_batch, device_for
 from fastlab.errors import ConfigError
 from fastlab.learner import Learner
@@ -121,7 +122,7 @@ def prepare(run: RunConfig, cbs: Sequence[Callback] = (), ctx: Context | None = 
     # A U-Net's pretrained body is a classifier of its encoder's architecture.
     body_arch = getattr(run.arch, "encoder", None) or run.arch.name
     report = load_pretrained(model, ckpt, ckpt_path, body_arch, arch_config) if ckpt is not None else None
-    if isinstance(data, DataBunch):
+    if isinstance(data, ImageLoaders):  # labelled images, points and masks alike
         data.to(device, max_resident_gb=run.trainer.max_resident_gb)
     else:
         data.to(device)

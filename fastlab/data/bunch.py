@@ -83,7 +83,38 @@ class TensorLoader:
             yield self.normalize(xb), yb
 
 
-class DataBunch:
+class ImageLoaders:
+    """What every in-memory image bunch (labels, points, masks) shares: normalisation statistics
+    and moving its two TensorLoaders to a device. Subclasses set ``train``, ``valid``,
+    ``n_channels`` and ``device``."""
+
+    train: TensorLoader
+    valid: TensorLoader
+    n_channels: int
+    device: torch.device
+
+    def set_stats(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        """Normalise with these per-channel statistics (e.g. a pretrained model's) from now on."""
+        if len(mean) != self.n_channels or len(std) != self.n_channels:
+            raise ConfigError(f"normalisation stats have {len(mean)}/{len(std)} values but the images have "
+                              f"{self.n_channels} channel(s): give one value per channel")
+        self.mean, self.std = [float(m) for m in mean], [float(s) for s in std]
+        for loader in (self.train, self.valid):
+            loader.mean = torch.tensor(self.mean, device=self.device).view(1, -1, 1, 1)
+            loader.std = torch.tensor(self.std, device=self.device).view(1, -1, 1, 1)
+
+    def to(self, device: torch.device | str, max_resident_gb: float | None = None) -> ImageLoaders:
+        """Move the data to ``device``: all of it when it takes at most ``max_resident_gb`` (or
+        no limit is given), else batch by batch from pinned host memory."""
+        self.device = torch.device(device)
+        nbytes = sum(t.numel() * t.element_size() for loader in (self.train, self.valid) for t in (loader.x, loader.y))
+        resident = max_resident_gb is None or nbytes <= max_resident_gb * 2**30
+        self.train.to(self.device, resident)
+        self.valid.to(self.device, resident)
+        return self
+
+
+class DataBunch(ImageLoaders):
     """Train and valid loaders plus what a model and a report need to know about the data.
 
     Attributes
@@ -120,16 +151,6 @@ class DataBunch:
         self.device = torch.device("cpu")
         self.set_stats(mean, std)
 
-    def set_stats(self, mean: Sequence[float], std: Sequence[float]) -> None:
-        """Normalise with these per-channel statistics (e.g. a pretrained model's) from now on."""
-        if len(mean) != self.n_channels or len(std) != self.n_channels:
-            raise ConfigError(f"normalisation stats have {len(mean)}/{len(std)} values but the images have "
-                              f"{self.n_channels} channel(s): give one value per channel")
-        self.mean, self.std = [float(m) for m in mean], [float(s) for s in std]
-        for loader in (self.train, self.valid):
-            loader.mean = torch.tensor(self.mean, device=self.device).view(1, -1, 1, 1)
-            loader.std = torch.tensor(self.std, device=self.device).view(1, -1, 1, 1)
-
     def _encode(self, source: Source, targets: str) -> tuple[torch.Tensor, torch.Tensor]:
         if targets == "category":
             if any(isinstance(v, list | tuple) for v in source.train_labels[:1] + source.valid_labels[:1]):
@@ -149,16 +170,6 @@ class DataBunch:
             self.classes, self.c = None, (1 if y_train.ndim == 1 else y_train.shape[1])
             return y_train, y_valid
         raise ValueError(f"unknown target kind {targets!r}: use 'category' or 'float'")
-
-    def to(self, device: torch.device | str, max_resident_gb: float | None = None) -> DataBunch:
-        """Move the data to ``device``: all of it when it takes at most ``max_resident_gb`` (or
-        no limit is given), else batch by batch from pinned host memory."""
-        self.device = torch.device(device)
-        nbytes = sum(t.numel() * t.element_size() for loader in (self.train, self.valid) for t in (loader.x, loader.y))
-        resident = max_resident_gb is None or nbytes <= max_resident_gb * 2**30
-        self.train.to(self.device, resident)
-        self.valid.to(self.device, resident)
-        return self
 
     def meta(self) -> dict:
         """What ``model.pt`` records about the images: classes, channels, size, normalisation."""

@@ -13,9 +13,8 @@ from pathlib import Path
 import torch
 
 from fastlab.config import DataConfig
-from fastlab.data.bunch import TensorLoader, channel_stats
+from fastlab.data.bunch import ImageLoaders, TensorLoader, channel_stats
 from fastlab.data.masks import MASK_SOURCES, MaskSource
-from fastlab.errors import ConfigError
 
 IGNORE = 255  # target value of pixels that neither the loss nor the metrics count
 
@@ -28,7 +27,7 @@ def encode_masks(masks: torch.Tensor, void: int | None) -> torch.Tensor:
     return y
 
 
-class MaskBunch:
+class MaskBunch(ImageLoaders):
     """Train and valid loaders of ``(x (B, 3, H, W) normalised, y (B, H, W) long)``: the Bunch
     contract (``fastlab.data.base``) for segmentation.
 
@@ -55,23 +54,6 @@ class MaskBunch:
     @property
     def codes(self) -> list[str]:
         return self.classes
-
-    def set_stats(self, mean: Sequence[float], std: Sequence[float]) -> None:
-        """Normalise with these per-channel statistics (e.g. a pretrained encoder's) from now on."""
-        if len(mean) != self.n_channels or len(std) != self.n_channels:
-            raise ConfigError(f"normalisation stats have {len(mean)}/{len(std)} values but the images have "
-                              f"{self.n_channels} channel(s): give one value per channel")
-        self.mean, self.std = [float(v) for v in mean], [float(v) for v in std]
-        for loader in (self.train, self.valid):
-            loader.mean = torch.tensor(self.mean, device=self.device).view(1, -1, 1, 1)
-            loader.std = torch.tensor(self.std, device=self.device).view(1, -1, 1, 1)
-
-    def to(self, device: torch.device | str) -> MaskBunch:
-        """Move images and masks to ``device`` (they are small enough to live there)."""
-        self.device = torch.device(device)
-        self.train.to(self.device)
-        self.valid.to(self.device)
-        return self
 
     def meta(self) -> dict:
         """What ``model.pt`` records: codes, void index, channels, size, normalisation."""

@@ -116,7 +116,8 @@ def points_source(cfg: PointsData) -> Source:
     return source
 
 
-def _root(cfg: DataConfig) -> Path:
+def data_root(cfg: DataConfig) -> Path:
+    """``data.path`` as an existing folder, or a one-line DataError saying what to pass."""
     if not cfg.path:
         raise DataError(f"data.path is required for data={cfg.name}: pass data.path=<folder>")
     root = Path(cfg.path).expanduser()
@@ -170,7 +171,7 @@ def _class_folders(folder: Path) -> list[tuple[Path, str]]:
 def folder(cfg: FolderData) -> Source:
     """``path/train/<class>/*`` and ``path/valid/<class>/*``; or ``path/<class>/*`` split by
     ``valid_pct`` (also used when the train folder has no valid sibling)."""
-    root = _root(cfg)
+    root = data_root(cfg)
     train_dir, valid_dir = root / cfg.train, root / cfg.valid
     if train_dir.is_dir():
         pairs = [(p, lab, False) for p, lab in _class_folders(train_dir)]
@@ -186,7 +187,7 @@ def folder(cfg: FolderData) -> Source:
 
 def name_re(cfg: NameReData) -> Source:
     """Images in ``path`` labelled by group 1 of ``pattern`` matched against the file name."""
-    root = _root(cfg)
+    root = data_root(cfg)
     try:
         regex = re.compile(cfg.pattern)
     except re.error as e:
@@ -271,7 +272,7 @@ def from_table(cfg: CsvData, root: Path, columns: Sequence[str], rows: Sequence[
 
 
 def csv_source(cfg: CsvData) -> Source:
-    root = _root(cfg)
+    root = data_root(cfg)
     csv_path = Path(cfg.csv) if Path(cfg.csv).is_absolute() else root / cfg.csv
     if not csv_path.is_file():
         raise DataError(f"data.csv '{csv_path}' does not exist: set data.csv=<csv file, relative to data.path>")

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastlab.config import TextCsvData, TextData, TextFolderData
+from fastlab.data.sources import data_root
 from fastlab.data.split import seeded_split
 from fastlab.errors import DataError
 
@@ -28,15 +29,6 @@ class TextSource:
     valid_items: list[str]
     unlabelled_texts: list[str] = field(default_factory=list)
     unlabelled_items: list[str] = field(default_factory=list)
-
-
-def _root(cfg: TextData) -> Path:
-    if not cfg.path:
-        raise DataError(f"data.path is required for data={cfg.name}: pass data.path=<folder>")
-    root = Path(cfg.path).expanduser()
-    if not root.is_dir():
-        raise DataError(f"data.path '{cfg.path}' is not a folder: pass data.path=<an existing folder>")
-    return root
 
 
 def _read(path: Path) -> str:
@@ -68,7 +60,7 @@ def _labelled_folder(folder: Path) -> tuple[list[str], list[str], list[str]]:
 def text_folder(cfg: TextFolderData) -> TextSource:
     """IMDb layout: ``<train>/<label>/*.txt``, ``<valid>/<label>/*.txt``, optional ``<unsup>/*.txt``;
     with no ``<valid>`` folder a seeded ``valid_pct`` of train validates."""
-    root = _root(cfg)
+    root = data_root(cfg)
     texts, labels, items = _labelled_folder(root / cfg.train)
     if (root / cfg.valid).is_dir():
         v_texts, v_labels, v_items = _labelled_folder(root / cfg.valid)
@@ -99,7 +91,7 @@ _TRUE = {"1", "true", "yes", "y", "t", "valid", "is_valid"}
 
 def text_csv(cfg: TextCsvData) -> TextSource:
     """A CSV of ``text_col`` and ``label_col`` (and ``valid_col``, true for validation rows)."""
-    root = _root(cfg)
+    root = data_root(cfg)
     path = Path(cfg.csv) if Path(cfg.csv).is_absolute() else root / cfg.csv
     if not path.is_file():
         raise DataError(f"data.csv '{path}' does not exist: set data.csv=<csv file, relative to data.path>")
