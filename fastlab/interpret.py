@@ -1,30 +1,39 @@
 """``fastlab-interpret RUN_DIR``: look at what a trained model gets wrong (fast.ai's interpretation).
 
 The model comes from the run dir's ``model.pt`` (through ``fastlab.inference``); the validation
-set is rebuilt from the training config saved in it, with the model's own normalisation. The
-split depends on ``data.seed`` alone, so these are the images the run validated on.
+set is rebuilt from the training config saved in it by the task's own ``build_data``, given the
+model's meta as the "pretrained" meta, so it is normalised with the model's statistics and
+numericalised with its vocabulary. The split depends on ``data.seed`` alone, so these are the
+items the run validated on.
 
-Writes, atomically, into ``RUN_DIR/interpret/``: ``top_losses.png``, ``confusion_matrix.png``,
-``most_confused.json`` and ``show_results.png`` (a regression run skips the two that need
-classes, and says so).
+Each task's view (its ``TaskInference.interpret``) writes, atomically, into ``RUN_DIR/interpret/``:
+
+- classify: ``top_losses.png``, ``confusion_matrix.png``, ``most_confused.json``, ``show_results.png``;
+- regress (points too): ``top_losses.png``, ``largest_errors.json``, ``show_results.png``;
+- segment: ``worst_masks.png`` and ``worst_masks.json``;
+- tabular: ``top_losses.json`` (the rows of largest loss), plus the confusion files for classes;
+- text_classify: ``top_losses.json`` (texts), ``confusion_matrix.png``, ``most_confused.json``;
+- language_model: ``top_losses.json``, the validation texts of highest loss, with their perplexity.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
-import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from fastlab.cli import run_cli
 from fastlab.config import to_run_config
-from fastlab.data import DataBunch
 from fastlab.errors import FastlabError
-from fastlab.inference import CHECKPOINT, build_model, read_model_file
+from fastlab.inference import CHECKPOINT, ModelMeta, build_model, inference_for, read_model_file
+from fastlab.models.zoo import read_checkpoint
 from fastlab.plots import pyplot, save_figure
 from fastlab.rundir import write_json
 from fastlab.tasks import Task, get_task
@@ -40,45 +49,90 @@ def _fmt(v: float) -> str:
     return f"{v:.3g}"
 
 
+@dataclass
+class LoadedRun:
+    """A run dir's model, its rebuilt data and task, and where its interpretation goes."""
+
+    model: nn.Module
+    data: Any  # the task's bunch; its ``valid`` loader in the run's order
+    task: Task
+    meta: ModelMeta
+    out_dir: Path
+
+
+def load_run(run_dir: str | Path) -> LoadedRun:
+    """Load ``run_dir/model.pt`` and rebuild the run's validation set from its saved config."""
+    root = Path(run_dir).expanduser()
+    if not root.is_dir():
+        raise InterpretError(f"run dir '{run_dir}' does not exist: pass a run dir written by fastlab-train")
+    ckpt = root / CHECKPOINT
+    if not ckpt.is_file():
+        raise InterpretError(f"'{run_dir}' has no {CHECKPOINT}: pass a run dir trained with trainer.save_model=true")
+    state, meta = read_model_file(ckpt)  # InferenceError (one line) for a corrupt file
+    if not isinstance(meta.config, dict):
+        raise InterpretError(f"'{ckpt}' does not record its training config: interpret a run trained by "
+                             "fastlab-train (or by train(cfg) with a composed config)")
+    model = build_model(meta, state, str(ckpt))
+    run = to_run_config(meta.config)
+    task = get_task(run.task)
+    try:
+        # The model's own meta stands in for a pretrained one: its normalisation statistics, its
+        # vocabulary, whatever the data folder would give today.
+        data = task.build_data(run, read_checkpoint(ckpt)["meta"])
+    except FastlabError as e:
+        raise InterpretError(f"{e} (the validation set is rebuilt from the run's config: run "
+                             "fastlab-interpret from the directory training ran in)") from None
+    if getattr(data, "classes", None) != meta.classes:
+        raise InterpretError(f"the data now has classes {data.classes} but the model was trained on {meta.classes}: "
+                             "interpret with the data the run was trained on")
+    return LoadedRun(model, data, task, meta, root / OUT_DIR)
+
+
 class Interpretation:
     """Predictions, targets and per-item losses of a model over a validation set.
 
     Parameters
     ----------
     model : nn.Module
-        Maps a normalised batch ``(B, C, H, W)`` to ``(B, c)``.
-    data : DataBunch
-        Its ``valid`` loader is predicted, in order; ``valid.x`` holds the uint8 images.
+        Maps a batch of ``data.valid`` (e.g. normalised images ``(B, C, H, W)``) to ``(B, c, ...)``.
+    data : bunch
+        Its ``valid`` loader is predicted, in order; image bunches hold the uint8 images in ``valid.x``.
     task : Task
-        Gives the loss (per item) and whether there are classes.
+        Gives the loss (per item).
     out_dir : path, optional
         Default folder of the ``plot_*`` and ``save_*`` methods.
+    classifier : bool, optional
+        Whether the outputs are class scores ``(N, c)``; by default, whether the data has classes
+        and the outputs are ``(N, c)``.
 
     Attributes
     ----------
-    preds : Tensor ``(N, c)``
+    preds : Tensor ``(N, c)`` (``(N, c, H, W)`` for a segmentation)
         Raw model outputs (logits, or the value for regression), float32 on the CPU.
     probs : Tensor ``(N, c)`` or None
         Softmax of ``preds`` (classification only).
-    decoded : Tensor ``(N,)`` (``(N, k)`` for a regression of k numbers per item)
-        Predicted class index, or predicted value.
-    targets : Tensor ``(N,)``
+    decoded : Tensor ``(N,)`` (``(N, k)`` for k numbers per item, ``(N, H, W)`` for masks)
+        Predicted class index (per pixel for masks), or predicted value.
+    targets : Tensor ``(N,)``, ``(N, k)`` or ``(N, H, W)``
     losses : Tensor ``(N,)``
         ``task.loss_func`` of each item alone.
     """
 
-    def __init__(self, model: nn.Module, data: DataBunch, task: Task, out_dir: str | Path | None = None):
+    def __init__(self, model: nn.Module, data, task: Task, out_dir: str | Path | None = None,
+                 classifier: bool | None = None):
         self.data, self.task = data, task
         self.classes = data.classes
         self.out_dir = Path(out_dir) if out_dir is not None else None
-        self.is_classifier = task.targets == "category"
         model.eval()
         preds, targets = [], []
         with torch.no_grad():
             for xb, yb in data.valid:
-                preds.append(model(xb).float().cpu())  # (B, c)
+                preds.append(model(xb).float().cpu())  # (B, c, ...)
                 targets.append(yb.cpu())
         self.preds, self.targets = torch.cat(preds), torch.cat(targets)
+        if classifier is None:  # class scores (N, c) of data with classes (not per pixel, as masks' are)
+            classifier = self.classes is not None and self.preds.dim() == 2
+        self.is_classifier = classifier
         with torch.no_grad():
             # One item at a time: the task's loss is a mean over its batch, and this keeps it the
             # exact loss training minimised (cross-entropy, MSE, or a task added later).
@@ -87,6 +141,9 @@ class Interpretation:
         if self.is_classifier:
             self.probs = self.preds.softmax(dim=1)
             self.decoded = self.preds.argmax(dim=1)
+        elif self.preds.dim() == self.targets.dim() + 1 and self.preds.dim() > 2:
+            # per-pixel class scores (N, c, H, W) against codes (N, H, W): the predicted code
+            self.probs, self.decoded = None, self.preds.argmax(dim=1)
         else:
             # (N,) for one number per item, (N, k) for several (a point's x, y)
             self.probs, self.decoded = None, self.preds.reshape(self.targets.shape)
@@ -95,31 +152,11 @@ class Interpretation:
     @classmethod
     def from_run_dir(cls, run_dir: str | Path) -> Interpretation:
         """Load ``run_dir/model.pt`` and rebuild the run's validation set from its saved config."""
-        root = Path(run_dir).expanduser()
-        if not root.is_dir():
-            raise InterpretError(f"run dir '{run_dir}' does not exist: pass a run dir written by fastlab-train")
-        ckpt = root / CHECKPOINT
-        if not ckpt.is_file():
-            raise InterpretError(f"'{run_dir}' has no {CHECKPOINT}: pass a run dir trained with trainer.save_model=true")
-        state, meta = read_model_file(ckpt)  # InferenceError (one line) for a corrupt file
-        if not isinstance(meta.config, dict):
-            raise InterpretError(f"'{ckpt}' does not record its training config: interpret a run trained by "
-                                 "fastlab-train (or by train(cfg) with a composed config)")
-        model = build_model(meta, state, str(ckpt))
-        run = to_run_config(meta.config)
-        task = get_task(run.task)
-        # The model's own normalisation: the statistics it was trained with, whatever the data
-        # folder holds today.
-        data_cfg = dataclasses.replace(run.data, mean=list(meta.mean), std=list(meta.std))
-        try:
-            data = DataBunch.from_config(data_cfg, task.targets)
-        except FastlabError as e:
-            raise InterpretError(f"{e} (the validation set is rebuilt from the run's config: run "
-                                 "fastlab-interpret from the directory training ran in)") from None
-        if data.classes != meta.classes:
-            raise InterpretError(f"the data now has classes {data.classes} but the model was trained on {meta.classes}: "
-                                 "interpret with the data the run was trained on")
-        return cls(model, data, task, out_dir=root / OUT_DIR)
+        return cls.from_loaded(load_run(run_dir))
+
+    @classmethod
+    def from_loaded(cls, run: LoadedRun, classifier: bool | None = None) -> Interpretation:
+        return cls(run.model, run.data, run.task, out_dir=run.out_dir, classifier=classifier)
 
     # ------------------------------------------------------------------------------- helpers
     def _path(self, path: str | Path | None, name: str) -> Path:
@@ -134,6 +171,8 @@ class Interpretation:
         t = self.decoded if which == "predicted" else self.targets
         if self.is_classifier:
             return self.classes[int(t[i])]
+        if t[i].numel() > 8:  # a mask: no label to print
+            return ""
         return ", ".join(_fmt(float(v)) for v in t[i].reshape(-1))
 
     def _need_classes(self, what: str) -> None:
@@ -158,7 +197,7 @@ class Interpretation:
         return out
 
     def plot_top_losses(self, k: int = 9, path: str | Path | None = None) -> Path:
-        """``top_losses.png``: the ``k`` worst items, titled prediction/actual/loss/probability."""
+        """``top_losses.png``: the ``k`` worst images, titled prediction/actual/loss/probability."""
         top = self.top_losses(k)
         titles = [f"{t['predicted']}/{t['actual']}/{t['loss']:.2f}" + (f"/{t['probability']:.2f}"
                   if t["probability"] is not None else "") for t in top]
@@ -227,6 +266,39 @@ class Interpretation:
         return float((self.decoded == self.targets).float().mean())
 
 
+# ------------------------------------------------------------------------- views' shared parts
+
+
+def classes_view(interp: Interpretation, min_val: int, echo: Callable[[str], Any], what: str) -> dict[str, Path]:
+    """The confusion matrix and the most confused pairs, written and echoed."""
+    written = {"confusion_matrix": interp.plot_confusion_matrix(), "most_confused": interp.save_most_confused(min_val)}
+    pairs = interp.most_confused(min_val)
+    echo(f"{len(interp.targets)} validation {what}, accuracy {interp.accuracy():.4f}")
+    echo(f"most confused (actual -> predicted: count, at least {min_val}):")
+    for actual, predicted, count in pairs:
+        echo(f"  {actual} -> {predicted}: {count}")
+    if not pairs:
+        echo("  none")
+    return written
+
+
+def save_top_losses(interp: Interpretation, k: int, texts: list[str] | None = None,
+                    rows: list[dict] | None = None, name: str | None = None) -> Path:
+    """The ``k`` items of highest loss as JSON (``top_losses.json``, or ``largest_errors.json`` for a
+    regression), each with its text or its raw table row when given."""
+    top = interp.top_losses(k)
+    for t in top:
+        if texts is not None:
+            t["text"] = texts[t["index"]]
+        if rows is not None:
+            t["row"] = rows[t["index"]]
+    name = name or ("top_losses.json" if interp.is_classifier or texts or rows else "largest_errors.json")
+    target = interp._path(None, name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_json(target, {"n_valid": len(interp.targets), "top_losses": top})
+    return target
+
+
 def _image_grid(x: torch.Tensor, titles: list[str], heading: str, path: Path) -> Path:
     """A square-ish grid of uint8 images ``(N, C, H, W)``, a title each and a heading that says
     how to read the titles (``fastlab.plots.show_images`` has no heading, and its cells are too
@@ -261,24 +333,10 @@ def _positive_int(text: str) -> int:
 
 
 def interpret_run(run_dir: str | Path, k: int = 9, min_val: int = 1, echo=print) -> dict[str, Path]:
-    """Everything ``fastlab-interpret`` writes; returns ``{name: path}`` and echoes a summary."""
-    interp = Interpretation.from_run_dir(run_dir)
-    written = {"top_losses": interp.plot_top_losses(k), "show_results": interp.show_results()}
-    n = len(interp.targets)
-    if interp.is_classifier:
-        written["confusion_matrix"] = interp.plot_confusion_matrix()
-        written["most_confused"] = interp.save_most_confused(min_val)
-        pairs = interp.most_confused(min_val)
-        echo(f"{n} validation images, accuracy {interp.accuracy():.4f}")
-        echo(f"most confused (actual -> predicted: count, at least {min_val}):")
-        for actual, predicted, count in pairs:
-            echo(f"  {actual} -> {predicted}: {count}")
-        if not pairs:
-            echo("  none")
-    else:
-        echo(f"{n} validation items, mean loss {float(interp.losses.mean()):.4g}")
-        echo(f"no confusion matrix or most_confused: this is a regression run (task={interp.task.name}), "
-             "which has no classes to confuse")
+    """Everything ``fastlab-interpret`` writes (the run's task's view); returns ``{name: path}``
+    and echoes a summary."""
+    run = load_run(run_dir)
+    written = inference_for(run.meta.task, str(run_dir))(run.meta).interpret(run, k, min_val, echo)
     for path in written.values():
         echo(f"wrote {path}")
     return written
@@ -287,18 +345,14 @@ def interpret_run(run_dir: str | Path, k: int = 9, min_val: int = 1, echo=print)
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="fastlab-interpret",
-        description="What a trained run gets wrong: top losses, confusion matrix, most confused pairs and "
-                    "sample results, written to RUN_DIR/interpret/.")
+        description="What a trained run gets wrong, in its task's terms (top losses, confusion matrix, worst "
+                    "masks, largest errors, hardest texts), written to RUN_DIR/interpret/.")
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a run dir written by fastlab-train (with model.pt)")
     parser.add_argument("--k", type=_positive_int, default=9, help="how many top losses to show (default 9)")
     parser.add_argument("--min-val", type=_positive_int, default=1,
                         help="least count of a confused pair to report (default 1)")
     args = parser.parse_args(argv)
-    try:
-        interpret_run(args.run_dir, args.k, args.min_val)
-    except FastlabError as e:
-        print(f"fastlab-interpret: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run_cli("fastlab-interpret", lambda: interpret_run(args.run_dir, args.k, args.min_val))
 
 
 if __name__ == "__main__":

@@ -29,6 +29,17 @@ from fastlab.callbacks.progress import ProgressCallback
 from fastlab.callbacks.recorder import Recorder
 from fastlab.callbacks.schedule import ParamScheduler
 from fastlab.callbacks.terminate import TerminateOnNaN
+from fastlab.errors import ConfigError, DataError
+from fastlab.optimizer import (
+    OPTIMIZERS,
+    OptFunc,
+    build_optimizer,
+    builtin_opt_func,
+    check_settings,
+    make_optimizer,
+    param_groups,
+    set_momentum,
+)
 from fastlab.schedules import (
     Stage,
     discriminative_lrs,
@@ -45,79 +56,81 @@ Metric = Callable[[torch.Tensor, torch.Tensor], float]
 NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
 
 
-def _is_no_decay(name: str, p: nn.Parameter) -> bool:
-    # Biases and norm-layer parameters (1-D) are not decayed: fast.ai's wd_bn_bias=False.
-    return p.ndim <= 1 or name.endswith(".bias")
-
-
-def param_groups(groups: Sequence[nn.Module], wd: float) -> list[dict]:
-    """One optimiser param group per (layer group, decay or not), tagged with ``layer_group`` so
-    schedulers can scale each layer group's rate. Parameters shared by two groups count once."""
-    seen: set[int] = set()
-    out = []
-    for g, module in enumerate(groups):
-        decay, no_decay = [], []
-        for name, p in module.named_parameters():
-            if id(p) in seen:
-                continue
-            seen.add(id(p))
-            (no_decay if _is_no_decay(name, p) else decay).append(p)
-        for params, group_wd in ((decay, wd), (no_decay, 0.0)):
-            if params:
-                out.append({"params": params, "weight_decay": group_wd, "layer_group": g})
-    return out
-
-
-def make_optimizer(name: str, groups: list[dict], lr: float, mom: float) -> torch.optim.Optimizer:
-    """AdamW (momentum = beta1) or SGD with momentum, from torch.optim."""
-    if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, betas=(mom, 0.99), eps=1e-5)
-    if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=mom)
-    raise ValueError(f"unknown optimiser {name!r}: use adamw or sgd")
-
-
-def set_momentum(group: dict, mom: float) -> None:
-    if "betas" in group:
-        group["betas"] = (mom, group["betas"][1])
-    else:
-        group["momentum"] = mom
+def check_data(data) -> None:
+    """What the Learner reads from its data (``fastlab.data.base.LearnerData``) must be there."""
+    missing = [a for a in ("train", "valid", "device") if not hasattr(data, a)]
+    if missing:
+        raise DataError(f"the Learner's data ({type(data).__name__}) has no {', '.join(missing)}: pass a DataBunch, "
+                        "e.g. DataBunch.from_tensors(x_train, y_train, x_valid, y_valid) or "
+                        "DataBunch.from_loaders(train_dl, valid_dl, c=10)")
+    for name in ("train", "valid"):
+        if not hasattr(getattr(data, name), "__len__"):
+            raise DataError(f"data.{name} has no length, which the schedule and progress need: pass a sized "
+                            "loader (a torch DataLoader over a map-style dataset)")
 
 
 class Learner:
-    """Binds a model, a DataBunch, a loss and metrics, and trains with callbacks.
+    """Binds a model, its data, a loss and metrics, and trains with callbacks.
 
     Parameters
     ----------
     model : nn.Module
-        Maps a batch ``(B, C, H, W)`` to predictions ``(B, c)``. If it has ``layer_groups()``,
-        those groups (body stages first, head last) get their own learning-rate scale.
-    data : DataBunch
-        ``data.train`` and ``data.valid`` yield ``(x, y)`` batches on ``data.device``.
+        Maps a batch ``x`` (e.g. images ``(B, C, H, W)``) to predictions ``(B, c)``. If it has
+        ``layer_groups()``, those groups (body stages first, head last) get their own rate scale.
+    data : LearnerData (see ``fastlab.data.base``)
+        ``data.train`` and ``data.valid`` yield ``(x, y)`` batches on ``data.device`` and have a
+        length: a ``DataBunch`` (``from_config``, ``from_tensors``, ``from_df``), a
+        ``LoaderBunch`` (``DataBunch.from_loaders`` over torch DataLoaders), or your own object.
     loss_func : callable
         ``loss_func(pred, y) -> scalar tensor``.
     metrics : dict of name -> callable
         ``metric(preds (N, c), targets (N,)) -> float`` over the whole validation set.
     opt : {"adamw", "sgd"}
+        The built-in optimiser (torch's AdamW or SGD), used unless ``opt_func`` is given.
     wd : float
-        Decoupled weight decay for weights (not biases or norm parameters).
+        Weight decay (decoupled for AdamW) for weights; for biases and norm parameters too only
+        with ``wd_bn_bias``.
     lr_ratio : float
         Discriminative rates: layer group ``g`` of ``n`` trains at ``lr / lr_ratio**(n-1-g)``.
     precision : {"32", "bf16-mixed", "16-mixed"}
     cbs : iterable of Callback
         Added to the default Recorder, ProgressCallback and TerminateOnNaN.
+    opt_func : callable, optional
+        fastai's ``opt_func``: ``opt_func(param_groups, lr=...) -> torch.optim.Optimizer``, e.g.
+        ``torch.optim.RAdam`` or ``functools.partial(torch.optim.SGD, nesterov=True, momentum=0.9)``.
+        Each param group carries its ``weight_decay`` and a ``layer_group`` tag to keep.
+    sqr_mom, eps : float
+        The built-in AdamW's beta2 and eps (fast.ai's 0.99 and 1e-5); its beta1, and SGD's
+        momentum, follow the schedule's ``moms``. An ``opt_func`` brings its own.
+    wd_bn_bias : bool
+        Decay biases and norm-layer parameters too (fast.ai's default, and fastlab's: no).
+    train_bn : bool
+        Norm layers of frozen layer groups keep training (fast.ai's default).
     """
 
     def __init__(self, model: nn.Module, data, loss_func: Callable, metrics: dict[str, Metric] | None = None,
                  opt: str = "adamw", wd: float = 0.01, lr_ratio: float = 1.0, precision: str = "32",
-                 progress: str = "auto", cbs: Iterable[Callback] = ()):
+                 progress: str = "auto", cbs: Iterable[Callback] = (), *, opt_func: OptFunc | None = None,
+                 sqr_mom: float = 0.99, eps: float = 1e-5, wd_bn_bias: bool = False, train_bn: bool = True):
+        check_data(data)
+        check_settings(sqr_mom, eps, wd)
+        if opt_func is None:
+            opt_func = builtin_opt_func(opt, sqr_mom, eps)
+        elif (opt, sqr_mom, eps) != ("adamw", 0.99, 1e-5):
+            # Silently ignoring them would train with settings the user did not ask for.
+            raise ConfigError("opt_func builds its own optimiser, so opt, sqr_mom and eps do not apply: set them "
+                              "in opt_func, e.g. functools.partial(torch.optim.AdamW, betas=(0.9, 0.999), eps=1e-8)")
+        elif not callable(opt_func):
+            raise ConfigError(f"opt_func must be callable as opt_func(param_groups, lr=...), got {opt_func!r}: "
+                              "pass e.g. torch.optim.AdamW")
         self.model, self.data, self.loss_func = model, data, loss_func
         # what a batch goes through: the model, or its torch.compile'd twin (same parameters)
         self.forward: Callable = model
         self.metrics = dict(metrics or {})
-        self.opt_name, self.wd, self.lr_ratio = opt, wd, lr_ratio
+        self.opt_name, self.opt_func, self.wd, self.lr_ratio = opt, opt_func, wd, lr_ratio
+        self.wd_bn_bias = wd_bn_bias
         self.lr_scales: list[float] = group_lrs(1.0, len(self.layer_groups), lr_ratio)
-        self.train_bn, self.frozen = True, 0
+        self.train_bn, self.frozen = train_bn, 0
         self.stop_requested = False
         self.device = data.device
         self.model.to(self.device)
@@ -131,6 +144,8 @@ class Learner:
         self.epoch_offset, self.diverged = 0, False
         # Where a resumed run re-enters the loop (set by the Checkpointer when it restores).
         self.stage, self.start_epoch, self.start_batch = 0, 0, 0
+        # What model.pt records about the model (set by fastlab.prepare): Learner.predict reads with it.
+        self.meta: dict | None = None
 
     # ------------------------------------------------------------------ callbacks and events
     def add_cbs(self, cbs: Iterable[Callback]) -> None:
@@ -210,7 +225,8 @@ class Learner:
         self.freeze_to(0)
 
     def create_opt(self) -> None:
-        self.opt = make_optimizer(self.opt_name, param_groups(self.layer_groups, self.wd), lr=1e-3, mom=0.9)
+        # The rate is a placeholder: fit and the schedulers set every group's before a step.
+        self.opt = build_optimizer(self.opt_func, param_groups(self.layer_groups, self.wd, self.wd_bn_bias), lr=1e-3)
 
     def set_hypers(self, lr: float, mom: float | None = None) -> None:
         """Set the head's rate ``lr`` (other groups scaled by ``lr_scales``) and the momentum."""
@@ -350,15 +366,31 @@ class Learner:
 
     # --------------------------------------------------------------------------- inference
     def predict(self, item, top_k: int = 3) -> dict:
-        """Label and top-k probabilities (or the value, for regression) of one image: a path,
-        bytes, a PIL image or a uint8 ``(C, size, size)`` tensor, preprocessed as training was."""
-        from fastlab.inference import ModelMeta, Predictor
+        """The answer of the model's task for one input (an image path, bytes, PIL image or uint8
+        ``(C, size, size)`` tensor; a text; a table row as a dict), read as training read its data
+        (see ``fastlab.inference``). A Learner from ``fastlab.prepare`` knows its task
+        (``self.meta``, what ``model.pt`` records); one built by hand over images is a classifier
+        when its data has classes, else a regression."""
+        from fastlab.inference import Predictor
 
         d = self.data
-        meta = ModelMeta(arch=type(self.model).__name__, arch_config={},
-                         task="classify" if d.classes else "regress", classes=d.classes,
-                         n_in=d.n_channels, n_out=d.c, size=d.size, mean=d.mean, std=d.std)
-        return Predictor(self.model, meta, device=str(self.device)).predict(item, top_k)
+        meta = self.meta
+        if meta is None:
+            # Image-only: a predicted file is decoded, resized and normalised as the uint8 training
+            # images were, so it needs their size and statistics.
+            missing = [a for a in ("c", "n_channels", "size", "mean", "std") if getattr(d, a, None) is None]
+            if missing or not hasattr(d, "classes"):
+                raise DataError(f"Learner.predict preprocesses images as training did, but the data has no "
+                                f"{', '.join(missing or ['classes'])}: train on a uint8 image DataBunch, or call "
+                                "learn.model on a prepared batch")
+            meta = {"arch": type(self.model).__name__, "arch_config": {}, "task": "classify" if d.classes else "regress",
+                    "classes": d.classes, "n_in": d.n_channels, "n_out": d.c, "size": d.size, "mean": d.mean,
+                    "std": d.std}
+        was_training = self.model.training
+        try:
+            return Predictor.from_meta(self.model, meta, device=str(self.device)).predict(item, top_k)
+        finally:
+            self.model.train(was_training)  # predicting mid-training leaves the mode as it was
 
     def get_preds(self, dl=None) -> tuple[torch.Tensor, torch.Tensor]:
         """Predictions and targets over a loader (the validation set by default).
@@ -375,4 +407,4 @@ class Learner:
         return torch.cat(preds), torch.cat(targets)
 
 
-__all__ = ["EVENTS", "Learner", "make_optimizer", "param_groups"]
+__all__ = ["EVENTS", "OPTIMIZERS", "Learner", "make_optimizer", "param_groups", "set_momentum"]

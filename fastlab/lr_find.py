@@ -182,8 +182,9 @@ def run_lr_find(cfg, run_dir: Path | None = None) -> LRFindResult:
     write ``lr_find.json`` and ``plots/lr_find.png`` to the run dir."""
     from fastlab.config import to_run_config
     from fastlab.prepare import prepare
+    from fastlab.run.plan import find_lr
     from fastlab.rundir import write_json
-    from fastlab.train import default_run_dir, find_lr
+    from fastlab.train import default_run_dir
 
     run = to_run_config(cfg)
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir()

@@ -55,8 +55,9 @@ def plot_lr(recorder, path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def show_images(x: torch.Tensor, titles: Sequence[str], path: Path, ncols: int = 8) -> Path:
-    """A grid of uint8 images ``(N, C, H, W)`` with a title each."""
+def show_images(x: torch.Tensor, titles: Sequence[str], path: Path, ncols: int = 8,
+                wrong: Sequence[bool] | None = None) -> Path:
+    """A grid of uint8 images ``(N, C, H, W)`` with a title each (red where ``wrong``)."""
     plt = pyplot()
     n = len(x)
     ncols = min(ncols, max(n, 1))
@@ -67,5 +68,5 @@ def show_images(x: torch.Tensor, titles: Sequence[str], path: Path, ncols: int =
         if i < n:
             img = x[i].permute(1, 2, 0).numpy()  # (H, W, C)
             ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None)
-            ax.set_title(str(titles[i]), fontsize=9)
+            ax.set_title(str(titles[i]), fontsize=9, color="red" if wrong is not None and wrong[i] else "black")
     return save_figure(fig, path)

@@ -1,41 +1,74 @@
-"""``fastlab-predict RUN_DIR_OR_BUNDLE FILES... [--top-k K]``: labels and probabilities as JSON.
+"""``fastlab-predict RUN_DIR_OR_BUNDLE INPUTS... [--text TEXT] [--top-k K]``: predictions as JSON.
 
-Prints a JSON list with one object per file, in the order given:
-``{"file": ..., "label": ..., "top": [{"label": ..., "prob": ...}, ...]}`` (a regression model
-gives ``"value"`` and an empty ``top``). Every file is decoded before any is predicted, so a bad
-file ends the command with one line naming it, exit status 2, and nothing printed on stdout.
+What an input is depends on the model's task (its ``TaskInference``):
+
+- image tasks: image files; ``{"file", "label", "top": [...]}`` (classify), ``"value"`` (regress,
+  with ``"points"`` for a points model), ``"pixels"`` and ``"mask_png"`` (segment; ``--masks DIR``
+  also writes each mask as ``DIR/<stem>_mask.png``);
+- text tasks: text files, or ``--text 'the text'``; a label and ``top`` (text_classify) or
+  ``"next_words"`` (language_model);
+- tabular: CSV files (a header row naming the input columns) or JSON files (an object per row),
+  or ``--text '{"col": value, ...}'``; one result per row, with ``"row"`` (its CSV line).
+
+Prints a JSON list, one object per input, in the order given. Every input is read before any
+is predicted, so a bad one ends the command with one line naming it, exit status 2, and nothing
+printed on stdout.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import json
-import sys
+from pathlib import Path
 
-from fastlab.errors import FastlabError
-from fastlab.inference import Predictor, check_top_k
+from fastlab.cli import run_cli
+from fastlab.inference import InferenceError, Predictor, check_top_k
+from fastlab.rundir import atomic_path
 
 
-def predict_files(source: str, files: list[str], top_k: int = 3, device: str = "cpu") -> list[dict]:
+def predict_files(source: str, files: list[str], top_k: int = 3, device: str = "cpu",
+                  texts: list[str] = (), masks: str | None = None) -> list[dict]:
+    """One result per input of ``files`` and ``texts`` (see the module docstring)."""
     check_top_k(top_k)  # before loading the model: a typo should fail at once
+    if not files and not texts:
+        raise InferenceError("nothing to predict: give input files, or --text 'the text'")
     predictor = Predictor.load(source, device)
-    return [{"file": f, **r} for f, r in zip(files, predictor.predict_many(files, top_k))]
+    named = [n for f in files for n in predictor.task.items_from_file(f)]
+    named += [n for t in texts for n in predictor.task.items_from_text(t)]
+    results = [{**names, **r} for (names, _), r in zip(named, predictor.predict_many([x for _, x in named], top_k))]
+    if masks is not None:
+        write_masks(results, Path(masks))
+    return results
+
+
+def write_masks(results: list[dict], out: Path) -> None:
+    """Each result's ``mask_png`` as ``out/<stem>_mask.png`` (its path in ``"mask_file"``)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for i, r in enumerate(results):
+        if "mask_png" in r:
+            path = out / f"{Path(str(r.get('file', i))).stem}_mask.png"
+            with atomic_path(path) as tmp:
+                tmp.write_bytes(base64.b64decode(r["mask_png"]))
+            r["mask_file"] = str(path)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="fastlab-predict",
-        description="Predict image files with a trained run dir or an exported bundle; prints JSON.")
+        description="Predict inputs (image, text or table files, or --text) with a trained run dir or an "
+                    "exported bundle; prints JSON.")
     parser.add_argument("model", metavar="RUN_DIR_OR_BUNDLE", help="a fastlab-train run dir or a fastlab-export bundle")
-    parser.add_argument("files", metavar="FILES", nargs="+", help="image files (PNG, JPEG, ...)")
+    parser.add_argument("files", metavar="INPUTS", nargs="*",
+                        help="image files (PNG, JPEG, ...), text files, or CSV/JSON tables, as the model's task reads")
+    parser.add_argument("--text", action="append", default=[],
+                        help="a text to predict (text models) or a JSON row (tabular models); repeatable")
     parser.add_argument("--top-k", type=int, default=3, help="how many classes to list (default 3)")
+    parser.add_argument("--masks", metavar="DIR", help="segmentation: also write each mask as DIR/<stem>_mask.png")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
     args = parser.parse_args(argv)
-    try:
-        results = predict_files(args.model, args.files, args.top_k, args.device)
-    except FastlabError as e:
-        print(f"fastlab-predict: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    results = run_cli("fastlab-predict", lambda: predict_files(args.model, args.files, args.top_k, args.device,
+                                                               args.text, args.masks))
     print(json.dumps(results, indent=2))
 
 

@@ -15,16 +15,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from torch import nn
 
+from fastlab import registry
 from fastlab.accel import compile_forward, tune_backends, use_channels_last
 from fastlab.callbacks.core import Callback
 from fastlab.config import RunConfig
-from fastlab.data import DataBunch
 from fastlab.data.base import Bunch
-from fastlab.data.bunch import ImageLoaders
 from fastlab.distributed import Context, GradientAllReduce, ShardedLoader, check_batch, device_for
 from fastlab.errors import ConfigError
 from fastlab.learner import Learner
-from fastlab.models import create_model
 from fastlab.models.zoo import LoadReport, load_pretrained, read_checkpoint, zoo_path
 from fastlab.rng import seed_everything
 from fastlab.tasks import Task, get_task
@@ -65,31 +63,16 @@ class Prepared:
 
 def check_fit(run: RunConfig, task: Task) -> None:
     """The data source must yield what the task learns from (masks for segment, text for the
-    text tasks, ...) and the architecture must be one the task builds."""
+    text tasks, ...) and the architecture must have the role the task builds (both read off the
+    registry)."""
     kind = type(run.data).kind
     if kind not in task.data_kinds:
+        fits = sorted(registry.options("data", lambda e: e.schema.kind in task.data_kinds))
         raise ConfigError(f"data={run.data.name} gives {kind} but task={task.name} learns from "
-                          f"{' or '.join(sorted(task.data_kinds))}: choose a matching data option (see README)")
-    if run.arch.name not in task.arch_names:
-        raise ConfigError(f"arch={run.arch.name} does not fit task={task.name}: use arch= one of {sorted(task.arch_names)}")
-
-
-def build_data(run: RunConfig, task: Task, pretrained_meta: dict | None):
-    if task.build_data is not None:
-        return task.build_data(run, pretrained_meta)
-    data = DataBunch.from_config(run.data, task.targets, seed=run.seed)
-    meta = pretrained_meta or {}
-    if run.data.mean is None and len(meta.get("mean") or []) == data.n_channels:
-        # A pretrained body expects inputs normalised as in its source task (fastai does the same
-        # with ImageNet statistics).
-        data.set_stats(meta["mean"], meta["std"])
-    return data
-
-
-def build_model(run: RunConfig, task: Task, data) -> nn.Module:
-    if task.build_model is not None:
-        return task.build_model(run, data)
-    return create_model(run.arch, data.n_channels, data.c)
+                          f"{' or '.join(sorted(task.data_kinds))}: use data= one of {fits}")
+    if task.arch_role not in registry.get("arch", run.arch.name).tags:
+        fits = sorted(registry.options("arch", lambda e: task.arch_role in e.tags))
+        raise ConfigError(f"arch={run.arch.name} does not fit task={task.name}: use arch= one of {fits}")
 
 
 def prepare(run: RunConfig, cbs: Sequence[Callback] = (), ctx: Context | None = None) -> Prepared:
@@ -115,38 +98,32 @@ def prepare(run: RunConfig, cbs: Sequence[Callback] = (), ctx: Context | None = 
     if run.arch.pretrained:
         ckpt_path = zoo_path(run.arch.pretrained, run.paths.models)
         ckpt = read_checkpoint(ckpt_path)
-    data = build_data(run, task, ckpt["meta"] if ckpt is not None else None)
+    data = task.build_data(run, ckpt["meta"] if ckpt is not None else None)
     seed_everything(run.seed)  # right before the model: init, dropout and nothing else
-    model = build_model(run, task, data)
+    model = task.build_model(run, data)
     arch_config = dict(vars(run.arch))
     # A U-Net's pretrained body is a classifier of its encoder's architecture.
     body_arch = getattr(run.arch, "encoder", None) or run.arch.name
     report = load_pretrained(model, ckpt, ckpt_path, body_arch, arch_config) if ckpt is not None else None
-    if isinstance(data, ImageLoaders):  # labelled images, points and masks alike
-        data.to(device, max_resident_gb=run.trainer.max_resident_gb)
-    else:
-        data.to(device)
+    data.to(device, max_resident_gb=run.trainer.max_resident_gb)
+    sample, _ = next(iter(data.valid))
+    channels_last = use_channels_last(run.trainer.channels_last, device, sample)
+    if channels_last:  # before any sharding wraps the loaders
+        model.to(memory_format=torch.channels_last)
+        data.train.channels_last = data.valid.channels_last = True
     if ctx.distributed:
         data.train = ShardedLoader(data.train, ctx.rank, ctx.world)
         cbs = [GradientAllReduce(ctx.world), *cbs]
     s = run.schedule
-    learn = Learner(model, data, task.loss_func, task.metrics, opt=s.opt, wd=s.wd, lr_ratio=s.lr_ratio,
-                    precision=run.trainer.precision, progress=run.trainer.progress if ctx.main else "none", cbs=cbs)
+    learn = Learner(model, data, task.loss_func, task.new_metrics(), opt=s.opt, wd=s.wd, lr_ratio=s.lr_ratio,
+                    precision=run.trainer.precision, progress=run.trainer.progress if ctx.main else "none", cbs=cbs,
+                    sqr_mom=s.sqr_mom, eps=s.eps, wd_bn_bias=s.wd_bn_bias)
     learn.train_bn = s.train_bn
-    accelerate(learn, run, device)
+    tune_backends(device)  # the device path (see fastlab.accel)
+    if run.trainer.compile:
+        learn.forward = compile_forward(learn.model, sample, learn._autocast)
     meta = {"arch": run.arch.name, "arch_config": arch_config, "task": task.name, **data.meta()}
+    learn.meta = meta  # what model.pt will record: Learner.predict reads inputs the task's way with it
     log.info("training %s on %s (%d train / %d valid items, %d outputs) on %s", run.arch.name,
              run.data.name, len(data.train_items), len(data.valid_items), data.c, device)
     return Prepared(run, task, data, model, learn, meta, report)
-
-
-def accelerate(learn: Learner, run: RunConfig, device: torch.device) -> None:
-    """The device path (see ``fastlab.accel``): cuDNN benchmark, channels-last, torch.compile."""
-    tune_backends(device)
-    sample, _ = next(iter(learn.data.valid))
-    if use_channels_last(run.trainer.channels_last, device, sample):
-        learn.model.to(memory_format=torch.channels_last)
-        for loader in (learn.data.train, learn.data.valid):
-            getattr(loader, "loader", loader).channels_last = True  # under a ShardedLoader too
-    if run.trainer.compile:
-        learn.forward = compile_forward(learn.model, sample, learn._autocast)

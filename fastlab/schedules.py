@@ -10,6 +10,9 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from fastlab import registry
+from fastlab.config import ScheduleConfig
+
 Sched = Callable[[float], float]
 
 
@@ -104,30 +107,45 @@ class Stage:
 def plan_stages(name: str, epochs: int, lrs: Sequence[float], freeze_epochs: int = 1,
                 pct_start: float = 0.25, div: float = 25.0, div_final: float = 1e5,
                 moms: Sequence[float] = (0.95, 0.85, 0.95)) -> list[Stage]:
-    """A schedule as data: the stages that ``name`` trains, given the peak rates ``lrs`` of its
-    fully unfrozen stage (one per layer group, head last).
+    """A schedule as data: the stages that the registered schedule ``name`` trains, given the
+    peak rates ``lrs`` of its fully unfrozen stage (one per layer group, head last)."""
+    plan = registry.get("schedule", name).builder
+    return plan(epochs, tuple(float(x) for x in lrs), freeze_epochs, pct_start, div,
+                {"div_final": div_final, "moms": tuple(moms)})
 
-    - ``one_cycle``: one stage, nothing frozen.
-    - ``constant``: one stage at constant rates and momentum ``moms[0]``.
-    - ``fine_tune`` (fast.ai v2): ``freeze_epochs`` with all but the head frozen (one-cycle at
-      the head rate, ``[head/10, ..., head]`` for the frozen groups' norm layers, pct_start 0.99,
-      div 25), then every group at ``lrs / 2`` with ``pct_start`` and ``div`` (fast.ai: 0.3, 5).
-    - ``gradual`` (ULMFiT): unfreeze one more group per stage of ``freeze_epochs`` epochs,
-      halving the rates at each stage; the last, fully unfrozen stage runs ``epochs``.
-    """
-    n, lrs, moms = len(lrs), tuple(float(x) for x in lrs), tuple(moms)
-    common = {"div_final": div_final, "moms": moms}
-    if name == "one_cycle":
-        return [Stage(epochs, lrs, 0, "one_cycle", pct_start, div, **common)]
-    if name == "constant":
-        return [Stage(epochs, lrs, 0, "constant", pct_start, div, **common)]
-    if name == "fine_tune":
-        head = lrs[-1]
-        frozen = [Stage(freeze_epochs, tuple(discriminative_lrs([None, head], n)), n - 1, "one_cycle", 0.99, 25.0, **common)]
-        last = Stage(epochs, tuple(x / 2 for x in lrs), 0, "one_cycle", pct_start, div, **common)
-        return (frozen if freeze_epochs > 0 and n > 1 else []) + [last]
-    if name == "gradual":
-        stages = [Stage(freeze_epochs, tuple(x / 2**k for x in lrs), n - 1 - k, "one_cycle", pct_start, div, **common)
-                  for k in range(n - 1)] if freeze_epochs > 0 else []
-        return stages + [Stage(epochs, tuple(x / 2 ** (n - 1) for x in lrs), 0, "one_cycle", pct_start, div, **common)]
-    raise ValueError(f"unknown schedule {name!r}: use one_cycle, fine_tune, gradual or constant")
+
+@registry.register("schedule", "one_cycle", ScheduleConfig)
+def one_cycle(epochs: int, lrs: tuple[float, ...], freeze_epochs: int, pct_start: float, div: float,
+              common: dict) -> list[Stage]:
+    """fast.ai's ``fit_one_cycle``: one stage, nothing frozen."""
+    return [Stage(epochs, lrs, 0, "one_cycle", pct_start, div, **common)]
+
+
+@registry.register("schedule", "constant", ScheduleConfig)
+def constant(epochs: int, lrs: tuple[float, ...], freeze_epochs: int, pct_start: float, div: float,
+             common: dict) -> list[Stage]:
+    """One stage at constant rates and momentum ``moms[0]``."""
+    return [Stage(epochs, lrs, 0, "constant", pct_start, div, **common)]
+
+
+@registry.register("schedule", "fine_tune", ScheduleConfig)
+def fine_tune(epochs: int, lrs: tuple[float, ...], freeze_epochs: int, pct_start: float, div: float,
+              common: dict) -> list[Stage]:
+    """fast.ai v2's ``fine_tune``: ``freeze_epochs`` with all but the head frozen (one-cycle at
+    the head rate, ``[head/10, ..., head]`` for the frozen groups' norm layers, pct_start 0.99,
+    div 25), then every group at ``lrs / 2`` with ``pct_start`` and ``div`` (fast.ai: 0.3, 5)."""
+    n, head = len(lrs), lrs[-1]
+    frozen = [Stage(freeze_epochs, tuple(discriminative_lrs([None, head], n)), n - 1, "one_cycle", 0.99, 25.0, **common)]
+    last = Stage(epochs, tuple(x / 2 for x in lrs), 0, "one_cycle", pct_start, div, **common)
+    return (frozen if freeze_epochs > 0 and n > 1 else []) + [last]
+
+
+@registry.register("schedule", "gradual", ScheduleConfig)
+def gradual(epochs: int, lrs: tuple[float, ...], freeze_epochs: int, pct_start: float, div: float,
+            common: dict) -> list[Stage]:
+    """ULMFiT's gradual unfreezing: one more group per stage of ``freeze_epochs`` epochs,
+    halving the rates at each stage; the last, fully unfrozen stage runs ``epochs``."""
+    n = len(lrs)
+    stages = [Stage(freeze_epochs, tuple(x / 2**k for x in lrs), n - 1 - k, "one_cycle", pct_start, div, **common)
+              for k in range(n - 1)] if freeze_epochs > 0 else []
+    return stages + [Stage(epochs, tuple(x / 2 ** (n - 1) for x in lrs), 0, "one_cycle", pct_start, div, **common)]

@@ -40,10 +40,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmar
 from bench_loop import fresh_model, run_fastlab, run_plain  # noqa: E402
 from bench_search import _timed  # noqa: E402
 
-from fastlab.config import DigitsData  # noqa: E402
 from fastlab.data import DataBunch  # noqa: E402
+from fastlab.data.sources import DigitsData  # noqa: E402
 from fastlab.learner import Learner  # noqa: E402
-from fastlab.tasks import CLASSIFY  # noqa: E402
+from fastlab.tasks.classify import CLASSIFY  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -15,11 +15,13 @@ import time
 import torch
 import torch.nn.functional as F
 
-from fastlab.config import CnnArch, DigitsData, ResnetArch
 from fastlab.data import DataBunch
+from fastlab.data.sources import DigitsData
 from fastlab.learner import Learner
 from fastlab.models import create_model
-from fastlab.tasks import CLASSIFY
+from fastlab.models.cnn import CnnArch
+from fastlab.models.resnet import ResnetArch
+from fastlab.tasks.classify import CLASSIFY
 
 LR, DIV, DIV_FINAL, PCT, MOMS, WD = 3e-3, 25.0, 1e5, 0.25, (0.95, 0.85, 0.95), 0.01
 

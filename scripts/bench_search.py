@@ -61,7 +61,7 @@ def trials_to_target(
     The strategy sees noisy observations; success is judged on the noise-free value. Returns
     ``budget + 1`` when the budget runs out first.
     """
-    settings = SweepSettings(strategy=strategy, seed=seed).validate()
+    settings = SweepSettings(strategy=strategy, direction="maximize", seed=seed).validate()
     noise = np.random.default_rng(seed + 10_000)
     finished: list[Observation] = []
     for k in range(budget):

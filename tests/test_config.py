@@ -8,7 +8,8 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigKeyError, ValidationError
 
-from fastlab.config import SCHEMAS, RunConfig, to_run_config
+from fastlab import registry
+from fastlab.config import RunConfig, TrainerConfig, to_run_config
 from fastlab.errors import ConfigError
 from fastlab.train import config_dir
 from tests.conftest import compose_cfg
@@ -21,6 +22,10 @@ def options(group: str) -> list[str]:
     return sorted(p.stem for p in (config_dir() / group).glob("*.yaml"))
 
 
+def schema_of(group: str, option: str) -> type:
+    return TrainerConfig if group == "trainer" else registry.get(group, option).schema
+
+
 @pytest.mark.parametrize("group, option", [(g, o) for g in GROUPS for o in options(g)])
 def test_every_option_composes_and_converts(group, option):
     extra = [f"data.path={Path.cwd()}"] if group == "data" and option in NEEDS_PATH else []
@@ -28,12 +33,12 @@ def test_every_option_composes_and_converts(group, option):
     run = to_run_config(cfg)
     assert isinstance(run, RunConfig)
     node = getattr(run, group)
-    assert isinstance(node, SCHEMAS[group][option])
+    assert isinstance(node, schema_of(group, option))
 
 
 def test_every_yaml_option_has_a_schema_and_vice_versa():
-    for group in GROUPS:
-        assert set(options(group)) == set(SCHEMAS[group]), group
+    for group in registry.GROUPS:
+        assert set(options(group)) == set(registry.options(group)), group
 
 
 def test_experiment_composes():

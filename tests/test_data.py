@@ -7,8 +7,8 @@ import shutil
 import pytest
 import torch
 
-from fastlab.config import CsvData, DigitsData, FolderData, NameReData
 from fastlab.data import DataBunch, seeded_split
+from fastlab.data.sources import CsvData, DigitsData, FolderData, NameReData
 from fastlab.errors import DataError
 
 

@@ -19,13 +19,14 @@ import pytest
 import torch
 from torch import nn
 
-from fastlab.config import CnnArch, DigitsData, to_run_config
+from fastlab.config import to_run_config
 from fastlab.data import DataBunch
-from fastlab.data.sources import SOURCES, Source
+from fastlab.data.sources import DigitsData, Source, digits
 from fastlab.diagnostics import DEAD_FRACTION_MAX, dead_filter_fraction, diagnose
 from fastlab.learner import Learner
 from fastlab.models import create_model
-from fastlab.tasks import CLASSIFY
+from fastlab.models.cnn import CnnArch
+from fastlab.tasks.classify import CLASSIFY
 from fastlab.train import train
 from tests.conftest import compose_cfg
 
@@ -112,7 +113,7 @@ def test_under_fitting(tmp_path, overrides):
 def noisy_label_learner(noise: float = 0.5, n_train: int = 400) -> Learner:
     """Digits at 16 px with ``noise`` of the training labels replaced by random digits (the
     validation labels stay clean); no dropout, no weight decay."""
-    src = SOURCES["digits"](DigitsData(size=16))
+    src = digits(DigitsData(size=16))
     g = torch.Generator().manual_seed(1)
     flip = (torch.rand(n_train, generator=g) < noise).tolist()
     random_labels = torch.randint(10, (n_train,), generator=g).tolist()
@@ -216,7 +217,7 @@ def test_dead_fraction_on_a_torchvision_resnet():
     """BasicBlock calls its one ReLU twice, and each call is a layer: with every BN a positive
     constant and one block's first BN negative, exactly its 512 channels are dead out of
     64 (stem) + 2 calls x 2 blocks x (64 + 128 + 256 + 512) = 3904 channel-calls."""
-    from fastlab.config import ResnetArch
+    from fastlab.models.resnet import ResnetArch
 
     model = create_model(ResnetArch(name="resnet18", head_hidden=8), 1, 10)
     with torch.no_grad():

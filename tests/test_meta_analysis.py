@@ -75,9 +75,9 @@ def test_flat_response_says_no_clear_optimum(tmp_path):
 def test_minimized_objective_and_diverged_trials():
     """A loss (minimize) with the same planted optimum, where the highest rates diverge."""
     t = planted_trials(200, seed=2, diverge_above=0.05)
-    t = replace(t, values=1 - t.values, objective="valid_loss", direction=None)
+    t = replace(t, values=1 - t.values, objective="valid_loss", direction="minimize")
     m = MetaAnalysis(**FAST).fit(t)
-    assert m.direction_ == "minimize"  # inferred from the metric's name
+    assert m.direction_ == "minimize"  # as the sweep recorded it (never guessed from the name)
     lo, hi = m.recommendation_["interval"]
     assert lo <= 2.6 <= hi and lo > 1
     n_div = t.status.count("diverged")

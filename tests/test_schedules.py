@@ -75,7 +75,7 @@ def test_learner_applies_one_cycle_every_batch(small_cfg):
     from fastlab.data import DataBunch
     from fastlab.learner import Learner
     from fastlab.models import create_model
-    from fastlab.tasks import CLASSIFY
+    from fastlab.tasks.classify import CLASSIFY
 
     run = to_run_config(small_cfg("schedule.lr_ratio=2.6"))
     data = DataBunch.from_config(run.data, "category")

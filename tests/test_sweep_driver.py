@@ -66,6 +66,8 @@ def quadratic(p: dict) -> float:
 
 
 def sweep(tmp_path: Path, launcher, overrides=("x=interval(0,1)",), echo=None, **settings):
+    # The driver needs a direction (hydra_glue resolves it for Hydra apps); these objectives peak.
+    settings.setdefault("direction", "maximize")
     space = parse_space(None, list(overrides))
     lines: list[str] = []
     trials = run_sweep(
@@ -237,7 +239,7 @@ def test_resume_refuses_another_search_space_or_config(tmp_path: Path) -> None:
     space = parse_space(None, ["x=interval(0,1)"])
     with pytest.raises(SweepError, match=r"another config"):
         run_sweep(
-            SweepSettings(),
+            SweepSettings(direction="maximize"),
             space,
             tmp_path,
             FakeLauncher(tmp_path, quadratic),
@@ -248,7 +250,7 @@ def test_resume_refuses_another_search_space_or_config(tmp_path: Path) -> None:
     fresh = tmp_path / "fresh"
     with pytest.raises(SweepError, match="cannot compose"):
         run_sweep(
-            SweepSettings(),
+            SweepSettings(direction="maximize"),
             space,
             fresh,
             FakeLauncher(fresh, quadratic),

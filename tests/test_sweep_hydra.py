@@ -263,3 +263,21 @@ def test_an_unsupported_form_fails_before_any_trial_with_one_line(tmp_path: Path
         "the strategy decides the order, drop shuffle"
     )
     assert not [p for p in sweep_dir.iterdir() if p.name.isdigit()] if sweep_dir.exists() else True
+
+
+def test_an_app_that_gives_no_direction_stops_with_one_line(tmp_path: Path) -> None:
+    # The tiny app sets hydra.sweeper.direction in its config; null is what an app without it has.
+    sweep_dir = tmp_path / "sweep"
+    proc = run_app(sweep_dir, "hydra.sweeper.direction=null", "x=interval(0,1)", check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "hydra.sweeper.direction is not set and the app's config names no fastlab "
+        "task.objective to take it from; set hydra.sweeper.direction=maximize or "
+        "hydra.sweeper.direction=minimize (the way the task function's return value is better)"
+    )
+    assert not (sweep_dir / "trials.db").exists()  # nothing ran, nothing recorded
+    # given, the same app minimises: the best trial is the lowest value
+    run_app(sweep_dir, "hydra.sweeper.direction=minimize", "hydra.sweeper.n_trials=3",
+            "x=interval(0,1)")
+    values = [t["value"] for t in rows(sweep_dir)]
+    assert yaml.safe_load(open(sweep_dir / "best.yaml"))["value"] == min(values)

@@ -98,7 +98,7 @@ def test_forest_needs_far_fewer_trials_than_random_to_reach_a_narrow_optimum() -
         return math.exp(-(((math.log10(p["lr"]) + 2.5) / 0.4) ** 2) - ((p["r"] - 0.3) / 0.2) ** 2)
 
     def trials_to_reach(strategy: str, seed: int, budget: int = 400) -> int:
-        settings = SweepSettings(strategy=strategy)
+        settings = SweepSettings(strategy=strategy, direction="maximize")
         finished: list[Observation] = []
         for k in range(budget):
             (p,) = propose(space, settings, seed, [k], finished)
@@ -124,7 +124,9 @@ def test_forest_stops_short_when_a_discrete_space_is_exhausted() -> None:
 
 def test_forest_starts_random_then_interleaves_the_model() -> None:
     space = parse_space(None, ["x=interval(0,1)"])
-    settings = SweepSettings(strategy="forest", n_initial=4, random_fraction=0.5)
+    settings = SweepSettings(
+        strategy="forest", direction="maximize", n_initial=4, random_fraction=0.5
+    )
     randoms = random_params(space, range(40), seed=1)
     # before n_initial (or with fewer than 2 results) the forest proposes the random points
     assert propose(space, settings, 1, [0, 1, 2, 3], []) == randoms[:4]

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -78,3 +79,38 @@ def test_fastlab_train_sweeps_with_each_launcher(tmp_path: Path, launcher: list[
         assert set(json.loads(params)) == {"schedule.lr_max"}
         assert (sweep_dir / job_dir / "metrics.json").exists()
     assert "best 2 of 2 trials" in proc.stdout
+
+
+def test_a_regression_sweep_minimizes_rmse_without_being_told(tmp_path: Path) -> None:
+    """task=regress's objective is rmse: the sweeper takes minimize from the task."""
+    sweep_dir = tmp_path / "sweep"
+    cmd = [
+        str(TRAIN),
+        "-m",
+        "hydra/sweeper=fastlab",
+        "task=regress",
+        f"hydra.sweep.dir={sweep_dir}",
+        "hydra.sweeper.strategy=random",
+        "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.seed=0",
+        "schedule.lr_max=tag(log, interval(1e-4, 1e-1))",
+        "data.classes=[0,1,2]",
+        "data.train_per_class=10",
+        "trainer.plots=false",
+        "trainer.save_model=false",
+        *TINY,
+    ]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    db = sqlite3.connect(sweep_dir / "trials.db")
+    trials = db.execute("SELECT number, status, value FROM trials ORDER BY number").fetchall()
+    recorded = db.execute("SELECT value FROM sweep WHERE key = 'direction'").fetchone()
+    assert [t[1] for t in trials] == ["completed"] * 4
+    assert len({t[2] for t in trials}) == 4  # four different rmses: the ranking means something
+    lowest = min(trials, key=lambda t: t[2])
+    best = yaml.safe_load((sweep_dir / "best.yaml").read_text())
+    assert best["direction"] == "minimize" and json.loads(recorded[0]) == "minimize"
+    assert best["number"] == lowest[0] and best["value"] == pytest.approx(lowest[2])
+    assert "best 4 of 4 trials (minimize; 4 completed" in proc.stdout
+    assert "direction: minimize (from task.objective=rmse of task regress)" in proc.stderr + proc.stdout

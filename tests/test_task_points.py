@@ -14,9 +14,10 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from fastlab.config import CsvData, PointsData, to_run_config
+from fastlab.config import to_run_config
 from fastlab.data import DataBunch
 from fastlab.data.points import make_points, scale_points
+from fastlab.data.sources import CsvData, PointsData
 from fastlab.errors import ConfigError, DataError
 from fastlab.inference import Predictor
 from fastlab.models.core import SigmoidRange

@@ -12,13 +12,14 @@ import torch.nn.functional as F
 from PIL import Image
 from sklearn.metrics import accuracy_score, f1_score, jaccard_score
 
-from fastlab.config import CamvidData, ScenesData, UnetArch, to_run_config
+from fastlab.config import to_run_config
 from fastlab.data.mask_bunch import IGNORE, MaskBunch, encode_masks
-from fastlab.data.masks import camvid
+from fastlab.data.masks import CamvidData, ScenesData, camvid
 from fastlab.data.scenes import CODES, make_scenes
 from fastlab.errors import ConfigError, DataError
 from fastlab.models import create_model
-from fastlab.models.unet import Unet, encoder_config
+from fastlab.models.unet import Unet, UnetArch, encoder_config
+from fastlab.prepare import prepare
 from fastlab.tasks.segment import (
     ConfusionMetric,
     confusion_matrix,
@@ -29,7 +30,7 @@ from fastlab.tasks.segment import (
     pixel_accuracy_of,
     segment_loss,
 )
-from fastlab.train import prepare, train
+from fastlab.train import train
 from tests.conftest import compose_cfg
 from tests.test_cli import run_cli
 

@@ -10,8 +10,9 @@ import pytest
 import torch
 from sklearn.linear_model import LogisticRegression, Ridge
 
-from fastlab.config import SklearnTableData, to_run_config
+from fastlab.config import to_run_config
 from fastlab.data.table_bunch import TableBunch, target_kind
+from fastlab.data.tabular import SklearnTableData
 from fastlab.data.tabular_procs import NA, TabularProcs
 from fastlab.errors import ConfigError, DataError, FastlabError
 from fastlab.models.tabular import TabularModel, emb_sz_rule

@@ -9,8 +9,8 @@ import statistics
 import pytest
 import torch
 
-from fastlab.config import AwdLstmArch, PyDocsData, to_run_config
-from fastlab.data.pydocs import _shingles, pydocs, pydocs_corpus, pydocs_unlabelled
+from fastlab.config import to_run_config
+from fastlab.data.pydocs import PyDocsData, _shingles, pydocs, pydocs_corpus, pydocs_unlabelled
 from fastlab.data.text import (
     BOS,
     MAJ,
@@ -26,8 +26,9 @@ from fastlab.data.text import (
     tokenize,
 )
 from fastlab.errors import ConfigError, DataError
-from fastlab.models.awd_lstm import AwdLstmClassifier, AwdLstmLM
-from fastlab.train import prepare, train
+from fastlab.models.awd_lstm import AwdLstmArch, AwdLstmClassifier, AwdLstmLM
+from fastlab.prepare import prepare
+from fastlab.train import train
 from tests.conftest import compose_cfg
 from tests.test_cli import run_cli
 

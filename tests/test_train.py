@@ -37,9 +37,10 @@ def test_run_dir_contract(tmp_path):
     assert on_disk == metrics
     for key, kind in [("status", str), ("objective", float), ("objective_name", str), ("final", dict),
                       ("best", dict), ("epochs", int), ("layer_groups", int), ("group_lrs", list),
-                      ("seconds", dict), ("diagnostics", list), ("versions", dict), ("git", dict)]:
+                      ("seconds", dict), ("diagnostics", list), ("versions", dict), ("git", dict),
+                      ("direction", str)]:
         assert isinstance(on_disk[key], kind), key
-    assert on_disk["objective"] == on_disk["final"]["accuracy"]
+    assert on_disk["objective"] == on_disk["final"]["accuracy"] and on_disk["direction"] == "maximize"
     assert on_disk["epochs"] == 2 and on_disk["layer_groups"] == 3
     assert on_disk["group_lrs"] == [1e-2] * 3
     assert set(on_disk["seconds"]) == {"total", "train"}
@@ -140,7 +141,7 @@ def test_constant_schedule_and_sgd(tmp_path):
 
 @pytest.mark.parametrize("cores, jobs, want", [(2, 1, 2), (2, 2, 1), (16, 4, 4), (2, 8, 1), (3, 2, 1)])
 def test_threads_per_job(cores, jobs, want):
-    from fastlab.train import threads_per_job
+    from fastlab.run.resources import threads_per_job
 
     assert threads_per_job(cores, jobs) == want
 

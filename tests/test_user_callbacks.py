@@ -19,7 +19,7 @@ from fastlab.callbacks.tensorboard import TensorBoardLogger
 from fastlab.config import CallbacksConfig, EarlyStoppingConfig, SaveBestConfig, TrainerConfig
 from fastlab.errors import ConfigError
 from fastlab.schedules import Stage
-from fastlab.tasks import TASKS
+from fastlab.tasks import get_task
 from fastlab.train import train
 from tests.conftest import compose_cfg
 from tests.test_learner import make_learner
@@ -205,7 +205,7 @@ def test_factory_builds_what_the_config_asks_for(tmp_path):
         save_best=SaveBestConfig(enabled=True, monitor="accuracy"),
         early_stopping=EarlyStoppingConfig(enabled=True, monitor="valid_loss", patience=2, min_delta=0.01),
         grad_clip=1.0))
-    cbs = build_callbacks(cfg, tmp_path, TASKS["classify"], {"arch": "cnn"})
+    cbs = build_callbacks(cfg, tmp_path, get_task("classify"), {"arch": "cnn"})
     save, stop, clip, log, tb = cbs
     assert isinstance(save, SaveBestModel) and save.mode == "max" and save.path == tmp_path / "best.pt"
     assert save.meta == {"arch": "cnn"}
@@ -215,10 +215,10 @@ def test_factory_builds_what_the_config_asks_for(tmp_path):
     assert log.metric_names == ["accuracy", "error_rate"]
     assert isinstance(tb, TensorBoardLogger) and tb.log_dir == tmp_path / "tensorboard"
 
-    defaults = build_callbacks(TrainerConfig(), tmp_path, TASKS["classify"], {})
+    defaults = build_callbacks(TrainerConfig(), tmp_path, get_task("classify"), {})
     assert [type(cb) for cb in defaults] == [CSVLogger]
     explicit = TrainerConfig(callbacks=CallbacksConfig(save_best=SaveBestConfig(enabled=True, monitor="mae", mode="max")))
-    assert build_callbacks(explicit, tmp_path, TASKS["regress"], {})[0].mode == "max"
+    assert build_callbacks(explicit, tmp_path, get_task("regress"), {})[0].mode == "max"
 
 
 @pytest.mark.parametrize("name, task, monitor, listed", [
@@ -229,7 +229,7 @@ def test_factory_refuses_an_unknown_monitor(tmp_path, name, task, monitor, liste
     cbs = CallbacksConfig()
     getattr(cbs, name).enabled, getattr(cbs, name).monitor = True, monitor
     with pytest.raises(ConfigError) as exc:
-        build_callbacks(TrainerConfig(callbacks=cbs), tmp_path, TASKS[task], {})
+        build_callbacks(TrainerConfig(callbacks=cbs), tmp_path, get_task(task), {})
     message = str(exc.value)
     assert f"trainer.callbacks.{name}.monitor={monitor!r}" in message and listed in message
     assert "'valid_loss'" in message and "\n" not in message

@@ -1,31 +1,74 @@
-"""What every task's data object provides, whatever it holds (images, masks, tokens, tables)."""
+"""What the Learner needs from its data, and what every task's data object provides on top.
+
+Two protocols, structural (nothing needs to inherit from them):
+
+- ``LearnerData``: exactly what ``fastlab.learner.Learner``, its callbacks and ``lr_find`` read
+  from ``learn.data``. Any object with these attributes trains.
+- ``Bunch``: ``LearnerData`` plus what ``fastlab.train`` and ``model.pt`` need (outputs, class
+  names, items, ``to``, ``meta``). Every built-in bunch (``DataBunch``, ``LoaderBunch``,
+  ``MaskBunch``, ``TextBunch``, ``TableBunch``) is one.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
 import torch
 
 
-class Bunch(Protocol):
-    """The contract between a task's data and the Learner, ``fastlab.train`` and ``model.pt``.
+class Loader(Protocol):
+    """One split's batches, as the Learner iterates them.
 
-    ``train`` and ``valid`` yield ``(x, y)`` batches on ``device`` (``x`` may be a tuple of
-    tensors, e.g. a table's categorical and continuous columns); ``train`` reshuffles each epoch
-    from a generator seeded with the training seed. ``c`` is the number of model outputs
-    (classes, targets or vocabulary size) and ``classes`` their names (``None`` for regression).
-    ``train_items`` and ``valid_items`` name what is in each split. ``meta()`` is what
-    ``model.pt`` records about the data so that the model can be rebuilt and its outputs read.
+    ``iter(loader)`` yields ``(x, y)`` pairs already on the data's ``device``: ``x`` is what the
+    model takes (a tensor such as images ``(B, C, H, W)``, or a tuple of tensors, e.g. a table's
+    categorical and continuous columns) and ``y`` what the loss takes with the predictions.
+    ``len(loader)`` is the number of batches per pass (the one-cycle schedule and the progress bar
+    count steps with it).
+
+    Optional, read with ``getattr`` when present:
+
+    - ``generator`` (``torch.Generator``): the training loader's shuffling generator.
+      ``Checkpointer`` saves its state so a resumed run redraws the same order, and ``lr_find``
+      restores it so the finder leaves the run's order unchanged. Without it, shuffling is
+      assumed to draw from torch's global generator, which both save and restore too.
+    - ``channels_last`` (bool): set by ``fastlab.prepare.accelerate`` on the GPU path; a loader
+      that has it hands out batches in NHWC memory order.
     """
 
-    train: Iterable
-    valid: Iterable
+    def __iter__(self) -> Iterator[tuple[Any, Any]]: ...
+
+    def __len__(self) -> int: ...
+
+
+class LearnerData(Protocol):
+    """What ``Learner`` relies on: ``train`` (reshuffled each pass, or not: the loader decides)
+    and ``valid`` loaders, and the ``device`` their batches are on (the model is moved there).
+
+    ``Learner.predict`` alone needs more, and only for images: ``classes`` (``None`` for
+    regression), ``c``, ``n_channels``, ``size`` and the normalisation ``mean`` and ``std`` of
+    uint8 images scaled to [0, 1], as a ``DataBunch`` of uint8 images has them.
+    """
+
+    train: Loader
+    valid: Loader
     device: torch.device
+
+
+class Bunch(LearnerData, Protocol):
+    """The contract between a task's data and ``fastlab.train`` and ``model.pt``.
+
+    ``train`` reshuffles each epoch from a generator seeded with the training seed. ``c`` is the
+    number of model outputs (classes, targets or vocabulary size) and ``classes`` their names
+    (``None`` for regression). ``train_items`` and ``valid_items`` name what is in each split.
+    ``to(device)`` moves the batches there and returns the bunch. ``meta()`` is what ``model.pt``
+    records about the data so that the model can be rebuilt and its outputs read.
+    """
+
     c: int
     classes: list[str] | None
-    train_items: list[str]
-    valid_items: list[str]
+    train_items: Sequence[str]
+    valid_items: Sequence[str]
 
     def to(self, device: torch.device | str) -> Bunch: ...
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import torch
 
-from fastlab.config import CsvData, DataConfig
-from fastlab.data.sources import SOURCES, Source, from_table
+from fastlab import registry
+from fastlab.config import DataConfig
+from fastlab.data.loader_bunch import LoaderBunch
+from fastlab.data.sources import CsvData, Source, from_table
+from fastlab.data.tensors import check_tensors
 from fastlab.errors import ConfigError, DataError
 
 
@@ -22,22 +25,34 @@ def _label_key(label) -> tuple:
 
 
 class TensorLoader:
-    """Batches from uint8 images ``(N, C, H, W)`` and targets ``(N, ...)`` held in memory.
+    """Batches from inputs ``x`` ``(N, C, ...)`` and targets ``(N, ...)`` held in memory.
 
-    Each batch is moved to ``device`` as uint8 (four times less to copy than float) and only then
-    scaled to [0, 1] and normalised: ``x`` comes out ``(B, C, H, W)`` float32. Shuffling draws
-    from its own ``generator`` so the order is reproducible from the training seed.
+    uint8 images ``(N, C, H, W)`` are moved to ``device`` as uint8 (four times less to copy than
+    float) and only then scaled to [0, 1]; float inputs are taken as they are. Then, when the
+    loader has per-channel ``mean`` and ``std`` ``(C,)``, ``x`` is normalised: it comes out
+    float32, ``(B, C, ...)``. ``x`` and ``y`` themselves are never changed. Shuffling draws from
+    its own ``generator`` so the order is reproducible from the training seed.
     """
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, bs: int, mean: torch.Tensor,
-                 std: torch.Tensor, shuffle: bool = False, drop_last: bool = False,
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, bs: int, mean: torch.Tensor | None = None,
+                 std: torch.Tensor | None = None, shuffle: bool = False, drop_last: bool = False,
                  generator: torch.Generator | None = None):
         self.x, self.y, self.bs = x, y, bs
         self.shuffle, self.generator = shuffle, generator
         # Dropping a ragged last batch keeps batch-norm statistics sane; never drop everything.
         self.drop_last = drop_last and len(x) > bs
-        self.mean, self.std = mean.view(1, -1, 1, 1), std.view(1, -1, 1, 1)
+        # Statistics broadcast over a batch: (1, C, 1, 1) for images, (1, C) for features.
+        self._stat_shape = (1, -1) + (1,) * (x.ndim - 2)
+        self.mean = self.std = None
         self.device = x.device
+        if mean is not None:
+            self.set_stats(mean, std)
+
+    def set_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Normalise with per-channel ``mean`` and ``std`` ``(C,)`` from now on."""
+        # On the batches' device: a batch is normalised after its copy there.
+        self.mean = torch.as_tensor(mean, dtype=torch.float32, device=self.device).view(self._stat_shape)
+        self.std = torch.as_tensor(std, dtype=torch.float32, device=self.device).view(self._stat_shape)
 
     def to(self, device: torch.device, resident: bool = True) -> TensorLoader:
         """Batches on ``device``. ``resident``: the whole set lives there (no copy per batch).
@@ -50,7 +65,8 @@ class TensorLoader:
             self.x, self.y = self.x.cpu(), self.y.cpu()
             if device.type == "cuda":
                 self.x, self.y = self.x.pin_memory(), self.y.pin_memory()
-        self.mean, self.std = self.mean.to(device), self.std.to(device)
+        if self.mean is not None:
+            self.mean, self.std = self.mean.to(device), self.std.to(device)
         return self
 
     @property
@@ -64,9 +80,20 @@ class TensorLoader:
     channels_last = False  # hand batches out in NHWC memory order (the GPU path sets it)
 
     def normalize(self, xb: torch.Tensor) -> torch.Tensor:
-        """uint8 ``(B, C, H, W)`` -> normalised float32."""
-        out = (xb.float().div_(255.0) - self.mean) / self.std
-        return out.contiguous(memory_format=torch.channels_last) if self.channels_last else out
+        """uint8 ``(B, C, H, W)`` -> scaled to [0, 1]; float ``(B, C, ...)`` as it is; then
+        normalised when the loader has statistics. Always a new tensor, never ``xb`` changed."""
+        if xb.dtype == torch.uint8:
+            out = xb.float().div_(255.0)  # in place on the float copy: xb is untouched
+        else:
+            # Not in place: .float() of a float32 batch is the batch itself, and an unshuffled
+            # loader's batches are views of the stored tensor.
+            out = xb.float()
+        if self.mean is not None:
+            out = (out - self.mean) / self.std
+        elif out is xb:
+            out = out.clone()  # the caller may change it; the stored tensor must not change
+        channels_last = self.channels_last and out.ndim == 4
+        return out.contiguous(memory_format=torch.channels_last) if channels_last else out
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.x)
@@ -100,8 +127,7 @@ class ImageLoaders:
                               f"{self.n_channels} channel(s): give one value per channel")
         self.mean, self.std = [float(m) for m in mean], [float(s) for s in std]
         for loader in (self.train, self.valid):
-            loader.mean = torch.tensor(self.mean, device=self.device).view(1, -1, 1, 1)
-            loader.std = torch.tensor(self.std, device=self.device).view(1, -1, 1, 1)
+            loader.set_stats(torch.tensor(self.mean, device=self.device), torch.tensor(self.std, device=self.device))
 
     def to(self, device: torch.device | str, max_resident_gb: float | None = None) -> ImageLoaders:
         """Move the data to ``device``: all of it when it takes at most ``max_resident_gb`` (or
@@ -129,9 +155,13 @@ class DataBunch(ImageLoaders):
     y_range : list of two floats, or None
         The range a regression model squashes its outputs into (set by the task, recorded in
         ``meta()`` so that the model is rebuilt the same).
-    n_channels, size : int
-    mean, std : list of float
-        Per-channel normalisation (of images scaled to [0, 1]).
+    n_channels : int
+        Channels (``x.shape[1]``).
+    size : int, or None
+        Image side (``None`` for float inputs that are not ``(N, C, H, W)`` images).
+    mean, std : list of float, or None
+        Per-channel normalisation (of uint8 images scaled to [0, 1]); ``None`` when float inputs
+        from ``from_tensors`` are taken as they are.
     train_items, valid_items : list of str
         Which images are in each split (relative paths, or ``digits/<i>``).
     """
@@ -139,17 +169,25 @@ class DataBunch(ImageLoaders):
     def __init__(self, source: Source, bs: int, targets: str = "category", seed: int = 0,
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None):
         self.train_items, self.valid_items = source.train_items, source.valid_items
-        self.n_channels, self.size = source.train_x.shape[1], source.train_x.shape[-1]
         self.points, self.y_range = source.points, None
         y_train, y_valid = self._encode(source, targets)
-        if mean is None:
-            mean, std = channel_stats(source.train_x)
-        m, s = torch.tensor([float(v) for v in mean]), torch.tensor([float(v) for v in std])
-        self.train = TensorLoader(source.train_x, y_train, bs, m, s, shuffle=True, drop_last=True,
+        self._set_loaders(source.train_x, y_train, source.valid_x, y_valid, bs, seed, mean, std)
+
+    def _set_loaders(self, x_train: torch.Tensor, y_train: torch.Tensor, x_valid: torch.Tensor,
+                     y_valid: torch.Tensor, bs: int, seed: int, mean: Sequence[float] | None,
+                     std: Sequence[float] | None) -> None:
+        # Statistics of the training images unless given; float inputs are left as they are.
+        self.n_channels = x_train.shape[1]
+        self.size = x_train.shape[-1] if x_train.ndim == 4 else None
+        if mean is None and x_train.dtype == torch.uint8:
+            mean, std = channel_stats(x_train)
+        self.train = TensorLoader(x_train, y_train, bs, shuffle=True, drop_last=True,
                                   generator=torch.Generator().manual_seed(seed))
-        self.valid = TensorLoader(source.valid_x, y_valid, bs * 2, m, s)
+        self.valid = TensorLoader(x_valid, y_valid, bs * 2)
         self.device = torch.device("cpu")
-        self.set_stats(mean, std)
+        self.mean = self.std = None
+        if mean is not None:
+            self.set_stats(mean, std)
 
     def _encode(self, source: Source, targets: str) -> tuple[torch.Tensor, torch.Tensor]:
         if targets == "category":
@@ -189,8 +227,51 @@ class DataBunch(ImageLoaders):
 
     # ------------------------------------------------------------------------- constructors
     @classmethod
+    def from_tensors(cls, x_train: torch.Tensor, y_train: torch.Tensor, x_valid: torch.Tensor,
+                     y_valid: torch.Tensor, bs: int = 64, classes: Sequence[str] | None = None,
+                     mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                     seed: int = 0) -> DataBunch:
+        """From tensors in memory (fastai's ``TensorDataLoaders``); they are used, never changed.
+
+        Parameters
+        ----------
+        x_train, x_valid : Tensor
+            uint8 images ``(N, C, H, W)`` (scaled to [0, 1] and normalised per batch, as files
+            are), or float inputs ``(N, C, ...)`` taken as they are (normalised only with ``mean``
+            and ``std``).
+        y_train, y_valid : Tensor
+            Integer class indices ``(N,)`` (classification) or float targets ``(N,)`` / ``(N, k)``
+            (regression).
+        bs : int
+            Training batch size (validation batches are twice as large).
+        classes : list of str, optional
+            Class names, indexed by the targets; ``"0" .. "c-1"`` when not given.
+        mean, std : list of float, optional
+            Per-channel statistics; by default those of the uint8 training images.
+        seed : int
+            Seeds the training loader's shuffling.
+        """
+        y_train, y_valid, names, c = check_tensors(x_train, y_train, x_valid, y_valid, bs, classes, mean, std)
+        # Built field by field: __init__ takes a Source, whose labels are lists of names.
+        bunch = cls.__new__(cls)
+        bunch.train_items = [f"train/{i}" for i in range(len(x_train))]
+        bunch.valid_items = [f"valid/{i}" for i in range(len(x_valid))]
+        bunch.points, bunch.y_range, bunch.classes, bunch.c = False, None, names, c
+        bunch._set_loaders(x_train, y_train, x_valid, y_valid, bs, seed, mean, std)
+        return bunch
+
+    @staticmethod
+    def from_loaders(train: Iterable, valid: Iterable, c: int | None = None, classes: Sequence[str] | None = None,
+                     device: torch.device | str = "cpu") -> LoaderBunch:
+        """From torch DataLoaders (or any sized iterables of ``(x, y)`` batches), as fastai's
+        ``DataLoaders(train_dl, valid_dl)``: each batch is moved to ``device`` and otherwise left
+        as the loader made it. ``c`` is the number of model outputs (``len(classes)`` when not
+        given). Returns a ``LoaderBunch`` (see ``fastlab.data.loader_bunch``)."""
+        return LoaderBunch(train, valid, c, classes, device)
+
+    @classmethod
     def from_config(cls, cfg: DataConfig, targets: str = "category", seed: int = 0) -> DataBunch:
-        source = SOURCES[cfg.name](cfg)
+        source = registry.get("data", cfg.name).builder(cfg)
         return cls(source, cfg.bs, targets, seed, cfg.mean, cfg.std)
 
     @classmethod
@@ -227,7 +308,9 @@ def float_targets(labels: Sequence, items: Sequence[str]) -> torch.Tensor:
 
 
 def channel_stats(x: torch.Tensor) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of uint8 images ``(N, C, H, W)`` scaled to [0, 1]."""
-    xf = x.float().div_(255.0).transpose(0, 1).reshape(x.shape[1], -1)  # (C, N*H*W)
+    """Per-channel mean and std of images ``(N, C, H, W)``: uint8 scaled to [0, 1], float as
+    they are. ``x`` is not changed."""
+    xf = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()  # div_ on the uint8 copy only
+    xf = xf.transpose(0, 1).reshape(x.shape[1], -1)  # (C, N*H*W)
     std = xf.std(dim=1).clamp_min(1e-6)
     return xf.mean(dim=1).tolist(), std.tolist()

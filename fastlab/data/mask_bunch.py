@@ -12,9 +12,10 @@ from pathlib import Path
 
 import torch
 
+from fastlab import registry
 from fastlab.config import DataConfig
 from fastlab.data.bunch import ImageLoaders, TensorLoader, channel_stats
-from fastlab.data.masks import MASK_SOURCES, MaskSource
+from fastlab.data.masks import MaskSource
 
 IGNORE = 255  # target value of pixels that neither the loss nor the metrics count
 
@@ -69,5 +70,5 @@ class MaskBunch(ImageLoaders):
 
     @classmethod
     def from_config(cls, cfg: DataConfig, seed: int = 0) -> MaskBunch:
-        source = MASK_SOURCES[cfg.name](cfg)
+        source = registry.get("data", cfg.name).builder(cfg)
         return cls(source, cfg.bs, seed, cfg.mean, cfg.std)

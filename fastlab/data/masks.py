@@ -14,20 +14,21 @@ pixel is always one of the codes. Every problem with the files is one line namin
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 from PIL import Image
 
-from fastlab.config import CamvidData, DataConfig, ScenesData
+from fastlab.config import DataConfig, check
 from fastlab.data.images import is_image, load_images
 from fastlab.data.scenes import CODES, make_scenes
 from fastlab.data.split import seeded_split
 from fastlab.errors import ConfigError, DataError
+from fastlab.registry import register
 
 MAX_CODES = 255  # masks are stored as uint8 and 255 marks void pixels
 
@@ -63,10 +64,26 @@ def _split(x: torch.Tensor, masks: torch.Tensor, items: list[str], train: list[i
                       x[valid], masks[valid], [items[i] for i in valid], codes, void)
 
 
+@dataclass
+class ScenesData(DataConfig):
+    """Generated scenes (offline) for segmentation: shapes of several kinds on textured
+    backgrounds, each image with its per-pixel mask. Codes: ``background`` plus one per kind."""
+
+    kind: ClassVar[str] = "masks"
+    name: str = "scenes"
+    bs: int = 16
+    n_images: int = 400
+    scene_seed: int = 0  # which scenes; the split still uses data.seed
+    void_code: str | None = None  # a code whose pixels the loss and metrics ignore
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.n_images >= 2, f"data.n_images must be at least 2 (one to train, one to validate), got {self.n_images}")
+
+
+@register("data", "scenes", ScenesData)
 def scenes(cfg: ScenesData) -> MaskSource:
     """Generated scenes (see ``fastlab.data.scenes``), split by ``data.seed``."""
-    if cfg.n_images < 2:
-        raise ConfigError(f"data.n_images must be at least 2 (one to train, one to validate), got {cfg.n_images}")
     void = void_index(CODES, cfg.void_code, "the scenes")
     x, masks = make_scenes(cfg.n_images, cfg.size, cfg.scene_seed)
     train, valid = seeded_split(cfg.n_images, cfg.valid_pct, cfg.seed)
@@ -153,6 +170,23 @@ def _valid_names(root: Path, cfg: CamvidData, names: list[str]) -> set[str] | No
     return wanted
 
 
+@dataclass
+class CamvidData(DataConfig):
+    """Segmentation data in the CamVid layout: ``path/images/*``, ``path/labels/<mask name>``
+    (one class code per pixel) and ``path/codes.txt`` (one code name per line)."""
+
+    kind: ClassVar[str] = "masks"
+    name: str = "camvid"
+    bs: int = 8
+    images: str = "images"
+    labels: str = "labels"
+    codes: str = "codes.txt"
+    mask_name: str = "{stem}_P.png"  # the mask of images/<stem><suffix>; {stem} and {suffix} are filled in
+    valid_list: str | None = "valid.txt"  # file names listed here validate, when the file exists; else valid_pct
+    void_code: str | None = None  # a code of codes.txt whose pixels the loss and metrics ignore (CamVid: Void)
+
+
+@register("data", "camvid", CamvidData)
 def camvid(cfg: CamvidData) -> MaskSource:
     """Images, masks and codes in the CamVid layout (see the module docstring)."""
     if cfg.path is None:
@@ -190,4 +224,3 @@ def camvid(cfg: CamvidData) -> MaskSource:
     return _split(x, masks, items, train, valid, codes, void)
 
 
-MASK_SOURCES: dict[str, Callable[[DataConfig], MaskSource]] = {"scenes": scenes, "camvid": camvid}

@@ -17,11 +17,12 @@ import importlib
 import inspect
 import re
 import warnings
+from dataclasses import dataclass
 
-from fastlab.config import PyDocsData
 from fastlab.data.split import seeded_split
 from fastlab.data.text import tokenize
-from fastlab.data.text_sources import TextSource, split_source
+from fastlab.data.text_sources import TextData, TextSource, split_source
+from fastlab.registry import register
 
 # The standard-library modules each family documents. Only these are imported, so the corpus is
 # the same whatever third-party packages are installed; "module:Class" takes one class's methods.
@@ -181,6 +182,31 @@ def pydocs_corpus(min_chars: int = 40, per_family: int = 320) -> tuple[tuple[str
     return tuple(texts), tuple(labels), tuple(items)
 
 
+@dataclass
+class PyDocsData(TextData):
+    """Built in, offline: docstrings of the Python standard library on this machine (real English
+    text). The label of each docstring is the module family it documents, one of six: text
+    (str, re, textwrap, codecs...), files (os, pathlib, shutil, io, tarfile...), network (socket,
+    http, urllib, smtplib...), math (math, decimal, statistics, random...), formats (json, csv,
+    pickle, xml, zlib...) and concurrency (threading, asyncio, subprocess...); the modules are
+    listed in ``fastlab.data.pydocs.PYDOCS_FAMILIES``. About 1,570 docstrings, the largest
+    family about a fifth of them.
+
+    A language model also reads unlabelled standard-library English (``unlabelled``, like IMDb's
+    ``unsup/``): the language reference in ``pydoc_data.topics`` and the docstrings of ~90
+    modules outside the families (``PYDOCS_UNLABELLED``), about 190k tokens next to the
+    labelled training texts' 72k. Any paragraph sharing an 8-token run with a docstring of the
+    families' modules is left out, so the classifier's validation texts are never read; the
+    labelled texts and the classifier's data do not change."""
+
+    name: str = "pydocs"
+    min_chars: int = 40  # shorter docstrings ("Return self.") are dropped
+    per_family: int = 320  # a larger family keeps this many, chosen by a hash of the name
+    max_docs: int | None = None  # a seeded subset of this many docstrings (quick runs); null = all
+    unlabelled: bool = True  # the language model also reads the unlabelled corpus
+
+
+@register("data", "pydocs", PyDocsData)
 def pydocs(cfg: PyDocsData) -> TextSource:
     """The labelled corpus, split by ``data.seed`` (``max_docs`` keeps a seeded subset: quick
     runs), and with ``data.unlabelled`` the unlabelled corpus (a language model's only)."""

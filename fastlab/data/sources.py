@@ -12,23 +12,17 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 
-from fastlab.config import (
-    CsvData,
-    DataConfig,
-    DigitsData,
-    FolderData,
-    GlyphsData,
-    NameReData,
-    PointsData,
-)
+from fastlab.config import DataConfig
 from fastlab.data.images import is_image, read_images
 from fastlab.data.points import image_sizes, make_points, scale_points
 from fastlab.data.split import seeded_split
 from fastlab.errors import ConfigError, DataError
+from fastlab.registry import register
 
 
 @dataclass
@@ -71,6 +65,16 @@ def _in_memory(x: torch.Tensor, labels: list, items: list[str], cfg: DataConfig,
                   x[valid], [labels[i] for i in valid], [items[i] for i in valid])
 
 
+@dataclass
+class DigitsData(DataConfig):
+    """scikit-learn's 1,797 8x8 handwritten digits, built in and offline."""
+
+    name: str = "digits"
+    classes: list[int] | None = None  # keep only these digits (e.g. [5,6,7,8,9]); null = all
+    train_per_class: int | None = None  # few-shot: this many training images per class, the rest validate
+
+
+@register("data", "digits", DigitsData)
 def digits(cfg: DigitsData) -> Source:
     """scikit-learn's 8x8 digits (values 0..16), scaled to uint8 and resized to ``size``;
     optionally only some ``classes`` and a few-shot ``train_per_class`` split."""
@@ -93,6 +97,20 @@ def digits(cfg: DigitsData) -> Source:
     return _in_memory(x[keep], [labels[i] for i in keep], items, cfg, cfg.train_per_class)
 
 
+@dataclass
+class GlyphsData(DataConfig):
+    """A generated alphabet of stroke glyphs (offline): each class is a fixed random set of pen
+    strokes, each sample that glyph under random affine jitter and stroke width. The model zoo's
+    built-in source task for transfer to digits."""
+
+    name: str = "glyphs"
+    n_classes: int = 40
+    per_class: int = 60
+    strokes: int = 3  # pen strokes per glyph
+    glyph_seed: int = 0  # which alphabet (shapes and jitter); the split still uses data.seed
+
+
+@register("data", "glyphs", GlyphsData)
 def glyphs(cfg: GlyphsData) -> Source:
     """The generated stroke alphabet (see ``fastlab.data.glyphs``); labels ``g00``, ``g01``, ..."""
     from fastlab.data.glyphs import make_glyphs
@@ -105,6 +123,18 @@ def glyphs(cfg: GlyphsData) -> Source:
     return _in_memory(x, labels, items, cfg)
 
 
+@dataclass
+class PointsData(DataConfig):
+    """Generated images (offline) for image regression: one shape on a textured background; the
+    target is its centre ``(x, y)`` scaled to [-1, 1] (the course's head-pose task in small)."""
+
+    kind: ClassVar[str] = "points"
+    name: str = "points"
+    n_images: int = 600
+    points_seed: int = 0  # which images; the split still uses data.seed
+
+
+@register("data", "points", PointsData)
 def points_source(cfg: PointsData) -> Source:
     """Generated images of one shape each (see ``fastlab.data.points``); the label is the
     shape's centre ``[x, y]`` in [-1, 1]."""
@@ -168,6 +198,16 @@ def _class_folders(folder: Path) -> list[tuple[Path, str]]:
     return out
 
 
+@dataclass
+class FolderData(DataConfig):
+    """ImageNet layout (``train/<class>/*``, ``valid/<class>/*``) or one folder per class."""
+
+    name: str = "folder"
+    train: str = "train"
+    valid: str = "valid"
+
+
+@register("data", "folder", FolderData)
 def folder(cfg: FolderData) -> Source:
     """``path/train/<class>/*`` and ``path/valid/<class>/*``; or ``path/<class>/*`` split by
     ``valid_pct`` (also used when the train folder has no valid sibling)."""
@@ -185,6 +225,15 @@ def folder(cfg: FolderData) -> Source:
     return from_files(cfg, root, [p for p, _ in pairs_2], [lab for _, lab in pairs_2], None)
 
 
+@dataclass
+class NameReData(DataConfig):
+    """Images in one folder, labelled by a regex over the file name (group 1 is the label)."""
+
+    name: str = "name_re"
+    pattern: str = r"^(.+)_\d+\.\w+$"
+
+
+@register("data", "name_re", NameReData)
 def name_re(cfg: NameReData) -> Source:
     """Images in ``path`` labelled by group 1 of ``pattern`` matched against the file name."""
     root = data_root(cfg)
@@ -271,6 +320,26 @@ def from_table(cfg: CsvData, root: Path, columns: Sequence[str], rows: Sequence[
     return from_files(cfg, root, paths, labels, is_valid, points=cfg.points)
 
 
+@dataclass
+class CsvData(DataConfig):
+    """A CSV of file names (relative to ``path``) and labels."""
+
+    name: str = "csv"
+    csv: str = "labels.csv"  # relative to ``path`` unless absolute
+    fn_col: str = "fname"
+    label_col: str = "label"
+    valid_col: str | None = None  # a boolean column marking validation rows; else valid_pct
+    # task=regress on several numbers per image (e.g. a point's x,y): these columns are the
+    # targets, and label_col is not read
+    target_cols: list[str] | None = None
+    points: bool = False  # target_cols are pixel (x, y) pairs, scaled to [-1, 1] by each image's size
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_target_cols(self)
+
+
+@register("data", "csv", CsvData)
 def csv_source(cfg: CsvData) -> Source:
     root = data_root(cfg)
     csv_path = Path(cfg.csv) if Path(cfg.csv).is_absolute() else root / cfg.csv
@@ -282,6 +351,3 @@ def csv_source(cfg: CsvData) -> Source:
         columns = reader.fieldnames or []
     return from_table(cfg, root, columns, rows, f"csv '{csv_path}'")
 
-
-SOURCES = {"digits": digits, "glyphs": glyphs, "folder": folder, "name_re": name_re, "csv": csv_source,
-           "points": points_source}

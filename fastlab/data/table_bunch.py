@@ -17,8 +17,8 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from fastlab.config import TabularData
-from fastlab.data.tabular import TABLE_SOURCES, Table, column_kinds, continuous_values, split_rows
+from fastlab import registry
+from fastlab.data.tabular import Table, TabularData, column_kinds, continuous_values, split_rows
 from fastlab.data.tabular_procs import TabularProcs, category_text, fit_normalize, value_key
 from fastlab.errors import ConfigError, DataError
 
@@ -137,7 +137,7 @@ class TableBunch:
         self.y_mean, self.y_std = fit_normalize(y[train])
         return torch.tensor(y, dtype=torch.float32)
 
-    def to(self, device: torch.device | str) -> TableBunch:
+    def to(self, device: torch.device | str, max_resident_gb: float | None = None) -> TableBunch:
         """Move the data to ``device``; tables are small enough to live there whole."""
         self.device = torch.device(device)
         self.train.to(self.device)
@@ -152,4 +152,4 @@ class TableBunch:
 
     @classmethod
     def from_config(cls, cfg: TabularData, target: str = "auto", seed: int = 0) -> TableBunch:
-        return cls(TABLE_SOURCES[cfg.name](cfg), cfg, target, seed)
+        return cls(registry.get("data", cfg.name).builder(cfg), cfg, target, seed)

@@ -26,10 +26,24 @@ import math
 from bisect import bisect_right
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
-from fastlab.config import SklearnTableData, TableCsvData, TabularData
+from fastlab.config import DataConfig, check
 from fastlab.data.split import seeded_split
 from fastlab.errors import ConfigError, DataError
+from fastlab.registry import register
+
+
+@dataclass
+class TabularData(DataConfig):
+    """Keys every table source shares. Columns not named in ``cat_names`` or ``cont_names`` are
+    read as continuous when numeric and categorical otherwise (null = decide by the values)."""
+
+    kind: ClassVar[str] = "table"
+    bs: int = 64
+    y_name: str | None = None  # the target column; the built-in sets know their own
+    cat_names: list[str] | None = None
+    cont_names: list[str] | None = None
 
 
 @dataclass
@@ -60,12 +74,24 @@ BUILTIN = {
 }
 
 
+@dataclass
+class SklearnTableData(TabularData):
+    """A scikit-learn table, built in and offline: breast_cancer, wine (classification) or
+    diabetes (regression)."""
+
+    name: str = "sklearn_table"
+    dataset: str = "breast_cancer"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.dataset in BUILTIN, f"data.dataset={self.dataset!r} is not a built-in table: use one of {sorted(BUILTIN)}")
+
+
+@register("data", "sklearn_table", SklearnTableData)
 def sklearn_table(cfg: SklearnTableData) -> Table:
     """One of scikit-learn's tables, changed as the module docstring says."""
     import sklearn.datasets
 
-    if cfg.dataset not in BUILTIN:
-        raise ConfigError(f"data.dataset={cfg.dataset!r} is not a built-in table: use one of {sorted(BUILTIN)}")
     loader, y_name, binned, edges, names, cat_name, blanked = BUILTIN[cfg.dataset]
     kwargs = {"scaled": False} if cfg.dataset == "diabetes" else {}
     bunch = getattr(sklearn.datasets, loader)(**kwargs)
@@ -100,6 +126,16 @@ def _flag(value: str | None, col: str, line: int, where: str) -> bool:
     raise DataError(f"{where} line {line}: valid_col '{col}' holds {value!r}: use true/false (or 1/0)")
 
 
+@dataclass
+class TableCsvData(TabularData):
+    """A CSV table with the target in ``y_name``."""
+
+    name: str = "table_csv"
+    csv: str = "table.csv"  # relative to ``path`` unless absolute
+    valid_col: str | None = None  # a boolean column marking validation rows; else valid_pct
+
+
+@register("data", "table_csv", TableCsvData)
 def table_csv(cfg: TableCsvData) -> Table:
     """A CSV with a header row; an empty cell is a missing value. Rows are items ``<file>:<line>``."""
     if cfg.path is None and not Path(cfg.csv).is_absolute():
@@ -132,7 +168,6 @@ def table_csv(cfg: TableCsvData) -> Table:
     return Table(columns, where, cfg.y_name, None, [f"{csv_path.name}:{line}" for line, _ in rows], valid)
 
 
-TABLE_SOURCES = {"sklearn_table": sklearn_table, "table_csv": table_csv}
 
 
 def _is_number(v) -> bool:

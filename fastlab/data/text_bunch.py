@@ -8,14 +8,11 @@ from typing import Any
 
 import torch
 
-from fastlab.config import TextData
+from fastlab import registry
 from fastlab.data.bunch import _label_key
-from fastlab.data.pydocs import pydocs
 from fastlab.data.text import PAD_ID, make_vocab, numericalize, tokenize
-from fastlab.data.text_sources import TextSource, text_csv, text_folder
+from fastlab.data.text_sources import TextData, TextSource
 from fastlab.errors import ConfigError, DataError
-
-TEXT_SOURCES = {"text_folder": text_folder, "text_csv": text_csv, "pydocs": pydocs}
 
 
 class LMLoader:
@@ -107,7 +104,7 @@ class TextBunch:
         self.bptt, self.max_len = cfg.bptt, cfg.max_len
         self.device = torch.device("cpu")
 
-    def to(self, device: torch.device | str) -> TextBunch:
+    def to(self, device: torch.device | str, max_resident_gb: float | None = None) -> TextBunch:
         self.device = torch.device(device)
         self.train.to(self.device)
         self.valid.to(self.device)
@@ -117,13 +114,6 @@ class TextBunch:
         """What ``model.pt`` records: the vocabulary, so that a classifier can reuse it, and the classes."""
         return {"vocab": list(self.vocab), "classes": self.classes, "n_out": self.c,
                 "bptt": self.bptt, "max_len": self.max_len}
-
-
-def _check_cfg(cfg: TextData) -> None:
-    for key in ("bptt", "max_len", "min_freq", "max_vocab"):
-        if getattr(cfg, key) < 1:
-            raise ConfigError(f"data.{key} must be a positive integer, got {getattr(cfg, key)}: e.g. data.{key}="
-                              f"{getattr(TextData, key)}")
 
 
 def _vocab(train_tokens: list[list[str]], cfg: TextData, pretrained_meta: dict | None) -> list[str]:
@@ -145,8 +135,7 @@ def text_bunch(cfg: TextData, language_model: bool, seed: int, pretrained_meta: 
     the validation texts: the classifier's validation texts stay unread by both. Training order
     is drawn from a generator seeded with ``seed`` (the training seed).
     """
-    _check_cfg(cfg)
-    src: TextSource = TEXT_SOURCES[cfg.name](cfg)
+    src: TextSource = registry.get("data", cfg.name).builder(cfg)
     train_texts = src.train_texts + (src.unlabelled_texts if language_model else [])
     train_items = src.train_items + (src.unlabelled_items if language_model else [])
     train_tok = [tokenize(t) for t in train_texts]

@@ -10,11 +10,29 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
-from fastlab.config import TextCsvData, TextData, TextFolderData
+from fastlab.config import DataConfig, check_positive_ints
 from fastlab.data.sources import data_root
 from fastlab.data.split import seeded_split
 from fastlab.errors import DataError
+from fastlab.registry import register
+
+
+@dataclass
+class TextData(DataConfig):
+    """Keys every text source shares: tokenisation, vocabulary and sequence lengths."""
+
+    kind: ClassVar[str] = "text"
+    bs: int = 32
+    bptt: int = 48  # a language model's sequence length
+    max_len: int = 256  # a classifier reads at most this many tokens of each text
+    min_freq: int = 2  # words seen fewer times become xxunk
+    max_vocab: int = 8000
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_positive_ints(self, "data", ("bptt", "max_len", "min_freq", "max_vocab"))
 
 
 @dataclass
@@ -57,6 +75,18 @@ def _labelled_folder(folder: Path) -> tuple[list[str], list[str], list[str]]:
     return texts, labels, items
 
 
+@dataclass
+class TextFolderData(TextData):
+    """The IMDb layout: ``path/<train>/<label>/*.txt``, ``path/<valid>/<label>/*.txt`` and
+    optionally unlabelled ``path/<unsup>/*.txt`` (used by the language model only)."""
+
+    name: str = "text_folder"
+    train: str = "train"
+    valid: str = "test"
+    unsup: str | None = "unsup"
+
+
+@register("data", "text_folder", TextFolderData)
 def text_folder(cfg: TextFolderData) -> TextSource:
     """IMDb layout: ``<train>/<label>/*.txt``, ``<valid>/<label>/*.txt``, optional ``<unsup>/*.txt``;
     with no ``<valid>`` folder a seeded ``valid_pct`` of train validates."""
@@ -89,6 +119,18 @@ def split_source(texts: list[str], labels: list[str], items: list[str], cfg: Tex
 _TRUE = {"1", "true", "yes", "y", "t", "valid", "is_valid"}
 
 
+@dataclass
+class TextCsvData(TextData):
+    """A CSV with a text column, a label column and optionally a validation flag column."""
+
+    name: str = "text_csv"
+    csv: str = "texts.csv"  # relative to ``path`` unless absolute
+    text_col: str = "text"
+    label_col: str = "label"
+    valid_col: str | None = None
+
+
+@register("data", "text_csv", TextCsvData)
 def text_csv(cfg: TextCsvData) -> TextSource:
     """A CSV of ``text_col`` and ``label_col`` (and ``valid_col``, true for validation rows)."""
     root = data_root(cfg)

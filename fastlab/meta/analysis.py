@@ -23,7 +23,7 @@ from fastlab.meta.dependence import (
     pd_curve,
     pd_surface,
 )
-from fastlab.meta.direction import check_direction, direction_of_metric
+from fastlab.meta.direction import check_direction
 from fastlab.meta.encode import encode, label
 from fastlab.meta.errors import MetaError
 from fastlab.meta.forest import OOB_R2_WARN, fit_quietly, make_forest, oob_r2
@@ -108,9 +108,8 @@ class MetaAnalysis(BaseEstimator):
         """Analyse ``table``; returns ``self``. Raises ``MetaError`` (one line) on unusable input."""
         self._check_params()
         self.table_ = table
-        self.direction_ = check_direction(
-            self.direction or table.direction or direction_of_metric(table.objective),
-            table.objective)
+        self.direction_ = check_direction(self.direction or table.direction, table.objective,
+                                          str(table.path), table.direction_note)
         self.sign_ = 1.0 if self.direction_ == "maximize" else -1.0
         self.encoded_ = enc = encode(table, self.direction_, self.diverged)
         self.n_trials_ = n = len(enc.y)

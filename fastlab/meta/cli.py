@@ -35,7 +35,8 @@ def parser() -> argparse.ArgumentParser:
                    "nothing, to measure the gain against (default: 1 for schedule.lr_ratio)")
     p.add_argument("--level", type=float, default=0.9, help="interval coverage (default 0.9)")
     p.add_argument("--direction", choices=DIRECTIONS, default=None,
-                   help="of the objective (default: what the sweep recorded, or its metric name)")
+                   help="of the objective (default: what the sweep recorded: trials.db, or the "
+                        "jobs' metrics.json)")
     p.add_argument("--diverged", choices=DIVERGED_POLICIES, default="worst",
                    help="diverged trials: score them as the worst completed value (default) or "
                         "leave them out; failed trials are always left out")

@@ -142,29 +142,26 @@ def _choice(values: Sequence[Any]) -> str:
 
 
 def grid_command(conf_dir: Path, sweep_dir: Path, focus: str, values: Sequence[float],
-                 lrs: Sequence[float], seeds: int, extra: Sequence[str] = ()) -> list[str]:
-    """The ``fastlab-train -m`` command of the grid (every combination, in order)."""
+                 lrs: Sequence[float], seeds: int, extra: Sequence[str] = (),
+                 direction: str | None = None) -> list[str]:
+    """The ``fastlab-train -m`` command of the grid (every combination, in order).
+
+    ``direction``: the analysis's own (``--direction`` or the sweep's), so the grid's best.yaml
+    ranks as the verdict does; None leaves it to the task's objective.
+    """
+    way = [] if direction is None else [f"hydra.sweeper.direction={direction}"]
     return [sys.executable, "-m", "fastlab.train", "-m", "--config-dir", str(conf_dir),
             "--config-name", CONFIG_NAME, "hydra/sweeper=fastlab",
-            "hydra.sweeper.strategy=grid", f"hydra.sweep.dir={sweep_dir}",
+            "hydra.sweeper.strategy=grid", *way, f"hydra.sweep.dir={sweep_dir}",
             f"{focus}={_choice(values)}", f"{LR}={_choice(lrs)}", f"seed=range(0, {seeds})",
             "trainer.progress=none", "trainer.plots=false", "trainer.save_model=false", *extra]
 
 
 def _finished(sweep_dir: Path) -> int:
-    import sqlite3
+    """Finished trials of the grid so far, read through the trial store (no lock taken)."""
+    from fastlab.sweep.store import count_finished
 
-    db = sweep_dir / "trials.db"
-    if not db.exists():
-        return 0
-    try:
-        con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=1)
-        try:
-            return con.execute("SELECT count(*) FROM trials WHERE status != 'running'").fetchone()[0]
-        finally:
-            con.close()
-    except sqlite3.Error:
-        return 0
+    return count_finished(sweep_dir / "trials.db")
 
 
 def run_grid(cmd: list[str], sweep_dir: Path, total: int, log: Path, quiet: bool = False) -> None:
@@ -266,7 +263,8 @@ def confirm(m: MetaAnalysis, out: Path, seeds: int = 3, lrs: Sequence[float] | N
     rates = list(lrs) if lrs else head_rates(m, config, values)
     conf_dir, sweep_dir = out / "confirm_conf", (out / "confirm").resolve()
     write_primary(config, conf_dir)
-    cmd = grid_command(conf_dir.resolve(), sweep_dir, m.focus_, values, rates, seeds, extra)
+    cmd = grid_command(conf_dir.resolve(), sweep_dir, m.focus_, values, rates, seeds, extra,
+                       m.direction_)
     total = len(values) * len(rates) * seeds
     run_grid(cmd, sweep_dir, total, out / "confirm.log", quiet)
     result = summarize_grid(read_trials(sweep_dir), m.focus_, LR, m.sign_, values, m.diverged)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from fastlab.meta.direction import direction_of_metric, direction_of_task
+from fastlab.meta.direction import direction_of_metrics, direction_of_task
 from fastlab.meta.errors import MetaError
 from fastlab.meta.trials import TrialsTable, require_trials, swept_names
 
@@ -74,7 +74,7 @@ def _read_yaml(path: Path) -> Any:
 def read_multirun(path: Path) -> TrialsTable:
     """The trials of the Hydra multirun dir ``path`` (see the module docstring)."""
     job_dirs = find_job_dirs(path)
-    rows, values, status, numbers = [], [], [], []
+    rows, values, status, numbers, all_metrics = [], [], [], [], []
     objective, config = None, None
     for i, job_dir in enumerate(job_dirs):
         lines = _read_yaml(job_dir / ".hydra" / "overrides.yaml") or []
@@ -85,6 +85,7 @@ def read_multirun(path: Path) -> TrialsTable:
             raise MetaError(f"{job_dir / '.hydra/overrides.yaml'} holds an override Hydra cannot "
                             f"parse ({first}): delete that job dir") from None
         metrics = _read_metrics(job_dir)
+        all_metrics.append(metrics)
         numbers.append(_job_number(job_dir, i))
         if metrics is None:
             status.append("missing")
@@ -97,7 +98,10 @@ def read_multirun(path: Path) -> TrialsTable:
         if config is None and status[-1] == "completed":
             config = _read_yaml(job_dir / ".hydra" / "config.yaml")
     names, fixed = swept_names(rows)
-    direction = direction_of_task((config or {}).get("task")) or direction_of_metric(objective)
+    # metrics.json says it (fastlab-train); older fastlab-train runs: their task, from the registry
+    direction, note = direction_of_metrics(all_metrics)
+    if direction is None and not note:
+        direction = direction_of_task((config or {}).get("task"))
     return require_trials(TrialsTable(
         names=tuple(names),
         params=tuple({k: r[k] for k in names if k in r} for r in rows),
@@ -106,6 +110,7 @@ def read_multirun(path: Path) -> TrialsTable:
         numbers=tuple(numbers),
         objective=objective,
         direction=direction,
+        direction_note=note,
         fixed=fixed,
         job_dirs=tuple(job_dirs),
         config=config if isinstance(config, dict) else None,

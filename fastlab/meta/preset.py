@@ -1,6 +1,6 @@
 """``--apply NAME``: the recommendation as a schedule preset, ``conf/schedule/NAME.yaml``.
 
-The preset composes like the built-in options: ``defaults: [<option>_schema, _self_]`` with the
+The preset composes like the built-in options: ``defaults: [/schedule_<option>_schema@_here_, _self_]`` with the
 ``name:`` of the schedule the sweep trained with (``one_cycle`` unless it said otherwise), so
 Hydra checks it against the same schema and ``fastlab.config`` builds the same dataclass.
 Values: the sweep's own schedule (its composed config), the focus parameter at its recommended
@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from fastlab.config import schema_name
 from fastlab.meta.analysis import MetaAnalysis
 from fastlab.meta.errors import MetaError
 from fastlab.meta.recommend import round3
@@ -88,7 +89,7 @@ def write_preset(m: MetaAnalysis, name: str, conf_dir: str | Path) -> Path:
         *(f"#   {n}" for n in notes),
         f"# Use: fastlab-train {GROUP}={name}",
     ]
-    body = yaml.safe_dump({"defaults": [f"{option}_schema", "_self_"]}, sort_keys=False)
+    body = yaml.safe_dump({"defaults": [f"/{schema_name(GROUP, option)}@_here_", "_self_"]}, sort_keys=False)
     body += "\n" + yaml.safe_dump(values, sort_keys=False, default_flow_style=None)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, "\n".join(_wrap(header)) + "\n" + body)

@@ -72,5 +72,7 @@ def write_multirun(table: TrialsTable, path: str | Path, fixed: list[str] = (),
             (job / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         metrics = {"status": s, "objective": None if not np.isfinite(v) else float(v),
                    "objective_name": table.objective}
+        if table.direction is not None:  # as fastlab-train's metrics.json records it
+            metrics["direction"] = table.direction
         (job / "metrics.json").write_text(json.dumps(metrics))
     return path

@@ -37,7 +37,9 @@ class TrialsTable:
         dir without ``metrics.json``).
     numbers : length n: trial numbers (job numbers for a plain multirun).
     objective : the objective's name (``metrics.json``'s ``objective_name``), or None.
-    direction : ``maximize`` or ``minimize``, or None when nothing says.
+    direction : ``maximize`` or ``minimize`` as the sweep recorded it (see
+        :mod:`fastlab.meta.direction`), or None when nothing says.
+    direction_note : why ``direction`` is None when the records contradict each other, else "".
     log_scale : names the sweep declared log-sampled (``tag(log, ...)``; fastlab sweeps only).
     scales_known : the sweep declared every dimension's scale (a fastlab sweep's stored search
         space): then only ``log_scale`` is log-scaled, and the "spans a decade" rule is not used.
@@ -62,6 +64,7 @@ class TrialsTable:
     config: dict | None = None
     source: str = "job dirs"
     path: Path = Path(".")
+    direction_note: str = ""
 
     def __len__(self) -> int:
         return len(self.params)

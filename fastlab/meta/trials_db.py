@@ -1,106 +1,90 @@
-"""Read a fastlab sweep dir: ``trials.db`` (DESIGN.md's contract), read-only.
+"""Read a fastlab sweep dir: ``trials.db``, through the trial store's read-only API.
 
-The store is opened with SQLite's read-only URI, without the sweeper's lock, so a sweep that is
-still running can be analysed. Its ``sweep`` table keeps the search space (which dimensions were
-sampled with ``tag(log, ...)``), the fixed overrides and the app's composed config.
+``fastlab.sweep.store`` is the one module that knows the database; its ``read_sweep`` takes no
+lock, so a sweep that is still running can be analysed. The recorded state gives the search space
+(which dimensions were sampled with ``tag(log, ...)``), the fixed overrides, the app's composed
+config and the direction the sweep optimised.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import sqlite3
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
 
-from fastlab.meta.direction import direction_of_metric, direction_of_task
+from fastlab.meta.direction import direction_of_metrics, direction_of_task
 from fastlab.meta.errors import MetaError
 from fastlab.meta.multirun import parse_overrides
 from fastlab.meta.trials import TrialsTable, require_trials
+from fastlab.sweep.store import StoreError, SweepRecord, read_sweep
 
 
-def _query(db: Path, sql: str) -> list[tuple]:
-    try:
-        con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
-        try:
-            return con.execute(sql).fetchall()
-        finally:
-            con.close()
-    except sqlite3.Error as e:
-        raise MetaError(f"{db} cannot be read as a fastlab trials store ({e}): pass a sweep dir "
-                        "written by hydra/sweeper=fastlab") from None
-
-
-def _sweep_state(db: Path) -> dict[str, Any]:
-    try:
-        rows = _query(db, "SELECT key, value FROM sweep")
-    except MetaError:
-        return {}  # an older store without the table: the trials alone still do
-    return {k: json.loads(v) for k, v in rows}
-
-
-def _log_dims(space: Any) -> frozenset[str]:
+def _log_dims(space: dict[str, Any] | None) -> frozenset[str]:
     """Names of the dimensions sampled uniformly in log(value): forms ``tag(log, ...)``."""
-    try:
-        dims = json.loads(space)["dims"] if isinstance(space, str) else []
-    except (ValueError, KeyError, TypeError):
+    dims = (space or {}).get("dims")
+    if not isinstance(dims, list):
         return frozenset()
-    return frozenset(d["name"] for d in dims if str(d.get("form", "")).startswith("tag(log"))
+    return frozenset(d["name"] for d in dims
+                     if isinstance(d, dict) and str(d.get("form", "")).startswith("tag(log"))
 
 
-def _space_known(space: Any) -> bool:
+def _fixed(space: dict[str, Any] | None) -> dict[str, Any]:
     try:
-        return isinstance(space, str) and isinstance(json.loads(space)["dims"], list)
-    except (ValueError, KeyError, TypeError):
-        return False
-
-
-def _fixed(space: Any) -> dict[str, Any]:
-    try:
-        lines = json.loads(space)["fixed"] if isinstance(space, str) else []
-        return parse_overrides(lines)
+        return parse_overrides((space or {}).get("fixed") or [])
     except Exception:  # the fixed overrides are only reported: never fail on them
         return {}
 
 
-def _direction(sweep_dir: Path, config: dict | None, objective: str | None) -> str | None:
-    """The sweeper's own ``direction`` (best.yaml), else the task's, else the metric name's."""
+def _best_yaml_direction(sweep_dir: Path) -> str | None:
+    """The direction an older sweep wrote into best.yaml only (before trials.db recorded it)."""
     try:
         best = yaml.safe_load((sweep_dir / "best.yaml").read_text()) or {}
     except (OSError, yaml.YAMLError):
-        best = {}
-    if best.get("direction") in ("maximize", "minimize"):
-        return best["direction"]
-    return direction_of_task((config or {}).get("task")) or direction_of_metric(objective)
+        return None
+    value = best.get("direction") if isinstance(best, dict) else None
+    return value if value in ("maximize", "minimize") else None
+
+
+def _direction(record: SweepRecord, sweep_dir: Path, config: dict | None) -> tuple[str | None, str]:
+    """The direction as recorded (fastlab.meta.direction's order), and a note when none is."""
+    if record.direction is not None:
+        return record.direction, ""
+    direction, note = direction_of_metrics(t.metrics for t in record.trials)
+    if direction is not None or note:
+        return direction, note
+    return (_best_yaml_direction(sweep_dir) or direction_of_task((config or {}).get("task")),
+            "")
 
 
 def read_trials_db(sweep_dir: Path) -> TrialsTable:
     """The trials of the fastlab sweep dir ``sweep_dir``, in trial-number order."""
-    db = sweep_dir / "trials.db"
-    rows = _query(db, "SELECT number, status, params, value, metrics, job_dir FROM trials "
-                      "ORDER BY number")
-    state = _sweep_state(db)
+    try:
+        record = read_sweep(sweep_dir / "trials.db")
+    except StoreError as e:
+        raise MetaError(str(e)) from None
     names: list[str] = []
     params, values, status, numbers, job_dirs = [], [], [], [], []
     objective = None
-    for number, st, p, value, metrics, job_dir in rows:
-        p = json.loads(p)
-        names += [k for k in p if k not in names]
-        params.append(p)
-        status.append(st)
-        numbers.append(int(number))
-        values.append(float(value) if value is not None and st == "completed" else math.nan)
-        job_dirs.append(None if job_dir is None else sweep_dir / job_dir)
-        if objective is None and metrics:
-            objective = json.loads(metrics).get("objective_name")
-    config = state.get("config")
+    for t in record.trials:
+        names += [k for k in t.params if k not in names]
+        params.append(t.params)
+        status.append(t.status)
+        numbers.append(t.number)
+        usable = t.value is not None and t.status == "completed"
+        values.append(float(t.value) if usable else math.nan)
+        job_dirs.append(None if t.job_dir is None else sweep_dir / t.job_dir)
+        if objective is None and t.metrics:
+            objective = t.metrics.get("objective_name")
     try:
-        config = yaml.safe_load(config) if isinstance(config, str) else None
+        config = yaml.safe_load(record.config) if record.config is not None else None
     except yaml.YAMLError:
         config = None
+    config = config if isinstance(config, dict) else None
+    space = record.space
+    direction, note = _direction(record, sweep_dir, config)
     return require_trials(TrialsTable(
         names=tuple(names),
         params=tuple(params),
@@ -108,12 +92,13 @@ def read_trials_db(sweep_dir: Path) -> TrialsTable:
         status=tuple(status),
         numbers=tuple(numbers),
         objective=objective or ((config or {}).get("task") or {}).get("objective"),
-        direction=_direction(sweep_dir, config, objective),
-        log_scale=_log_dims(state.get("space")),
-        scales_known=_space_known(state.get("space")),
-        fixed=_fixed(state.get("space")),
+        direction=direction,
+        direction_note=note,
+        log_scale=_log_dims(space),
+        scales_known=isinstance((space or {}).get("dims"), list),
+        fixed=_fixed(space),
         job_dirs=tuple(job_dirs),
-        config=config if isinstance(config, dict) else None,
+        config=config,
         source="trials.db",
         path=sweep_dir,
     ))

@@ -1,23 +1,9 @@
-"""Architectures: a registry from ``arch.name`` to a builder ``(cfg, n_in, n_out) -> BodyHead``."""
+"""Architectures. Each registers itself in ``fastlab.registry`` (group ``arch``) beside its
+builder, tagged with its role: ``body`` (an image body with fast.ai's head: cnn, resnet18,
+resnet34; built by ``create_model(cfg, n_in, n_out)``), ``segmenter`` (unet), ``text``
+(awd_lstm) and ``table`` (tabular_mlp)."""
 
-from __future__ import annotations
+from fastlab.models import awd_lstm, cnn, resnet, tabular, unet  # noqa: F401  (they register)
+from fastlab.models.core import AdaptiveConcatPool2d, BodyHead, create_head, create_model
 
-from collections.abc import Callable
-
-from fastlab.config import ArchConfig
-from fastlab.errors import ConfigError
-from fastlab.models.cnn import cnn
-from fastlab.models.core import AdaptiveConcatPool2d, BodyHead, create_head
-from fastlab.models.resnet import resnet
-
-ARCHS: dict[str, Callable[..., BodyHead]] = {"cnn": cnn, "resnet18": resnet, "resnet34": resnet}
-
-
-def create_model(cfg: ArchConfig, n_in: int, n_out: int) -> BodyHead:
-    """Build ``cfg.name`` for ``n_in`` input channels and ``n_out`` outputs."""
-    if cfg.name not in ARCHS:
-        raise ConfigError(f"arch.name={cfg.name!r} is not registered: use one of {sorted(ARCHS)}")
-    return ARCHS[cfg.name](cfg, n_in, n_out)
-
-
-__all__ = ["ARCHS", "AdaptiveConcatPool2d", "BodyHead", "create_head", "create_model"]
+__all__ = ["AdaptiveConcatPool2d", "BodyHead", "create_head", "create_model"]

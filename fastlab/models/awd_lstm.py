@@ -15,18 +15,40 @@ every time step (variational dropout).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from fastlab.config import AwdLstmArch
+from fastlab.config import ArchConfig, check, check_positive_ints
 from fastlab.data.text import PAD_ID
+from fastlab.registry import register
 
 LM_DROPS = {"output_p": 0.1, "hidden_p": 0.15, "input_p": 0.25, "embed_p": 0.02, "weight_p": 0.2}
 CLAS_DROPS = {"output_p": 0.4, "hidden_p": 0.3, "input_p": 0.4, "embed_p": 0.05, "weight_p": 0.5}
 CLAS_HEAD_P = 0.1  # fastai's ps for the head's hidden layer (not scaled by drop_mult)
 EMB_INIT_RANGE = 0.5  # the embedding's uniform init (see AwdLstmEncoder)
+
+
+@dataclass
+class AwdLstmArch(ArchConfig):
+    """AWD-LSTM (Merity et al.): embedding dropout, weight-dropped LSTM layers, the course's
+    dropouts scaled by ``drop_mult``. Language model: tied decoder; classifier: concat pooling."""
+
+    name: str = "awd_lstm"
+    emb_sz: int = 128
+    n_hid: int = 256
+    n_layers: int = 3
+    drop_mult: float = 0.5
+    head_hidden: int = 50  # the classifier head's hidden layer (fastai's lin_ftrs=[50])
+
+    def __post_init__(self) -> None:
+        check_positive_ints(self, "arch", ("emb_sz", "n_hid", "n_layers", "head_hidden"))
+        top = max(CLAS_DROPS.values())
+        check(0 <= self.drop_mult * top < 1, f"arch.drop_mult={self.drop_mult} makes a dropout of "
+              f"{self.drop_mult * top:g}: use 0 <= drop_mult < {1 / top:g}")
 
 
 def scaled_drops(drops: dict[str, float], drop_mult: float) -> dict[str, float]:
@@ -199,3 +221,9 @@ class AwdLstmClassifier(nn.Module):
     def layer_groups(self) -> list[nn.Module]:
         """Embedding, each LSTM, head: ``n_layers + 2`` groups (ULMFiT's gradual unfreezing)."""
         return [*self.body.groups(), self.head]
+
+
+@register("arch", "awd_lstm", AwdLstmArch, tags={"text"})
+def awd_lstm(cfg: AwdLstmArch, vocab_sz: int, n_out: int | None = None) -> AwdLstmLM | AwdLstmClassifier:
+    """The language model (``n_out`` None) or a classifier with ``n_out`` classes."""
+    return AwdLstmLM(cfg, vocab_sz) if n_out is None else AwdLstmClassifier(cfg, vocab_sz, n_out)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from torch import nn
 
-from fastlab.config import CnnArch
+from fastlab.config import ArchConfig
 from fastlab.models.core import BodyHead, create_head
+from fastlab.registry import register
 
 
 def conv_bn_relu(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
@@ -13,6 +16,17 @@ def conv_bn_relu(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
                          nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
 
 
+@dataclass
+class CnnArch(ArchConfig):
+    """A small plain CNN body with fast.ai's head (concat pooling, batch norm, dropout, linear)."""
+
+    name: str = "cnn"
+    channels: list[int] = field(default_factory=lambda: [32, 64, 128])
+    head_hidden: int = 256
+    dropout: float = 0.5
+
+
+@register("arch", "cnn", CnnArch, tags={"body"})
 def cnn(cfg: CnnArch, n_in: int, n_out: int) -> BodyHead:
     """One stage per entry of ``cfg.channels``: a stride-2 conv (halving the resolution) then a
     stride-1 conv, so 32 px becomes 4 px over three stages. Layer groups: the first half of the

@@ -6,6 +6,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from fastlab import registry
+from fastlab.errors import ConfigError
+
 
 class AdaptiveConcatPool2d(nn.Module):
     """Average and max pooling side by side: ``(B, C, H, W) -> (B, 2C, 1, 1)``."""
@@ -73,3 +76,13 @@ class BodyHead(nn.Module):
     def layer_groups(self) -> list[nn.Module]:
         bounds = [0, *self.splits, len(self.body)]
         return [self.body[a:b] for a, b in zip(bounds[:-1], bounds[1:])] + [self.head]
+
+
+def create_model(cfg, n_in: int, n_out: int) -> BodyHead:
+    """The image classifier ``cfg.name`` (a registered ``body`` architecture: fast.ai's head on
+    its body) for ``n_in`` input channels and ``n_out`` outputs."""
+    entry = registry.get("arch", cfg.name)
+    if "body" not in entry.tags:
+        bodies = sorted(registry.options("arch", lambda e: "body" in e.tags))
+        raise ConfigError(f"arch={cfg.name} is not an image classifier body: use one of {bodies}")
+    return entry.builder(cfg, n_in, n_out)

@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from torch import nn
 
-from fastlab.config import ResnetArch
+from fastlab.config import ArchConfig
 from fastlab.models.core import BodyHead, create_head
+from fastlab.registry import register
 
 
+@dataclass
+class ResnetArch(ArchConfig):
+    """torchvision's ResNet, built without downloaded weights."""
+
+    name: str = "resnet18"
+    head_hidden: int = 512
+    dropout: float = 0.5
+
+
+@register("arch", "resnet18", ResnetArch, tags={"body"})
+@register("arch", "resnet34", ResnetArch, tags={"body"})
 def resnet(cfg: ResnetArch, n_in: int, n_out: int) -> BodyHead:
     """Stem + layer1..layer4 as the body, fast.ai's head. Groups (fastai's split): stem to
     layer2, layer3 and layer4, head. ``n_in`` != 3 replaces the stem conv."""

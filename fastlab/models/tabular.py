@@ -3,9 +3,29 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+
+from fastlab.config import ArchConfig, check
+from fastlab.registry import register
+
+
+@dataclass
+class TabularArch(ArchConfig):
+    """fast.ai's tabular model: entity embeddings (size rule min(600, 1.6 n^0.56)) and
+    continuous columns into an MLP with batch norm and dropout."""
+
+    name: str = "tabular_mlp"
+    layers: list[int] = field(default_factory=lambda: [200, 100])
+    ps: float = 0.1  # dropout of the hidden layers
+    emb_drop: float = 0.0
+
+    def __post_init__(self) -> None:
+        check(all(n > 0 for n in self.layers) and 0.0 <= self.ps < 1.0 and 0.0 <= self.emb_drop < 1.0,
+              f"arch.layers={list(self.layers)} must be positive sizes and arch.ps={self.ps}, "
+              f"arch.emb_drop={self.emb_drop} must lie in [0, 1): e.g. arch.layers=[200,100] arch.ps=0.1")
 
 
 def emb_sz_rule(n_cat: int) -> int:
@@ -63,3 +83,10 @@ class TabularModel(nn.Module):
 
     def layer_groups(self) -> list[nn.Module]:
         return [nn.ModuleList([self.embeds, self.bn_cont]), self.body, self.head]
+
+
+@register("arch", "tabular_mlp", TabularArch, tags={"table"})
+def tabular_mlp(cfg: TabularArch, emb_sizes: Sequence[int], n_cont: int, n_out: int,
+                y_mean: float | None = None, y_std: float | None = None) -> TabularModel:
+    """fast.ai's tabular model for columns of ``emb_sizes`` categories and ``n_cont`` numbers."""
+    return TabularModel(emb_sizes, n_cont, n_out, cfg.layers, cfg.ps, cfg.emb_drop, y_mean, y_std)

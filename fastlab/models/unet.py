@@ -8,29 +8,45 @@ with ``fastlab.models.zoo.load_pretrained``, exactly as for transfer between cla
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastlab.config import CnnArch, ResnetArch, UnetArch
-from fastlab.errors import ConfigError
-from fastlab.models import create_model
+from fastlab import registry
+from fastlab.config import ArchConfig, check
 from fastlab.models.cnn import conv_bn_relu
-
-ENCODERS = ("cnn", "resnet18", "resnet34")
+from fastlab.models.core import create_model
 
 # Body indices whose outputs feed the decoder. A ResNet body is (conv1, bn1, relu, maxpool,
 # layer1..layer4): the stem's ReLU (1/2 resolution), then each layer (1/4 ... 1/32).
 RESNET_TAPS = (2, 4, 5, 6, 7)
 
 
-def encoder_config(cfg: UnetArch) -> CnnArch | ResnetArch:
-    """The classifier config whose body is this U-Net's encoder."""
-    if cfg.encoder == "cnn":
-        return CnnArch(channels=list(cfg.channels))
-    if cfg.encoder in ("resnet18", "resnet34"):
-        return ResnetArch(name=cfg.encoder)
-    raise ConfigError(f"arch.encoder={cfg.encoder!r} is not known: use one of {list(ENCODERS)}")
+@dataclass
+class UnetArch(ArchConfig):
+    """A U-Net: the encoder is a registered body (cnn, resnet18, resnet34); skip connections from
+    each encoder stage; learned (transposed-conv) upsampling. ``arch.pretrained`` names a
+    checkpoint of the encoder's architecture (e.g. a zoo classifier)."""
+
+    name: str = "unet"
+    encoder: str = "cnn"
+    channels: list[int] = field(default_factory=lambda: [32, 64, 128])  # the cnn encoder's stages
+
+    def __post_init__(self) -> None:
+        bodies = sorted(registry.options("arch", lambda e: "body" in e.tags))
+        check(self.encoder in bodies, f"arch.encoder={self.encoder!r} is not known: use one of {bodies}")
+
+
+def encoder_config(cfg: UnetArch) -> ArchConfig:
+    """The classifier config whose body is this U-Net's encoder (``arch.channels`` passed on to
+    an encoder that has them)."""
+    schema = registry.get("arch", cfg.encoder).schema
+    values = {"name": cfg.encoder}
+    if "channels" in schema.__dataclass_fields__:
+        values["channels"] = list(cfg.channels)
+    return schema(**values)
 
 
 class UpBlock(nn.Module):
@@ -117,5 +133,6 @@ class Unet(nn.Module):
         return [self.body[a:b] for a, b in zip(bounds[:-1], bounds[1:])] + [self.decoder]
 
 
+@registry.register("arch", "unet", UnetArch, tags={"segmenter"})
 def unet(cfg: UnetArch, n_in: int, n_out: int) -> Unet:
     return Unet(cfg, n_in, n_out)

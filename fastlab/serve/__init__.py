@@ -1,4 +1,4 @@
-"""``fastlab-serve BUNDLE_OR_RUN_DIR --host 127.0.0.1 --port 8000``: a trained model as a web app.
+"""``fastlab-serve BUNDLE_OR_RUN_DIR --host 127.0.0.1 --port 8000``: a trained model, of any task, as a web app.
 
 The app (:func:`fastlab.serve.app.create_app`) runs under uvicorn: ``GET /`` an upload page,
 ``POST /predict`` JSON predictions, ``GET /health``. Needs the ``serve`` extras
@@ -8,11 +8,11 @@ The app (:func:`fastlab.serve.app.create_app`) runs under uvicorn: ``GET /`` an 
 from __future__ import annotations
 
 import argparse
+import functools
 import socket
-import sys
-from typing import NoReturn
 
-from fastlab.errors import FastlabError
+from fastlab.cli import fail as cli_fail
+from fastlab.cli import run_cli
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -30,7 +30,8 @@ def _port_free(host: str, port: int) -> bool:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="fastlab-serve",
-        description="Serve a trained model: an upload page at /, POST /predict, GET /health.")
+        description="Serve a trained model (any task: images, text, tables): an upload page at /, "
+                    "POST /predict, GET /health.")
     parser.add_argument("model", metavar="BUNDLE_OR_RUN_DIR", help="a fastlab-export bundle or a fastlab-train run dir")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
@@ -45,10 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--log-level", default="info", help="uvicorn's log level (default info)")
     args = parser.parse_args(argv)
 
-    def fail(message: str) -> NoReturn:
-        print(f"fastlab-serve: error: {message}", file=sys.stderr)
-        sys.exit(2)
-
+    fail = functools.partial(cli_fail, "fastlab-serve")
     try:
         import uvicorn
 
@@ -67,10 +65,7 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    try:
-        predictor = Predictor.load(args.model, args.device)
-    except FastlabError as e:
-        fail(str(e))
+    predictor = run_cli("fastlab-serve", lambda: Predictor.load(args.model, args.device))
     if not _port_free(args.host, args.port):
         fail(f"cannot listen on {args.host}:{args.port} (in use, or not an address of this machine): "
              "choose another with --port or --host")

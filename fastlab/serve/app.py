@@ -1,18 +1,19 @@
 """The Starlette app: ``GET /`` (upload page), ``POST /predict``, ``GET /health``.
 
-``POST /predict`` takes the image as multipart field ``file``, or as JSON
-``{"image": "<base64 or data: URL>"}``, and answers
-``{"label": ..., "top": [{"label": ..., "prob": ...}, ...]}`` (``?top_k=K``, default 3).
-A bad request gets a 4xx with ``{"error": "<one line naming the problem and the fix>"}``:
-400 (no ``file`` field, bad JSON or base64, corrupt image, bad ``top_k``), 413 (more bytes or
-pixels than the limits), 415 (not an accepted image format or content type). The server goes on
+``POST /predict`` takes the input as multipart field ``file`` (an image, a text file or a CSV, as
+the model's task reads), or as a JSON body (``{"image": "<base64 or data: URL>"}``,
+``{"text": "..."}``, ``{"row": {...}}`` or ``{"rows": [...]}``), and answers its task's JSON
+(``{"label": ..., "top": [...]}`` for classes, ``?top_k=K``, default 3); several rows (a CSV, or
+``rows``) are answered ``{"predictions": [...]}``. A bad request gets a 4xx with
+``{"error": "<one line naming the problem and the fix>"}``: 400 (no ``file`` field, bad JSON or
+base64, corrupt image, empty text, a missing column, bad ``top_k``), 413 (more bytes or pixels
+than the limits), 415 (not an accepted image format or content type). The server goes on
 serving. Concurrent requests share forward passes through a :class:`Batcher`.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
+import asyncio
 import contextlib
 import json
 import logging
@@ -29,13 +30,12 @@ from starlette.routing import Route
 from fastlab.inference import (
     ACCEPTED_FORMATS,
     MAX_PIXELS,
-    ImageInputError,
-    ImageTooLarge,
     InferenceError,
+    InputError,
     Predictor,
-    UnsupportedImage,
     check_top_k,
-    decode_bytes,
+    clean_name,
+    http_status,
 )
 from fastlab.serve.batcher import Batcher
 from fastlab.serve.page import render_page
@@ -52,16 +52,6 @@ class HTTPError(Exception):
         self.status, self.message = status, message
 
 
-def _clean(name) -> str:
-    """A client's file name, safe to quote in a one-line message."""
-    name = " ".join(name.split())[:100] if isinstance(name, str) else ""
-    return name or "upload"
-
-
-def _status(e: ImageInputError) -> int:
-    return 413 if isinstance(e, ImageTooLarge) else 415 if isinstance(e, UnsupportedImage) else 400
-
-
 def create_app(predictor: Predictor, *, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS,
                max_batch: int = 32, top_k: int = 3) -> Starlette:
     """A Starlette app serving ``predictor``.
@@ -70,14 +60,16 @@ def create_app(predictor: Predictor, *, max_bytes: int = MAX_BYTES, max_pixels: 
     how many concurrent requests share one forward pass (1: no batching); ``top_k`` is the
     default number of classes returned.
     """
-    batcher = Batcher(predictor.forward, max_batch)
+    task = predictor.task  # what the model reads and answers: its task's inference behaviour
+    # The lambda looks the forward pass up per batch, so a wrapped predictor.forward is used.
+    batcher = Batcher(lambda batch: predictor.forward(batch), max_batch, collate=task.collate)
     # The whole request body: the file plus multipart headers, or base64 (4/3 of the file) in JSON.
     max_body = max_bytes * 4 // 3 + 64 * 1024
     limit_text = f"{max_bytes / 2**20:g} MiB" if max_bytes >= 2**20 else f"{max_bytes:,} bytes"
     page = render_page(predictor.info(), top_k)
 
     def too_large() -> HTTPError:
-        return HTTPError(413, f"the upload is larger than the {limit_text} limit: send a smaller image "
+        return HTTPError(413, f"the upload is larger than the {limit_text} limit: send a smaller file "
                               "(fastlab-serve --max-mb raises the limit)")
 
     async def read_body(request: Request) -> bytes:
@@ -93,43 +85,42 @@ def create_app(predictor: Predictor, *, max_bytes: int = MAX_BYTES, max_pixels: 
             chunks.append(chunk)
         return b"".join(chunks)
 
-    async def read_image(request: Request) -> tuple[bytes, str]:
-        """The uploaded image's bytes and its name, from multipart field ``file`` or JSON."""
+    async def read_payload(request: Request) -> tuple[list, bool]:
+        """The request's inputs, read by the task (off the event loop), from multipart field
+        ``file`` or a JSON body; and whether to answer with a list."""
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype not in ("multipart/form-data", "application/json"):
             raise HTTPError(415, f"content type {ctype or 'none'!r} is not accepted: POST multipart/form-data "
-                                 'with field \'file\', or JSON {"image": "<base64>"}')
+                                 f"with field 'file', or JSON {task.json_hint}")
         body = await read_body(request)
-        if ctype == "multipart/form-data":
-            async def replay() -> dict:  # the form parser reads the body we already hold
-                return {"type": "http.request", "body": body, "more_body": False}
+        if ctype == "application/json":
+            try:
+                doc = json.loads(body)
+            except (ValueError, UnicodeDecodeError):
+                doc = None  # the task names the body it wants
+            return await run_in_threadpool(task.items_from_json, doc, max_pixels=max_pixels)
 
-            try:
-                form = await Request(request.scope, replay).form(max_files=1, max_fields=8)
-            except (MultiPartException, HTTPException) as e:  # Starlette wraps the first in the second
-                detail = getattr(e, "message", None) or getattr(e, "detail", "")
-                raise HTTPError(400, f"cannot parse the multipart form ({detail}): send one image "
-                                     "in field 'file'") from None
-            try:
-                upload = form.get("file")
-                if not isinstance(upload, UploadFile):
-                    fields = sorted(form.keys()) or "none"
-                    raise HTTPError(400, f"no file in form field 'file' (fields: {fields}): send the "
-                                         "image as multipart field 'file'")
-                return await upload.read(), _clean(upload.filename)
-            finally:
-                await form.close()
-        try:  # application/json
-            doc = json.loads(body)
-            text = doc["image"]
-            if not isinstance(text, str):
-                raise TypeError
-            # A data: URL ("data:image/png;base64,....") as a browser's FileReader gives it.
-            data = base64.b64decode(text.split(",", 1)[1] if text.startswith("data:") else text, validate=True)
-        except (ValueError, KeyError, TypeError, IndexError, binascii.Error):
-            raise HTTPError(400, 'the JSON body must be {"image": "<base64 of the image file>"}: '
-                                 "encode the file with base64") from None
-        return data, _clean(doc.get("name"))
+        async def replay() -> dict:  # the form parser reads the body we already hold
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        try:
+            form = await Request(request.scope, replay).form(max_files=1, max_fields=8)
+        except (MultiPartException, HTTPException) as e:  # Starlette wraps the first in the second
+            detail = getattr(e, "message", None) or getattr(e, "detail", "")
+            raise HTTPError(400, f"cannot parse the multipart form ({detail}): send one file "
+                                 "in field 'file'") from None
+        try:
+            upload = form.get("file")
+            if not isinstance(upload, UploadFile):
+                fields = sorted(form.keys()) or "none"
+                raise HTTPError(400, f"no file in form field 'file' (fields: {fields}): send the "
+                                     f"{task.input_kind} as multipart field 'file'")
+            data, name = await upload.read(), clean_name(upload.filename)
+        finally:
+            await form.close()
+        if len(data) > max_bytes:
+            raise too_large()
+        return await run_in_threadpool(task.items_from_upload, data, name, max_pixels=max_pixels)
 
     async def predict(request: Request) -> JSONResponse:
         try:
@@ -138,22 +129,19 @@ def create_app(predictor: Predictor, *, max_bytes: int = MAX_BYTES, max_pixels: 
                 k = check_top_k(int(k))
             except (ValueError, InferenceError):
                 raise HTTPError(400, f"top_k must be a positive integer, got {k!r}: e.g. ?top_k=3") from None
-            data, name = await read_image(request)
-            if len(data) > max_bytes:
-                raise too_large()
-            m = predictor.meta
-            x = await run_in_threadpool(decode_bytes, data, m.size, m.n_in, name, max_pixels)  # (C, S, S)
+            xs, many = await read_payload(request)
         except HTTPError as e:
             return JSONResponse({"error": e.message}, status_code=e.status)
-        except ImageInputError as e:
-            return JSONResponse({"error": str(e)}, status_code=_status(e))
+        except InputError as e:
+            return JSONResponse({"error": str(e)}, status_code=http_status(e))
         try:
-            out = await batcher(x)  # (n_out,)
+            rows = await asyncio.gather(*(batcher(x) for x in xs))  # each input is one row of a batch
+            answers = [predictor.decode(row, k) for row in rows]
         except Exception as e:  # a fault of the model, not the upload: 500, and keep serving
             log.exception("prediction failed")
             return JSONResponse({"error": f"prediction failed ({type(e).__name__}): see the server log"},
                                 status_code=500)
-        return JSONResponse(predictor.decode(out, k))
+        return JSONResponse({"predictions": answers} if many else answers[0])
 
     async def index(request: Request) -> HTMLResponse:
         return HTMLResponse(page)

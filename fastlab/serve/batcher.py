@@ -10,23 +10,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from starlette.concurrency import run_in_threadpool
 
 
 class Batcher:
-    """``await batcher(x)`` with uint8 ``x (C, S, S)`` returns ``forward(x[None])[0]`` ``(n_out,)``.
+    """``await batcher(x)`` returns ``forward(collate([x]))[0]``: with images, uint8 ``x (C, S, S)``
+    gives its row ``(n_out,)`` of ``forward((B, C, S, S)) -> (B, n_out)``.
 
-    ``forward`` maps ``(B, C, S, S)`` to ``(B, n_out)``; it runs in a worker thread, one batch
-    at a time, so the model is never called from two threads at once.
+    ``collate`` makes one batch of the waiting inputs (``torch.stack`` by default; a task's own for
+    texts of different lengths or table rows); ``forward`` returns one row per input. It runs in a
+    worker thread, one batch at a time, so the model is never called from two threads at once.
     """
 
-    def __init__(self, forward: Callable[[torch.Tensor], torch.Tensor], max_batch: int = 32):
+    def __init__(self, forward: Callable[[Any], Sequence[Any]], max_batch: int = 32,
+                 collate: Callable[[list[Any]], Any] = torch.stack):
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
-        self.forward, self.max_batch = forward, max_batch
+        self.forward, self.max_batch, self.collate = forward, max_batch, collate
         self.batches = self.items = 0  # counters for /health: items / batches is the mean batch
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: asyncio.Queue | None = None
@@ -40,7 +44,7 @@ class Batcher:
             self._task = loop.create_task(self._run())
         return self._queue
 
-    async def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    async def __call__(self, x: Any) -> Any:
         fut = asyncio.get_running_loop().create_future()
         self._ensure_started().put_nowait((x, fut))
         return await fut
@@ -55,7 +59,7 @@ class Batcher:
             if not batch:
                 continue
             try:
-                out = await run_in_threadpool(self.forward, torch.stack([x for x, _ in batch]))
+                out = await run_in_threadpool(self._forward, [x for x, _ in batch])
             except Exception as e:  # one bad batch fails its requests, not the worker
                 for _, fut in batch:
                     if not fut.done():
@@ -65,6 +69,9 @@ class Batcher:
             for (_, fut), row in zip(batch, out):
                 if not fut.done():
                     fut.set_result(row)
+
+    def _forward(self, xs: list[Any]) -> Sequence[Any]:
+        return self.forward(self.collate(xs))
 
     async def aclose(self) -> None:
         if self._task is not None and not self._task.done():

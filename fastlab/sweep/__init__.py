@@ -4,10 +4,11 @@ Nothing here is imported at package import time: Hydra imports every plugin modu
 so the plugin imports these modules only when a sweep actually runs. The modules:
 
 - ``settings``: the sweeper's settings (the dataclass the plugin's config extends)
+- ``direction``: the objective's direction, given or fastlab-train's task's
 - ``space``: Hydra's override grammar -> dimensions (``choice``, ``range``, ``interval``, ...)
 - ``strategies``: ``grid``, ``random`` (scrambled Sobol) and the ``forest`` proposals
 - ``forest``: the random-forest surrogate and expected improvement
-- ``store``: ``trials.db`` (SQLite, WAL), the sweep's memory for resume
+- ``store``: ``trials.db`` (SQLite, WAL), the sweep's memory for resume; its one reader and writer
 - ``export``: ``trials.csv``, ``best.yaml`` and the best-trials table
 - ``driver``: the loop (propose, launch, record) independent of Hydra
 - ``hydra_glue``: adapts Hydra's launcher and job returns to the driver

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fastlab.sweep.direction import HOW_TO_SET
 from fastlab.sweep.errors import SweepError
 from fastlab.sweep.export import best_table, best_trials, write_exports
 from fastlab.sweep.settings import DEFAULT_N_TRIALS, SweepSettings
@@ -60,8 +61,13 @@ def run_sweep(
     validate : raises if a batch of override lists cannot be composed, before anything runs.
     echo : where the best-trials table goes.
     context : anything else a resume must match (the app's composed config), besides the space.
+
+    ``settings.direction`` must be set: ``hydra_glue`` resolves it from the app's task when the
+    user gave none (``fastlab.sweep.direction``).
     """
     settings.validate()
+    if settings.direction is None:
+        raise SweepError(f"hydra.sweeper.direction is not set; {HOW_TO_SET}")
     sweep_dir = Path(sweep_dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     with TrialStore(sweep_dir / "trials.db") as store:
@@ -117,9 +123,11 @@ def _check_identity(
 ) -> int:
     """Refuse to resume a different sweep; return the sweep's seed (kept in the db).
 
-    Trials of one sweep must be comparable: the same search space, fixed overrides and config.
-    n_trials, batch_size, the strategy and the launcher may change between runs. A sweep that
-    never started a trial (a typo stopped it) binds nothing: the corrected command starts afresh.
+    Trials of one sweep must be comparable: the same search space, fixed overrides and config,
+    and the same direction (the best trial, the forest's proposals and fastlab-meta all read the
+    recorded one). n_trials, batch_size, the strategy and the launcher may change between runs.
+    A sweep that never started a trial (a typo stopped it) binds nothing: the corrected command
+    starts afresh. A store from before directions were recorded takes this run's.
     """
     started = bool(store.trials())
     for key, value, what in (
@@ -134,6 +142,14 @@ def _check_identity(
                 f"{sweep_dir / 'trials.db'} holds a sweep over {what}; rerun with the same "
                 "ones, or use a new hydra.sweep.dir"
             )
+    stored = store.get("direction")
+    if stored is not None and started and stored != settings.direction:
+        raise SweepError(
+            f"{sweep_dir / 'trials.db'} holds a sweep to {stored} its objective, not to "
+            f"{settings.direction} it; rerun with hydra.sweeper.direction="
+            f"{stored}, or use a new hydra.sweep.dir"
+        )
+    store.set("direction", settings.direction)
     seed = settings.seed if settings.seed is not None else store.get("seed")
     if seed is None:
         seed = secrets.randbelow(2**31)

@@ -1,6 +1,8 @@
 """Between Hydra and the driver: settings, job dirs, batch size, and job returns -> Outcomes."""
 
 import copy
+import dataclasses
+import logging
 import math
 import os
 import traceback
@@ -10,10 +12,13 @@ from typing import Any
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from fastlab.sweep.direction import resolve_direction
 from fastlab.sweep.driver import Outcome, run_sweep
 from fastlab.sweep.errors import SweepError
 from fastlab.sweep.settings import SweepSettings
 from fastlab.sweep.space import parse_space
+
+log = logging.getLogger(__name__)
 
 
 def run_hydra_sweep(
@@ -30,6 +35,9 @@ def run_hydra_sweep(
     if options.batch_size is None:
         options.batch_size = auto_batch_size(config.hydra.get("launcher"))
     space = parse_space(params, arguments, config_loader=config_loader)
+    direction, source = resolve_direction(options.direction, task_node(config), space.names)
+    options = dataclasses.replace(options, direction=direction)
+    log.info(f"direction: {direction} (from {source})")
 
     def launch(overrides: list[list[str]], initial_job_idx: int) -> list[Outcome]:
         try:
@@ -52,6 +60,24 @@ def run_hydra_sweep(
         validate=validate,
         context=app_config_text(config),
     )
+
+
+def task_node(config: DictConfig) -> dict[str, Any] | None:
+    """The composed config's ``task`` name and objective (resolved), or None when it has none.
+
+    The sweeper's config holds the fixed overrides (``task=regress``) but not the searched ones,
+    which is why a sweep over the task itself is refused by ``resolve_direction``.
+    """
+    out = {}
+    for key in ("name", "objective"):
+        try:
+            value = OmegaConf.select(config, f"task.{key}", throw_on_missing=False)
+        except Exception:  # an interpolation only a job can resolve: no known task then
+            return None
+        if value is None:
+            return None
+        out[key] = value
+    return out
 
 
 def app_config_text(config: DictConfig) -> str:

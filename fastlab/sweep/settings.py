@@ -6,10 +6,10 @@ fields, their defaults and their documentation live in one place.
 
 from dataclasses import dataclass
 
+from fastlab.sweep.direction import DIRECTIONS, HOW_TO_SET
 from fastlab.sweep.errors import SweepError
 
 STRATEGIES = ("grid", "random", "forest")
-DIRECTIONS = ("maximize", "minimize")
 
 # Trials a random or forest sweep runs when ``n_trials`` is not set (a grid runs all its points).
 DEFAULT_N_TRIALS = 20
@@ -23,8 +23,9 @@ class SweepSettings:
     # forest: `n_initial` random trials, then a random-forest surrogate proposes by expected
     # improvement, with a fraction `random_fraction` of random proposals interleaved.
     strategy: str = "forest"
-    # maximize or minimize the task function's return value (a float; NaN = diverged).
-    direction: str = "maximize"
+    # maximize or minimize the task function's return value (a float; NaN = diverged). None:
+    # the direction of fastlab-train's task.objective; other apps must set it (see direction.py).
+    direction: str | None = None
     # The total for the sweep, resumes included (None: the whole grid, or 20 trials otherwise).
     n_trials: int | None = None
     # Trials handed to the launcher at once (None: the joblib launcher's n_jobs, otherwise 1).
@@ -49,7 +50,7 @@ class SweepSettings:
                 f"hydra.sweeper.strategy={self.strategy!r} is unknown; use one of "
                 f"{', '.join(STRATEGIES)}"
             )
-        if self.direction not in DIRECTIONS:
+        if self.direction is not None and self.direction not in DIRECTIONS:
             raise SweepError(
                 f"hydra.sweeper.direction={self.direction!r} is unknown; use maximize or minimize"
             )
@@ -70,4 +71,6 @@ class SweepSettings:
     @property
     def sign(self) -> float:
         """+1 to maximize, -1 to minimize: strategies always maximize ``sign * value``."""
+        if self.direction is None:  # hydra_glue resolves it before the driver runs
+            raise SweepError(f"hydra.sweeper.direction is not set; {HOW_TO_SET}")
         return 1.0 if self.direction == "maximize" else -1.0

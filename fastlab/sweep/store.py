@@ -1,15 +1,21 @@
 """``trials.db``: the sweep's memory, in SQLite (stdlib ``sqlite3``, WAL journal).
 
-Only the driver process touches the database; jobs never do, so WAL (one host) is fine even when
-the jobs run on a cluster. Each write is one transaction: a driver killed at any instant leaves
-either the state before a write or the state after it, which is what resume relies on.
+Only the driver process writes the database; jobs never touch it, so WAL (one host) is fine even
+when the jobs run on a cluster. Each write is one transaction: a driver killed at any instant
+leaves either the state before a write or the state after it, which is what resume relies on.
+
+This module is the one reader and writer of ``trials.db``: the driver opens it with
+``TrialStore(path)`` (taking the driver's lock), everyone else (``fastlab-meta``, progress lines)
+with ``TrialStore.open_readonly(path)`` or ``read_sweep(path)``, which take no lock and work while
+a sweep runs.
 
 Schema (a contract, see DESIGN.md)::
 
     trials(number, status, params JSON, value, metrics JSON, job_dir, started_at, finished_at, error)
 
-``status`` is running, completed, failed or diverged. A table ``sweep(key, value)`` keeps the
-sweep's own state: the search-space fingerprint, the seed and the next free job number.
+``status`` is running, completed, failed or diverged. A table ``sweep(key, value)`` (values JSON)
+keeps the sweep's own state: ``space`` (the search-space fingerprint), ``config`` (the app's
+composed config, YAML), ``direction`` (maximize or minimize), ``seed`` and ``next_job``.
 """
 
 import fcntl
@@ -43,6 +49,10 @@ CREATE TABLE IF NOT EXISTS sweep (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
+class StoreError(SweepError):
+    """``trials.db`` cannot be read: not a fastlab trials store, or a damaged one."""
+
+
 @dataclass(frozen=True)
 class Trial:
     """One row of ``trials``."""
@@ -56,6 +66,40 @@ class Trial:
     started_at: str | None = None
     finished_at: str | None = None
     error: str | None = None
+
+
+@dataclass(frozen=True)
+class SweepRecord:
+    """What ``trials.db`` holds, read at one instant: the trials and the sweep's recorded state.
+
+    ``state`` is the ``sweep`` table (``space``, ``config``, ``direction``, ``seed``,
+    ``next_job``); a key the sweep never recorded (an older store) is absent.
+    """
+
+    path: Path
+    trials: list[Trial]
+    state: dict[str, Any]
+
+    @property
+    def direction(self) -> str | None:
+        """``maximize`` or ``minimize`` as the sweep recorded it, or None (older stores)."""
+        value = self.state.get("direction")
+        return value if value in ("maximize", "minimize") else None
+
+    @property
+    def space(self) -> dict[str, Any] | None:
+        """The search space as recorded: ``{"dims": [{name, form, ...}], "fixed": [override]}``."""
+        try:
+            space = json.loads(self.state["space"])
+        except (KeyError, TypeError, ValueError):
+            return None
+        return space if isinstance(space, dict) else None
+
+    @property
+    def config(self) -> str | None:
+        """The app's composed config (without ``hydra``) as YAML text, or None."""
+        value = self.state.get("config")
+        return value if isinstance(value, str) else None
 
 
 def now() -> str:
@@ -73,6 +117,7 @@ class TrialStore:
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
+        self.readonly = False
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = open(self.path.with_name(f".{self.path.name}.lock"), "w")  # held until close()
         try:
@@ -91,6 +136,32 @@ class TrialStore:
         with self._db:
             self._db.executescript(_SCHEMA)
 
+    @classmethod
+    def open_readonly(cls, path: str | os.PathLike) -> "TrialStore":
+        """Open ``path`` for reading only: no lock, no schema created, every write refused.
+
+        Safe while the driver writes: SQLite's WAL gives each read a consistent snapshot.
+        Raises ``StoreError`` when ``path`` is missing or is not a trials store.
+        """
+        self = cls.__new__(cls)
+        self.path = Path(path)
+        self.readonly = True
+        self._lock = None
+        if not self.path.is_file():
+            raise StoreError(f"{self.path} does not exist: pass a sweep dir written by "
+                             "hydra/sweeper=fastlab")
+        try:
+            # mode=ro: never creates or changes the file; a reader cannot harm a running sweep.
+            self._db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True,
+                                       timeout=30)
+            self._db.execute("SELECT count(*) FROM trials").fetchone()
+        except sqlite3.Error as e:
+            if hasattr(self, "_db"):
+                self._db.close()
+            raise StoreError(f"{self.path} cannot be read as a fastlab trials store ({e}): pass a "
+                             "sweep dir written by hydra/sweeper=fastlab") from None
+        return self
+
     def __enter__(self) -> "TrialStore":
         return self
 
@@ -99,15 +170,47 @@ class TrialStore:
 
     def close(self) -> None:
         self._db.close()
-        self._lock.close()
+        if self._lock is not None:
+            self._lock.close()
+
+    def _writable(self) -> None:
+        if self.readonly:
+            raise StoreError(f"{self.path} is open read-only; only the sweep's driver writes it")
 
     # -- sweep state -------------------------------------------------------------------------
 
     def get(self, key: str) -> Any:
-        row = self._db.execute("SELECT value FROM sweep WHERE key = ?", (key,)).fetchone()
-        return None if row is None else json.loads(row[0])
+        return self.state().get(key)
+
+    def state(self) -> dict[str, Any]:
+        """The ``sweep`` table as ``{key: value}`` ({} for an older store without it)."""
+        try:
+            rows = self._db.execute("SELECT key, value FROM sweep").fetchall()
+        except sqlite3.OperationalError:
+            if not self.readonly:
+                raise
+            return {}  # a store from before the sweep table: the trials alone still do
+        return {k: json.loads(v) for k, v in rows}
+
+    def record(self) -> SweepRecord:
+        """The trials and the sweep's state, read in one transaction (one consistent snapshot)."""
+        try:
+            with self._db:
+                self._db.execute("BEGIN")
+                return SweepRecord(self.path, self.trials(), self.state())
+        except (sqlite3.Error, ValueError) as e:  # ValueError: a damaged JSON column
+            raise StoreError(f"{self.path} cannot be read as a fastlab trials store ({e}): pass a "
+                             "sweep dir written by hydra/sweeper=fastlab") from None
+
+    def count_finished(self) -> int:
+        """How many trials are completed, failed or diverged (what a progress line shows)."""
+        marks = ", ".join("?" for _ in FINISHED)
+        return self._db.execute(
+            f"SELECT count(*) FROM trials WHERE status IN ({marks})", FINISHED
+        ).fetchone()[0]
 
     def set(self, key: str, value: Any) -> None:
+        self._writable()
         with self._db:
             self._db.execute(
                 "INSERT OR REPLACE INTO sweep (key, value) VALUES (?, ?)", (key, json.dumps(value))
@@ -141,6 +244,7 @@ class TrialStore:
         A trial that exists already (left running by a crash, or failed and retried) is reset;
         its old job dir stays on disk untouched.
         """
+        self._writable()
         stamp = now()
         with self._db:
             for number, params, job_dir in runs:
@@ -166,6 +270,7 @@ class TrialStore:
     ) -> None:
         """Record a trial's result (status completed, failed or diverged)."""
         assert status in FINISHED, status
+        self._writable()
         if value is not None and not math.isfinite(value):
             value = None  # SQLite has no NaN; the status says diverged
         with self._db:
@@ -182,3 +287,18 @@ class TrialStore:
                     number,
                 ),
             )
+
+
+def read_sweep(path: str | os.PathLike) -> SweepRecord:
+    """The trials and recorded state of the ``trials.db`` at ``path``, read-only (no lock)."""
+    with TrialStore.open_readonly(path) as store:
+        return store.record()
+
+
+def count_finished(path: str | os.PathLike) -> int:
+    """Finished trials in ``path`` (0 while it does not exist yet or cannot be read)."""
+    try:
+        with TrialStore.open_readonly(path) as store:
+            return store.count_finished()
+    except (StoreError, sqlite3.Error):
+        return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,34 +15,40 @@ from fastlab.metrics import BatchMetric, Metric
 
 @dataclass(frozen=True)
 class Task:
-    """A task binds its data, its model, target encoding, loss and metrics.
+    """A task is the whole extension point: its data, model, loss, metrics and results.
 
     ``metrics`` map a name to ``metric(preds (N, c), targets (N,)) -> float`` or to a
-    :class:`BatchMetric`; ``maximize`` names the metrics where higher is better (every other
-    metric and ``valid_loss`` is minimised).
+    :class:`BatchMetric` prototype (each Learner gets its own copy: :meth:`new_metrics`);
+    ``maximize`` names the metrics where higher is better (every other metric and
+    ``valid_loss`` is minimised).
 
-    The hooks build what ``fastlab.train.prepare`` needs; left ``None`` they build images:
+    The hooks build what ``fastlab.prepare`` needs, for images as for any other data:
 
     - ``data_kinds``: the kinds of data source (``DataConfig.kind``) the task learns from.
-    - ``arch_names``: the ``arch.name`` values it can build.
+    - ``arch_role``: the tag of the registered architectures it builds (``body``, ``segmenter``,
+      ``text``, ``table``; see ``fastlab.models``).
     - ``build_data(run, pretrained_meta) -> bunch`` (see ``fastlab.data.base.Bunch``) from the
       ``RunConfig``; ``pretrained_meta`` is the ``meta`` of ``arch.pretrained``'s checkpoint, or
-      ``None`` (a text classifier takes its language model's vocabulary from it).
+      ``None`` (its normalisation, or a language model's vocabulary, comes from it).
     - ``build_model(run, data) -> nn.Module`` with ``layer_groups()``.
     - ``show_results(learn, path) -> Path``: a PNG of predictions next to targets.
     """
 
     name: str
-    targets: str  # "category" | "float" | what the task's own data builder understands
+    targets: str  # what a target is: "category" | "float" | "mask" | "tokens" | "auto" (tables)
     loss_func: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     metrics: dict[str, Metric | BatchMetric]
     maximize: frozenset[str]
     default_objective: str
-    data_kinds: frozenset[str] = frozenset({"images"})
-    arch_names: frozenset[str] = frozenset({"cnn", "resnet18", "resnet34"})
-    build_data: Callable[..., Any] | None = None
-    build_model: Callable[..., Any] | None = None
-    show_results: Callable[..., Path] | None = None
+    data_kinds: frozenset[str]
+    arch_role: str
+    build_data: Callable[..., Any]
+    build_model: Callable[..., Any]
+    show_results: Callable[..., Path]
+    # Its inference behaviour (rebuild the model from a saved meta, read inputs, decode, interpret):
+    # a fastlab.inference.base.TaskInference class, or its "module:Class" imported only when a saved
+    # model is used, so that training never imports serving code.
+    inference: str | type
 
     @property
     def objectives(self) -> list[str]:
@@ -49,3 +56,8 @@ class Task:
 
     def direction(self, metric: str) -> str:
         return "maximize" if metric in self.maximize else "minimize"
+
+    def new_metrics(self) -> dict[str, Metric | BatchMetric]:
+        """The metrics for one Learner: batch metrics hold state while validating, so every
+        Learner gets fresh copies instead of sharing the prototypes of this (shared) Task."""
+        return {k: copy.deepcopy(m) if isinstance(m, BatchMetric) else m for k, m in self.metrics.items()}

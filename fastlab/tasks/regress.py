@@ -10,19 +10,21 @@ and makes the head's job easier.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastlab.config import RunConfig
-from fastlab.data import DataBunch
+from fastlab.config import RunConfig, TaskConfig
+from fastlab.data.bunch import DataBunch
 from fastlab.data.points import unscale_points
 from fastlab.errors import ConfigError
-from fastlab.models import create_model
 from fastlab.models.core import SigmoidRange
+from fastlab.registry import register
 from fastlab.tasks.base import Task
+from fastlab.tasks.images import image_bunch, image_model
 
 POINT_RANGE = [-1.0, 1.0]  # where scaled points lie: the image's edges
 
@@ -63,13 +65,24 @@ def resolve_y_range(y_range, points: bool) -> list[float] | None:
     return [float(y_range[0]), float(y_range[1])]
 
 
+@dataclass
+class RegressTask(TaskConfig):
+    """Regression of numbers per image."""
+
+    name: str = "regress"
+    objective: str = "rmse"
+    # [lo, hi]: squash outputs into the range with a sigmoid (fast.ai's y_range); null: [-1, 1]
+    # for point targets, else a plain linear output
+    y_range: list[float] | None = None
+
+    def __post_init__(self) -> None:
+        resolve_y_range(self.y_range, points=False)  # checked here, resolved with the data
+
+
 def build_data(run: RunConfig, pretrained_meta: dict | None) -> DataBunch:
     """Float targets, normalised like a pretrained body's source when there is one (as for
     classification), and the ``y_range`` the model will end in."""
-    data = DataBunch.from_config(run.data, "float", seed=run.seed)
-    meta = pretrained_meta or {}
-    if run.data.mean is None and len(meta.get("mean") or []) == data.n_channels:
-        data.set_stats(meta["mean"], meta["std"])
+    data = image_bunch(run, "float", pretrained_meta)
     data.y_range = resolve_y_range(getattr(run.task, "y_range", None), data.points)
     return data
 
@@ -83,7 +96,7 @@ def add_y_range(model: nn.Module, y_range: list[float] | None) -> nn.Module:
 
 def build_model(run: RunConfig, data: DataBunch) -> nn.Module:
     """The image model with ``data.c`` outputs, ending in the data's ``y_range`` when set."""
-    return add_y_range(create_model(run.arch, data.n_channels, data.c), data.y_range)
+    return add_y_range(image_model(run, data), data.y_range)
 
 
 @torch.no_grad()
@@ -134,7 +147,7 @@ def show_results(learn, path: Path, n: int = 16, ncols: int = 8) -> Path:
     return save_figure(fig, path)
 
 
-REGRESS = Task(
+REGRESS = register("task", "regress", RegressTask, Task(
     name="regress",
     targets="float",
     loss_func=mse_loss,
@@ -142,7 +155,9 @@ REGRESS = Task(
     maximize=frozenset(),
     default_objective="rmse",
     data_kinds=frozenset({"images", "points"}),
+    arch_role="body",
     build_data=build_data,
     build_model=build_model,
     show_results=show_results,
-)
+    inference="fastlab.inference.image:RegressInference",
+))

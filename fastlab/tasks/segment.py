@@ -14,12 +14,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from fastlab.config import RunConfig
+from fastlab import registry
+from fastlab.config import RunConfig, TaskConfig
 from fastlab.data.mask_bunch import IGNORE, MaskBunch
 from fastlab.metrics import BatchMetric
 from fastlab.models.unet import Unet
 from fastlab.rundir import write_json
 from fastlab.tasks.base import Task
+from fastlab.tasks.images import use_pretrained_stats
 
 # ---------------------------------------------------------------------------- loss and metrics
 
@@ -185,18 +187,14 @@ def _or_none(v: float) -> float | None:
 def build_data(run: RunConfig, pretrained_meta: dict | None) -> MaskBunch:
     """Images and masks from the data source; normalised as a pretrained encoder's source task
     was, when there is one and ``data.mean`` is not given."""
-    data = MaskBunch.from_config(run.data, seed=run.seed)
-    meta = pretrained_meta or {}
-    if run.data.mean is None and len(meta.get("mean") or []) == data.n_channels:
-        data.set_stats(meta["mean"], meta["std"])
-    return data
+    return use_pretrained_stats(MaskBunch.from_config(run.data, seed=run.seed), run.data, pretrained_meta)
 
 
 def build_model(run: RunConfig, data: MaskBunch) -> Unet:
-    return Unet(run.arch, data.n_channels, data.c)
+    return registry.get("arch", run.arch.name).builder(run.arch, data.n_channels, data.c)
 
 
-SEGMENT = Task(
+SEGMENT = registry.register("task", "segment", TaskConfig, Task(
     name="segment",
     targets="mask",
     loss_func=segment_loss,
@@ -205,8 +203,9 @@ SEGMENT = Task(
     maximize=frozenset({"pixel_accuracy", "mean_iou", "dice"}),
     default_objective="mean_iou",
     data_kinds=frozenset({"masks"}),
-    arch_names=frozenset({"unet"}),
+    arch_role="segmenter",
     build_data=build_data,
     build_model=build_model,
     show_results=show_results,
-)
+    inference="fastlab.inference.segment:SegmentInference",
+))

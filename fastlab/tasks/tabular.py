@@ -14,16 +14,28 @@ resolved by ``fastlab.data.table_bunch.target_kind``), known only once the table
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from fastlab.config import RunConfig
+from fastlab import registry
+from fastlab.config import RunConfig, TaskConfig, check_choice
 from fastlab.data.table_bunch import TableBunch
 from fastlab.errors import ConfigError
 from fastlab.models.tabular import TabularModel
 from fastlab.tasks.base import Task
+
+
+@dataclass
+class TabularTask(TaskConfig):
+    name: str = "tabular"
+    target: str = "auto"  # auto (from the target column) | category | float
+
+    def __post_init__(self) -> None:
+        check_choice("task.target", self.target, ("auto", "category", "float"))
+
 
 # Which target kind each objective needs.
 OBJECTIVE_TARGET = {"accuracy": "category", "rmse": "float"}
@@ -62,12 +74,8 @@ def build_data(run: RunConfig, pretrained_meta: dict | None) -> TableBunch:
 
 
 def build_model(run: RunConfig, data: TableBunch) -> TabularModel:
-    a = run.arch
-    if any(n <= 0 for n in a.layers) or not 0.0 <= a.ps < 1.0 or not 0.0 <= a.emb_drop < 1.0:
-        raise ConfigError(f"arch.layers={list(a.layers)} must be positive sizes and arch.ps={a.ps}, "
-                          f"arch.emb_drop={a.emb_drop} must lie in [0, 1): e.g. arch.layers=[200,100] arch.ps=0.1")
-    return TabularModel(data.emb_sizes, len(data.cont_names), data.c, a.layers, a.ps, a.emb_drop,
-                        data.y_mean, data.y_std)
+    build = registry.get("arch", run.arch.name).builder
+    return build(run.arch, data.emb_sizes, len(data.cont_names), data.c, data.y_mean, data.y_std)
 
 
 def _cell(v) -> str:
@@ -113,7 +121,7 @@ def show_results(learn, path: Path, n: int = 10, max_cols: int = 6) -> Path:
     return save_figure(fig, Path(path))
 
 
-TABULAR = Task(
+TABULAR = registry.register("task", "tabular", TabularTask, Task(
     name="tabular",
     targets="auto",
     loss_func=tabular_loss,
@@ -121,8 +129,9 @@ TABULAR = Task(
     maximize=frozenset({"accuracy"}),
     default_objective="accuracy",
     data_kinds=frozenset({"table"}),
-    arch_names=frozenset({"tabular_mlp"}),
+    arch_role="table",
     build_data=build_data,
     build_model=build_model,
     show_results=show_results,
-)
+    inference="fastlab.inference.tabular:TabularInference",
+))

@@ -15,12 +15,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from fastlab.config import RunConfig
+from fastlab import registry
+from fastlab.config import RunConfig, TaskConfig
 from fastlab.data.text import BOS_ID, PAD_ID, UNK_ID, detokenize
 from fastlab.data.text_bunch import TextBunch, text_bunch
-from fastlab.errors import ConfigError
 from fastlab.metrics import BatchMetric
-from fastlab.models.awd_lstm import CLAS_DROPS, AwdLstmClassifier, AwdLstmLM
+from fastlab.models.awd_lstm import AwdLstmClassifier, AwdLstmLM
 from fastlab.tasks.base import Task
 from fastlab.tasks.classify import accuracy, error_rate
 
@@ -59,17 +59,6 @@ class TokenAccuracy(BatchMetric):
         return self.correct / self.count if self.count else float("nan")
 
 
-def _check_arch(run: RunConfig) -> None:
-    a = run.arch
-    for key in ("emb_sz", "n_hid", "n_layers", "head_hidden"):
-        if getattr(a, key) < 1:
-            raise ConfigError(f"arch.{key} must be a positive integer, got {getattr(a, key)}")
-    top = max(CLAS_DROPS.values())
-    if not 0 <= a.drop_mult * top < 1:
-        raise ConfigError(f"arch.drop_mult={a.drop_mult} makes a dropout of {a.drop_mult * top:g}: "
-                          f"use 0 <= drop_mult < {1 / top:g}")
-
-
 def build_lm_data(run: RunConfig, pretrained_meta: dict | None) -> TextBunch:
     return text_bunch(run.data, language_model=True, seed=run.seed, pretrained_meta=pretrained_meta)
 
@@ -79,13 +68,13 @@ def build_classifier_data(run: RunConfig, pretrained_meta: dict | None) -> TextB
 
 
 def build_lm(run: RunConfig, data: TextBunch) -> AwdLstmLM:
-    _check_arch(run)
-    return AwdLstmLM(run.arch, len(data.vocab))
+    """The registered text architecture ``arch.name`` as a language model over the vocabulary."""
+    return registry.get("arch", run.arch.name).builder(run.arch, len(data.vocab))
 
 
 def build_classifier(run: RunConfig, data: TextBunch) -> AwdLstmClassifier:
-    _check_arch(run)
-    return AwdLstmClassifier(run.arch, len(data.vocab), data.c)
+    """The registered text architecture ``arch.name`` as a classifier of ``data.c`` classes."""
+    return registry.get("arch", run.arch.name).builder(run.arch, len(data.vocab), data.c)
 
 
 # ------------------------------------------------------------------------------ show_results
@@ -156,7 +145,7 @@ def show_classifier_results(learn, path: Path, n: int = 10) -> Path:
     return _table_png(rows, ["text", "true", "predicted"], [0.74, 0.13, 0.13], path, "text classifier: validation texts")
 
 
-LANGUAGE_MODEL = Task(
+LANGUAGE_MODEL = registry.register("task", "language_model", TaskConfig, Task(
     name="language_model",
     targets="tokens",
     loss_func=lm_loss,
@@ -164,13 +153,14 @@ LANGUAGE_MODEL = Task(
     maximize=frozenset({"accuracy"}),
     default_objective="perplexity",
     data_kinds=frozenset({"text"}),
-    arch_names=frozenset({"awd_lstm"}),
+    arch_role="text",
     build_data=build_lm_data,
     build_model=build_lm,
     show_results=show_lm_results,
-)
+    inference="fastlab.inference.text:LanguageModelInference",
+))
 
-TEXT_CLASSIFY = Task(
+TEXT_CLASSIFY = registry.register("task", "text_classify", TaskConfig, Task(
     name="text_classify",
     targets="category",
     loss_func=F.cross_entropy,
@@ -178,8 +168,9 @@ TEXT_CLASSIFY = Task(
     maximize=frozenset({"accuracy"}),
     default_objective="accuracy",
     data_kinds=frozenset({"text"}),
-    arch_names=frozenset({"awd_lstm"}),
+    arch_role="text",
     build_data=build_classifier_data,
     build_model=build_classifier,
     show_results=show_classifier_results,
-)
+    inference="fastlab.inference.text:TextClassifyInference",
+))

@@ -1,0 +1,152 @@
+"""Inference of the image tasks that give one answer per image: ``classify`` and ``regress``
+(one number, several, or points ``(x, y)`` in [-1, 1]). ``segment`` reuses the image reading."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from fastlab.inference.base import CPU, TaskInference, decode_probs, decode_values
+from fastlab.inference.errors import InferenceError, InputError, clean_name
+from fastlab.inference.images import MAX_PIXELS, decode_bytes, read_input
+from fastlab.inference.meta import ModelMeta
+from fastlab.models import create_model
+from fastlab.tasks.regress import add_y_range
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageMeta(ModelMeta):
+    n_in: int  # input channels: 1 for digits, 3 for image files
+    size: int  # images are resized to (size, size)
+    mean: list[float]  # per channel, of images scaled to [0, 1]
+    std: list[float]
+    y_range: list[float] | None = None  # a regression model's outputs squashed into [lo, hi]
+    points: bool = False  # regression targets are (x, y) points in [-1, 1]
+
+    def check(self, source: str) -> None:
+        y = self.y_range
+        if y is not None and not (isinstance(y, list | tuple) and len(y) == 2 and all(isinstance(v, int | float) for v in y)):
+            raise InferenceError(f"'{source}' has y_range {y!r}, not [lo, hi]: the file is inconsistent")
+        if len(self.mean) != self.n_in or len(self.std) != self.n_in:
+            raise InferenceError(f"'{source}' has {self.n_in} channel(s) but mean/std {self.mean}/{self.std}: "
+                                 "the file is inconsistent")
+
+
+_IMAGE_JSON = '{"image": "<base64 of the image file>"}'
+
+
+class ImageInference(TaskInference):
+    """Reading images as training did: decode, resize to ``size``, 1 or 3 channels, normalise."""
+
+    meta_type = ImageMeta
+    input_kind = "image"
+    json_hint = _IMAGE_JSON
+
+    def __init__(self, meta: ImageMeta, device: torch.device = CPU):
+        super().__init__(meta, device)
+        self.mean = torch.tensor(meta.mean, device=device).view(1, -1, 1, 1)  # (1, C, 1, 1)
+        self.std = torch.tensor(meta.std, device=device).view(1, -1, 1, 1)
+
+    def read(self, item: Any, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
+        """A path, bytes or PIL image -> uint8 ``(n_in, size, size)``, as training decoded its
+        images. A uint8 tensor of that shape is taken as already read."""
+        m = self.meta
+        if isinstance(item, torch.Tensor):
+            if item.dtype != torch.uint8 or tuple(item.shape) != (m.n_in, m.size, m.size):
+                raise InputError(f"a tensor input must be uint8 ({m.n_in}, {m.size}, {m.size}), got "
+                                 f"{item.dtype} {tuple(item.shape)}: pass an image file instead")
+            return item.cpu()
+        data, name = read_input(item)
+        return decode_bytes(data, m.size, m.n_in, name, max_pixels)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 ``(B, C, H, W)`` -> float32, exactly as ``TensorLoader.normalize`` in training."""
+        return (x.to(self.device).float().div_(255.0) - self.mean) / self.std
+
+    def items_from_file(self, path: str) -> list[tuple[dict, Any]]:
+        return [({"file": path}, path)]  # read (and refused, if need be) by read()
+
+    def items_from_upload(self, data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> tuple[list, bool]:
+        return [decode_bytes(data, self.meta.size, self.meta.n_in, name, max_pixels)], False
+
+    def items_from_json(self, doc: Any, max_pixels: int = MAX_PIXELS) -> tuple[list, bool]:
+        try:
+            text = doc["image"]
+            if not isinstance(text, str):
+                raise TypeError
+            # A data: URL ("data:image/png;base64,....") as a browser's FileReader gives it.
+            data = base64.b64decode(text.split(",", 1)[1] if text.startswith("data:") else text, validate=True)
+        except (KeyError, TypeError, IndexError, ValueError, binascii.Error):
+            raise InputError(f"the JSON body must be {_IMAGE_JSON}: encode the file with base64") from None
+        return self.items_from_upload(data, clean_name(doc.get("name")), max_pixels=max_pixels)
+
+    def info(self) -> dict:
+        return {"input": "image", "n_in": self.meta.n_in, "size": self.meta.size}
+
+
+class ClassifyInference(ImageInference):
+    """One class per image: ``{"label", "top": [{"label", "prob"}, ...]}``."""
+
+    def __init__(self, meta: ImageMeta, device: torch.device = CPU):
+        if not meta.classes:
+            raise InferenceError("a classify model must record its classes: the file is inconsistent")
+        super().__init__(meta, device)
+
+    @classmethod
+    def build(cls, meta: ImageMeta, arch_cfg: Any) -> nn.Module:
+        return create_model(arch_cfg, meta.n_in, meta.n_out)
+
+    def forward(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """uint8 ``(B, C, S, S)`` -> class probabilities ``(B, n_out)``."""
+        return model(self.normalize(x)).float().softmax(dim=1).cpu()
+
+    def decode(self, row: torch.Tensor, top_k: int = 3) -> dict:
+        return decode_probs(row, self.meta.classes, top_k)
+
+    def interpret(self, run, k: int, min_val: int, echo: Callable[[str], Any]) -> dict[str, Path]:
+        from fastlab.interpret import Interpretation, classes_view
+
+        interp = Interpretation.from_loaded(run, classifier=True)
+        written = {"top_losses": interp.plot_top_losses(k), "show_results": interp.show_results()}
+        return {**written, **classes_view(interp, min_val, echo, "images")}
+
+
+class RegressInference(ImageInference):
+    """Numbers per image: ``{"label", "value", "top": []}``, plus ``points`` (``[[x, y], ...]`` in
+    [-1, 1], (-1, -1) the top-left corner) for a points model."""
+
+    @classmethod
+    def build(cls, meta: ImageMeta, arch_cfg: Any) -> nn.Module:
+        # SigmoidRange has no weights: appended as training appended it
+        return add_y_range(create_model(arch_cfg, meta.n_in, meta.n_out), meta.y_range)
+
+    def forward(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """uint8 ``(B, C, S, S)`` -> predicted values ``(B, n_out)``."""
+        return model(self.normalize(x)).float().cpu()
+
+    def decode(self, row: torch.Tensor, top_k: int = 3) -> dict:
+        out = decode_values(row)
+        if self.meta.points and len(row) % 2 == 0:
+            out["points"] = row.view(-1, 2).tolist()
+        return out
+
+    def info(self) -> dict:
+        return {**super().info(), "points": bool(self.meta.points)}
+
+    def interpret(self, run, k: int, min_val: int, echo: Callable[[str], Any]) -> dict[str, Path]:
+        from fastlab.interpret import Interpretation, save_top_losses
+
+        interp = Interpretation.from_loaded(run, classifier=False)
+        written = {"top_losses": interp.plot_top_losses(k), "largest_errors": save_top_losses(interp, k),
+                   "show_results": interp.show_results()}
+        echo(f"{len(interp.targets)} validation items, mean loss {float(interp.losses.mean()):.4g}")
+        echo(f"no confusion matrix or most_confused: this is a regression run (task={interp.task.name}), "
+             "which has no classes to confuse")
+        return written

@@ -1,0 +1,93 @@
+"""``Predictor``: a saved model ready to predict, whatever its task."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from fastlab.inference.base import (
+    TaskInference,
+    build_model,
+    check_top_k,
+    inference_for,
+    resolve_device,
+)
+from fastlab.inference.files import read_model_file
+from fastlab.inference.images import MAX_PIXELS
+from fastlab.inference.meta import ModelMeta
+
+
+class Predictor:
+    """A trained model with its task's reading, forward pass and decoding (``self.task``, a
+    :class:`~fastlab.inference.base.TaskInference`).
+
+    Parameters
+    ----------
+    model : nn.Module
+        The trained model (switched to eval mode).
+    meta : ModelMeta
+        Its meta, of its task's meta type.
+    device : str
+        ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
+    """
+
+    def __init__(self, model: nn.Module, meta: ModelMeta, device: str = "cpu", source: str = "model"):
+        self.meta, self.source = meta, source
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.task: TaskInference = inference_for(meta.task, source)(meta, self.device)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str = "cpu") -> Predictor:
+        """From a run dir, a ``model.pt`` or a bundle made by ``fastlab-export``."""
+        state, meta = read_model_file(path)
+        return cls(build_model(meta, state, str(path)), meta, device, source=str(path))
+
+    @classmethod
+    def from_meta(cls, model: nn.Module, meta: dict, device: str = "cpu") -> Predictor:
+        """From a model in memory and the ``meta`` its ``model.pt`` would record (``Learner.predict``)."""
+        return cls(model, ModelMeta.from_dict(meta, "the learner"), device, source="the learner")
+
+    # ------------------------------------------------------------------ steps
+    def preprocess(self, item: Any, max_pixels: int = MAX_PIXELS) -> Any:
+        """One input (an image path/bytes/PIL image/uint8 tensor, a text, a table row) -> what
+        :meth:`forward` takes, as training read its data."""
+        return self.task.read(item, max_pixels=max_pixels)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Image models: uint8 ``(B, C, H, W)`` -> float32, exactly as training normalised."""
+        return self.task.normalize(x)
+
+    @torch.inference_mode()
+    def forward(self, batch: Any) -> Sequence[Any]:
+        """A batch (``self.task.collate`` of preprocessed inputs, e.g. uint8 ``(B, C, S, S)``) ->
+        one row per input, on the CPU (class probabilities ``(B, n_out)`` for a classifier)."""
+        return self.task.forward(self.model, batch)
+
+    def decode(self, row: Any, top_k: int = 3) -> dict:
+        """One row of :meth:`forward` -> the JSON-able answer of the model's task."""
+        return self.task.decode(row, top_k)
+
+    # ------------------------------------------------------------------ all at once
+    def predict(self, item: Any, top_k: int = 3) -> dict:
+        """The answer for one input."""
+        return self.predict_many([item], top_k)[0]
+
+    def predict_many(self, items: Sequence[Any], top_k: int = 3, bs: int = 64) -> list[dict]:
+        """:meth:`predict` for many inputs: every one is read before any is forwarded, in batches of ``bs``."""
+        check_top_k(top_k)
+        xs = [self.preprocess(item) for item in items]
+        rows: list[Any] = []
+        for i in range(0, len(xs), bs):
+            rows.extend(self.forward(self.task.collate(xs[i:i + bs])))
+        return [self.decode(row, top_k) for row in rows]
+
+    def info(self) -> dict:
+        """What a client may want to know: arch, task, classes and what the model reads (not the
+        model's path: a server should not tell its file layout)."""
+        m = self.meta
+        return {"arch": m.arch, "task": m.task, "classes": m.classes, **self.task.info()}

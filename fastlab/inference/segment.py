@@ -1,0 +1,101 @@
+"""Inference of ``segment``: an image in; its mask (a PNG of code indices) and pixels per code out."""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from fastlab.inference.errors import InferenceError
+from fastlab.inference.image import ImageInference, ImageMeta
+from fastlab.models.unet import Unet
+
+
+@dataclass(frozen=True, kw_only=True)
+class SegmentMeta(ImageMeta):
+    codes: list[str]  # code i names mask value i
+    void: int | None = None  # the code training ignored, or None
+
+    def check(self, source: str) -> None:
+        super().check(source)
+        if list(self.codes) != list(self.classes or []):
+            raise InferenceError(f"'{source}' has codes {self.codes} but classes {self.classes}: the file is inconsistent")
+
+
+def palette(n: int) -> list[int]:
+    """A flat RGB palette of 256 entries, the first ``n`` distinct (matplotlib's tab10/tab20, as
+    in show_results), so the PNG is readable by eye and its values stay the code indices."""
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if n <= 10 else "tab20" if n <= 20 else "gist_ncar"].resampled(max(n, 1))
+    rgb = [round(255 * c) for i in range(n) for c in cmap(i)[:3]]
+    return rgb + [0] * (768 - len(rgb))
+
+
+def mask_png(mask: torch.Tensor, n_codes: int) -> bytes:
+    """``(H, W)`` code indices -> a palette PNG whose pixel values are the indices."""
+    im = Image.fromarray(mask.to(torch.uint8).numpy(), mode="P")
+    im.putpalette(palette(n_codes))
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+class SegmentInference(ImageInference):
+    """``{"label": codes present (most pixels first), "codes", "pixels": {code: n}, "size": [W, H],
+    "mask_png": base64 PNG}``: the mask at the model's input size, the image squashed to it as in
+    training."""
+
+    meta_type = SegmentMeta
+
+    @classmethod
+    def build(cls, meta: SegmentMeta, arch_cfg: Any) -> nn.Module:
+        return Unet(arch_cfg, meta.n_in, meta.n_out)
+
+    def forward(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """uint8 ``(B, C, S, S)`` -> predicted codes ``(B, S, S)`` uint8 (scores are ``(B, c, S, S)``)."""
+        return model(self.normalize(x)).float().argmax(dim=1).to(torch.uint8).cpu()
+
+    def decode(self, row: torch.Tensor, top_k: int = 3) -> dict:
+        codes = self.meta.codes
+        counts = torch.bincount(row.reshape(-1).long(), minlength=len(codes)).tolist()
+        present = sorted((i for i, n in enumerate(counts) if n), key=lambda i: (-counts[i], i))
+        return {"label": ", ".join(codes[i] for i in present), "codes": list(codes),
+                "pixels": {c: int(n) for c, n in zip(codes, counts)}, "size": [row.shape[1], row.shape[0]],
+                "mask_png": base64.b64encode(mask_png(row, len(codes))).decode()}
+
+    def info(self) -> dict:
+        return {**super().info(), "codes": list(self.meta.codes)}
+
+    def interpret(self, run, k: int, min_val: int, echo: Callable[[str], Any]) -> dict[str, Path]:
+        """``worst_masks.png`` (the ``k`` validation images of highest loss: truth and prediction
+        overlaid) and ``worst_masks.json`` (their loss and pixel accuracy)."""
+        from fastlab.interpret import Interpretation
+        from fastlab.rundir import write_json
+        from fastlab.tasks.segment import plot_masks
+
+        interp = Interpretation.from_loaded(run, classifier=False)
+        top = interp.top_losses(k)
+        idx = [t["index"] for t in top]
+        truth, pred = interp.targets[idx], interp.decoded[idx]  # (k, H, W)
+        counted = truth < len(self.meta.codes)  # void pixels count in neither
+        acc = ((pred == truth) & counted).flatten(1).sum(1) / counted.flatten(1).sum(1).clamp_min(1)
+        rows = [{"index": t["index"], "item": t["item"], "loss": t["loss"], "pixel_accuracy": float(a)}
+                for t, a in zip(top, acc)]
+        out = run.out_dir
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "worst_masks.json", {"n_valid": len(interp.targets), "worst": rows})
+        png = plot_masks(interp.data.valid.x[idx].cpu(), [truth, pred], ["truth", "prediction"],
+                         self.meta.codes, out / "worst_masks.png")
+        pixel_acc = float(np.mean([r["pixel_accuracy"] for r in rows])) if rows else float("nan")
+        echo(f"{len(interp.targets)} validation images, mean loss {float(interp.losses.mean()):.4g}; "
+             f"the {len(rows)} worst have pixel accuracy {pixel_acc:.3f}")
+        return {"worst_masks": png, "worst_masks_json": out / "worst_masks.json"}

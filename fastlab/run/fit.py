@@ -1,0 +1,124 @@
+"""One attempt at a run, from its prepared Learner to its written outputs, and the retries
+``trainer.auto_bs`` makes with half the batch after running out of memory."""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from fastlab.callbacks.checkpoint import LAST_CHECKPOINT, Checkpointer, epoch_start_state
+from fastlab.callbacks.core import Callback
+from fastlab.callbacks.factory import build_callbacks
+from fastlab.config import RunConfig
+from fastlab.diagnostics import dead_filter_fraction, diagnose
+from fastlab.distributed import Context
+from fastlab.errors import FastlabError
+from fastlab.guards import OutOfMemory, free_device_memory, out_of_memory
+from fastlab.prepare import prepare
+from fastlab.run.metrics import RunMetrics, finite_or_none, summarize, write_metrics
+from fastlab.run.outputs import write_outputs
+from fastlab.run.plan import plan, plan_state, saved_plan
+from fastlab.run.resources import set_threads
+from fastlab.tasks import get_task
+
+log = logging.getLogger("fastlab")
+
+
+def fit_retrying(run: RunConfig, run_dir: Path, state: dict | None, ctx: Context, cbs: Sequence[Callback],
+                 start: float) -> RunMetrics:
+    """:func:`fit`, again with half the batch after each out-of-memory when ``trainer.auto_bs``
+    (from the last finished epoch's ``last.pt``; the schedule continues at the same point)."""
+    tried: list[int] = []  # batch sizes that ran out of memory
+    while True:
+        try:
+            return fit(run, run_dir, state, ctx, cbs, start, tried)
+        except OutOfMemory:
+            if not run.trainer.auto_bs or run.data.bs < 2 * ctx.world:
+                raise
+            tried.append(run.data.bs)
+            run.data.bs //= 2
+            state = epoch_start_state(run_dir / LAST_CHECKPOINT)
+            log.warning("out of memory with data.bs=%d: trainer.auto_bs retries with data.bs=%d from %s", tried[-1],
+                        run.data.bs, "the last finished epoch" if state is not None else "the start")
+            free_device_memory()
+
+
+def fit(run: RunConfig, run_dir: Path, state: dict | None, ctx: Context, cbs: Sequence[Callback], start: float,
+        tried: list[int]) -> RunMetrics:
+    """One attempt at the run: prepare, plan (or restore the plan of ``state``, a ``last.pt``),
+    fit, write the outputs and ``metrics.json`` (also when it fails)."""
+    objective = run.task.objective
+    metrics = RunMetrics(objective_name=objective, direction=get_task(run.task).direction(objective))
+    if tried:
+        metrics.auto_bs = {"out_of_memory": list(tried), "bs": run.data.bs}
+    try:
+        metrics.threads = set_threads(run.trainer.threads)
+        prep = prepare(run, ctx=ctx)
+        learn, task = prep.learn, prep.task
+        meta = {**prep.meta, "config": run.to_dict()}
+        learn.add_cbs([*build_callbacks(run.trainer, run_dir, task, meta, writes=ctx.main), *cbs])
+        stages, found = plan(learn, run.schedule) if state is None else saved_plan(state)
+        checkpointer = Checkpointer(run_dir / LAST_CHECKPOINT, run.trainer.checkpoint_every_n_steps, resume=state,
+                                    extra=plan_state(run, stages, found))
+        if run.trainer.save_last and ctx.main:
+            learn.add_cbs([checkpointer])
+        start_stage = state["position"]["stage"] if state is not None else 0
+        if start_stage >= len(stages):  # killed after the last epoch, before the outputs
+            checkpointer.learn = learn
+            checkpointer.restore()
+        with out_of_memory(run.data.bs, learn.device):
+            learn.fit_stages(stages, start_stage=start_stage)
+        report(metrics, prep, stages, found, learn, start)
+        if not ctx.main:
+            return metrics  # the other ranks of a data-parallel run write nothing
+        write_outputs(run, task, learn, meta, found, run_dir)
+        for line in metrics.diagnostics:
+            log.warning(line)
+    except Exception as e:
+        metrics.error = f"{type(e).__name__}: {e}"
+        if not isinstance(e, FastlabError):
+            metrics.traceback = traceback.format_exc()
+        raise
+    finally:
+        if ctx.main:
+            write_metrics(metrics, run_dir, start)
+    if ctx.main:
+        # Finished, and metrics.json says so: a leftover last.pt would only invite resuming a run
+        # that is over. (Removed last, so a kill at any moment leaves a run that resumes or is done.)
+        (run_dir / LAST_CHECKPOINT).unlink(missing_ok=True)
+    log.info("%s: %s = %s; run dir: %s", metrics.status, objective, metrics.objective, run_dir)
+    return metrics
+
+
+def report(metrics: RunMetrics, prep, stages, found, learn, start: float) -> None:
+    """Fill ``metrics`` from a fitted Learner: outcome, final and best epochs, the plan's rates,
+    timings and diagnostics."""
+    history = learn.recorder.history
+    final, best = summarize(history, metrics.objective_name, metrics.direction)
+    if learn.diverged:
+        metrics.diagnostics.append(f"loss became non-finite in epoch {history[-1]['epoch'] + 1 if history else 0}: "
+                                   f"lower schedule.lr_max (the head's peak rate was {stages[-1].lrs[-1]:g})")
+    else:
+        xb, _ = next(iter(prep.data.valid))
+        # Dead filters are a convnet's symptom: measured on image batches only.
+        dead = dead_filter_fraction(prep.model, xb) if isinstance(xb, torch.Tensor) and xb.ndim == 4 else None
+        metrics.diagnostics += diagnose(history, metrics.objective_name, metrics.direction, dead)
+    metrics.status = "diverged" if learn.diverged else "completed"
+    metrics.objective = None if learn.diverged else finite_or_none(final.get(metrics.objective_name))
+    metrics.final, metrics.best, metrics.epochs = final, best, len(history)
+    metrics.layer_groups = len(learn.layer_groups)
+    metrics.group_lrs = list(stages[-1].lrs)  # the last stage's: the one in which every group trains
+    metrics.stages = [{"epochs": st.epochs, "frozen": st.frozen, "lrs": list(st.lrs)} for st in stages]
+    metrics.seconds = {"total": time.perf_counter() - start, "train": learn.recorder.train_seconds}
+    if learn.stop_requested:
+        metrics.stopped_early = True
+    if found is not None:
+        metrics.lr_find = found.suggestions
+    if prep.pretrained is not None:
+        metrics.pretrained = {"path": str(prep.pretrained.path), "loaded": len(prep.pretrained.loaded),
+                              "new": len(prep.pretrained.new)}

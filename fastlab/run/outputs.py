@@ -1,0 +1,45 @@
+"""What a finished run writes besides ``metrics.json``: ``history.csv``, ``model.pt`` (and its
+zoo copy with ``save_as``) and ``plots/``."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from fastlab.config import RunConfig
+from fastlab.learner import Learner
+from fastlab.lr_find import LRFindResult
+from fastlab.rundir import model_checkpoint, save_checkpoint, write_history
+from fastlab.tasks import Task
+
+log = logging.getLogger("fastlab")
+
+
+def write_outputs(run: RunConfig, task: Task, learn: Learner, meta: dict, found: LRFindResult | None,
+                  run_dir: Path) -> None:
+    """Write the run's outputs into ``run_dir``; ``meta`` is what ``model.pt`` records."""
+    write_history(run_dir / "history.csv", learn.recorder.history, list(task.metrics))
+    checkpoint = model_checkpoint(learn.model, meta)
+    if run.trainer.save_model:
+        save_checkpoint(run_dir / "model.pt", checkpoint)
+    if run.save_as:
+        zoo_file = Path(run.paths.models) / f"{run.save_as}.pt"
+        zoo_file.parent.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(zoo_file, checkpoint)
+        log.info("saved to the model zoo: %s (use arch.pretrained=%s)", zoo_file, run.save_as)
+    if run.trainer.plots and learn.recorder.losses:
+        write_plots(task, learn, found, run_dir / "plots")
+
+
+def write_plots(task: Task, learn: Learner, found: LRFindResult | None, plots: Path) -> None:
+    """``losses.png`` and ``lr.png``; ``show_results.png`` unless the run diverged;
+    ``lr_find.png`` when the LR finder picked the rate."""
+    from fastlab.lr_find import plot_lr_find
+    from fastlab.plots import plot_losses, plot_lr
+
+    plot_losses(learn.recorder, plots / "losses.png")
+    plot_lr(learn.recorder, plots / "lr.png")
+    if not learn.diverged:
+        task.show_results(learn, plots / "show_results.png")
+    if found is not None:
+        plot_lr_find(found, plots / "lr_find.png")

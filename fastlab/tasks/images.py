@@ -1,0 +1,31 @@
+"""What the image tasks share: their data bunch, a pretrained body's normalisation, their model."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from fastlab.config import DataConfig, RunConfig
+from fastlab.data.bunch import DataBunch, ImageLoaders
+from fastlab.models.core import create_model
+
+
+def use_pretrained_stats(data: ImageLoaders, cfg: DataConfig, pretrained_meta: dict | None) -> ImageLoaders:
+    """Normalise ``data`` as a pretrained body's source task was (fastai does the same with
+    ImageNet's statistics), unless ``data.mean``/``data.std`` are given or the channel counts
+    differ. The one place that rule lives, for labelled images, points and masks alike."""
+    meta = pretrained_meta or {}
+    if cfg.mean is None and len(meta.get("mean") or []) == data.n_channels:
+        data.set_stats(meta["mean"], meta["std"])
+    return data
+
+
+def image_bunch(run: RunConfig, targets: str, pretrained_meta: dict | None) -> DataBunch:
+    """The image data of ``run`` with ``targets`` ("category" or "float"), normalised for its
+    pretrained body when there is one."""
+    data = DataBunch.from_config(run.data, targets, seed=run.seed)
+    return use_pretrained_stats(data, run.data, pretrained_meta)
+
+
+def image_model(run: RunConfig, data: DataBunch) -> nn.Module:
+    """The registered body ``arch.name`` with fast.ai's head and ``data.c`` outputs."""
+    return create_model(run.arch, data.n_channels, data.c)
