@@ -41,7 +41,7 @@ from bench_loop import fresh_model, run_fastlab, run_plain  # noqa: E402
 from bench_search import _timed  # noqa: E402
 
 from fastlab.data import DataBunch  # noqa: E402
-from fastlab.data.sources import DigitsData  # noqa: E402
+from fastlab.data.images.sources import DigitsData  # noqa: E402
 from fastlab.learner import Learner  # noqa: E402
 from fastlab.tasks.classify import CLASSIFY  # noqa: E402
 

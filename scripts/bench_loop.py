@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from fastlab.data import DataBunch
-from fastlab.data.sources import DigitsData
+from fastlab.data.images.sources import DigitsData
 from fastlab.learner import Learner
 from fastlab.models import create_model
 from fastlab.models.cnn import CnnArch

@@ -74,3 +74,15 @@ def image_dirs(tmp_path_factory) -> dict[str, Path]:
         writer.writeheader()
         writer.writerows(rows)
     return layouts
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """``@pytest.mark.gpu`` tests skip, saying why, on a machine without CUDA (CI has none)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA (marked gpu); this machine has none")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -21,7 +21,7 @@ from torch import nn
 
 from fastlab.config import to_run_config
 from fastlab.data import DataBunch
-from fastlab.data.sources import DigitsData, Source, digits
+from fastlab.data.images.sources import DigitsData, Source, digits
 from fastlab.diagnostics import DEAD_FRACTION_MAX, dead_filter_fraction, diagnose
 from fastlab.learner import Learner
 from fastlab.models import create_model

@@ -137,10 +137,10 @@ def test_the_cluster_launcher_configs_compose() -> None:
     assert ray["defaults"] == ["ray"] and ray["ray"]["remote"]["num_gpus"] == 1
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="pinned host memory and async copies need CUDA")
+@pytest.mark.gpu  # pinned host memory and async copies need CUDA
 def test_data_over_the_resident_limit_streams_from_pinned_memory() -> None:
     from fastlab.data import DataBunch
-    from fastlab.data.sources import DigitsData
+    from fastlab.data.images.sources import DigitsData
 
     streamed = DataBunch.from_config(DigitsData(size=16)).to("cuda", max_resident_gb=0)
     resident = DataBunch.from_config(DigitsData(size=16)).to("cuda")
@@ -151,7 +151,7 @@ def test_data_over_the_resident_limit_streams_from_pinned_memory() -> None:
 
 def test_image_data_within_the_limit_lives_on_the_device(tmp_path: Path) -> None:
     from fastlab.data import DataBunch
-    from fastlab.data.sources import DigitsData
+    from fastlab.data.images.sources import DigitsData
 
     data = DataBunch.from_config(DigitsData(size=16)).to("cpu", max_resident_gb=0)
     assert data.train.resident  # host memory is the CPU's own: nothing to stream

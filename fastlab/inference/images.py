@@ -1,7 +1,7 @@
 """Image bytes for the image tasks: header checks, decoding as training decoded, channel conversion.
 
 Every input (a file, bytes, a PIL image) goes through one decode path, :func:`decode_bytes`,
-which hands the bytes to training's own :func:`fastlab.data.images.decode_image`, so a served image
+which hands the bytes to training's own :func:`fastlab.data.images.decode.decode_image`, so a served image
 is resized exactly as the training images were.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from fastlab.data.images import decode_image
+from fastlab.data.images.decode import decode_image
 from fastlab.errors import DataError
 from fastlab.inference.errors import (
     ImageInputError,

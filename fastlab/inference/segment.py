@@ -79,8 +79,8 @@ class SegmentInference(ImageInference):
         """``worst_masks.png`` (the ``k`` validation images of highest loss: truth and prediction
         overlaid) and ``worst_masks.json`` (their loss and pixel accuracy)."""
         from fastlab.interpret import Interpretation
+        from fastlab.plots import plot_masks
         from fastlab.rundir import write_json
-        from fastlab.tasks.segment import plot_masks
 
         interp = Interpretation.from_loaded(run, classifier=False)
         top = interp.top_losses(k)

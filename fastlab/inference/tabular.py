@@ -1,6 +1,6 @@
 """Inference of ``tabular``: rows in (a CSV, a JSON object or list of objects), a prediction per row
 out. The training procs saved in the meta (FillMissing, Categorify, Normalize) are re-applied by
-training's own :class:`~fastlab.data.tabular_procs.TabularProcs`: a missing value is filled with
+training's own :class:`~fastlab.data.tables.procs.TabularProcs`: a missing value is filled with
 the training median (and flagged), an unknown category maps to ``#na#``, as in training."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fastlab.data.tabular_procs import TabularProcs, category_text
+from fastlab.data.tables.procs import TabularProcs, category_text
 from fastlab.inference.base import CPU, TaskInference, decode_probs, decode_values
 from fastlab.inference.errors import InferenceError, InputError
 from fastlab.inference.meta import ModelMeta

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from fastlab.data.text import PAD, PAD_ID, UNK, UNK_ID, detokenize, numericalize, tokenize
+from fastlab.data.text.tokens import PAD, PAD_ID, UNK, UNK_ID, detokenize, numericalize, tokenize
 from fastlab.inference.base import CPU, TaskInference, decode_probs
 from fastlab.inference.errors import InferenceError, InputError
 from fastlab.inference.meta import ModelMeta

@@ -23,7 +23,7 @@ from torch import nn
 from torch.func import functional_call
 
 from fastlab.config import ArchConfig, check, check_positive_ints
-from fastlab.data.text import PAD_ID
+from fastlab.data.text.tokens import PAD_ID
 from fastlab.registry import register
 
 LM_DROPS = {"output_p": 0.1, "hidden_p": 0.15, "input_p": 0.25, "embed_p": 0.02, "weight_p": 0.2}

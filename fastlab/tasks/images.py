@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from fastlab.config import DataConfig, RunConfig
-from fastlab.data.bunch import DataBunch, ImageLoaders
+from fastlab.data.images.bunch import DataBunch, ImageLoaders
 from fastlab.models.core import create_model
 
 

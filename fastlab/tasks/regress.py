@@ -2,7 +2,7 @@
 
 Targets are ``(N,)`` for one number and ``(N, k)`` for k; the model has ``c = k`` outputs. Point
 targets (``data=points``, or ``data=csv`` with ``data.points=true``) are ``(x, y)`` pairs scaled
-to [-1, 1] (see ``fastlab.data.points``), and the model ends in ``SigmoidRange(-1, 1)`` unless
+to [-1, 1] (see ``fastlab.data.generated.points``), and the model ends in ``SigmoidRange(-1, 1)`` unless
 ``task.y_range`` says otherwise: fast.ai's ``y_range``, which keeps predictions inside the image
 and makes the head's job easier.
 """
@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from fastlab.config import RunConfig, TaskConfig
-from fastlab.data.bunch import DataBunch
-from fastlab.data.points import unscale_points
+from fastlab.data.generated.points import unscale_points
+from fastlab.data.images.bunch import DataBunch
 from fastlab.errors import ConfigError
 from fastlab.models.core import SigmoidRange
 from fastlab.registry import register

@@ -1,7 +1,7 @@
 """Semantic segmentation: a class code per pixel, learned by a U-Net from images with masks.
 
 Targets are ``(B, H, W)`` long code indices in which void pixels are ``IGNORE`` (see
-``fastlab.data.mask_bunch``); predictions are ``(B, c, H, W)`` scores. The metrics sum a
+``fastlab.data.masks.bunch``); predictions are ``(B, c, H, W)`` scores. The metrics sum a
 confusion matrix batch by batch (per-pixel predictions of a whole validation set are too big to
 keep) and read pixel accuracy, mean IoU and Dice off it, over the codes present in the targets.
 """
@@ -16,9 +16,10 @@ import torch.nn.functional as F
 
 from fastlab import registry
 from fastlab.config import RunConfig, TaskConfig
-from fastlab.data.mask_bunch import IGNORE, MaskBunch
+from fastlab.data.masks.bunch import IGNORE, MaskBunch
 from fastlab.metrics import BatchMetric
 from fastlab.models.unet import Unet
+from fastlab.plots import plot_masks
 from fastlab.rundir import write_json
 from fastlab.tasks.base import Task
 from fastlab.tasks.images import use_pretrained_stats
@@ -118,43 +119,6 @@ def validation_confusion(model: torch.nn.Module, data: MaskBunch) -> torch.Tenso
 
 
 # ------------------------------------------------------------------------------------ plots
-
-
-def plot_masks(x: torch.Tensor, masks: Sequence[torch.Tensor], titles: Sequence[str], codes: Sequence[str],
-               path: Path) -> Path:
-    """Rows of images ``(N, 3, H, W)`` uint8: the image, then the image under each of ``masks``
-    (each ``(N, H, W)`` code indices, void pixels left clear), with a legend of the codes shown."""
-    import numpy as np
-    from matplotlib.patches import Patch
-
-    from fastlab.plots import pyplot, save_figure
-
-    plt = pyplot()
-    name = "tab10" if len(codes) <= 10 else "tab20" if len(codes) <= 20 else "gist_ncar"
-    cmap = plt.get_cmap(name, len(codes))
-    n, ncols = len(x), 1 + len(masks)
-    fig, axes = plt.subplots(n, ncols, figsize=(2.2 * ncols, 2.2 * n), squeeze=False)
-    shown: set[int] = set()
-    for i in range(n):
-        img = x[i].permute(1, 2, 0).numpy()  # (H, W, 3)
-        for j, ax in enumerate(axes[i]):
-            ax.axis("off")
-            if j == 0:
-                ax.imshow(img)
-                ax.set_title("image" if i == 0 else "", fontsize=9)
-                continue
-            ax.imshow(img, alpha=0.45)  # faded, so the mask's colours read on any background
-            m = masks[j - 1][i].numpy()
-            void = m >= len(codes)
-            shown |= {int(v) for v in np.unique(m[~void])}
-            ax.imshow(np.ma.masked_array(m, void), cmap=cmap, vmin=-0.5, vmax=len(codes) - 0.5,
-                      alpha=0.7, interpolation="nearest")
-            ax.set_title(titles[j - 1] if i == 0 else "", fontsize=9)
-    handles = [Patch(color=cmap(k), label=codes[k]) for k in sorted(shown)]
-    fig.legend(handles=handles, loc="lower center", ncol=min(6, max(1, len(handles))), fontsize=8,
-               bbox_to_anchor=(0.5, -0.02))
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
-    return save_figure(fig, Path(path))
 
 
 def show_results(learn, path: Path, n: int = 4) -> Path:

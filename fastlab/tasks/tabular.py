@@ -1,7 +1,7 @@
 """Tabular learning: classification or regression of a table's target column.
 
 One task serves both kinds of target, because the kind is a property of the data (``task.target``,
-resolved by ``fastlab.data.table_bunch.target_kind``), known only once the table is read:
+resolved by ``fastlab.data.tables.bunch.target_kind``), known only once the table is read:
 
 - the loss follows the target's dtype: class indices (long) -> cross-entropy, values (float) -> MSE;
 - ``accuracy`` is computed for classification and ``rmse`` (in the target's units) for
@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from fastlab import registry
 from fastlab.config import RunConfig, TaskConfig, check_choice
-from fastlab.data.table_bunch import TableBunch
+from fastlab.data.tables.bunch import TableBunch
 from fastlab.errors import ConfigError
 from fastlab.models.tabular import TabularModel
 from fastlab.tasks.base import Task

@@ -17,8 +17,8 @@ import torch.nn.functional as F
 
 from fastlab import registry
 from fastlab.config import RunConfig, TaskConfig
-from fastlab.data.text import BOS_ID, PAD_ID, UNK_ID, detokenize
-from fastlab.data.text_bunch import TextBunch, text_bunch
+from fastlab.data.text.bunch import TextBunch, text_bunch
+from fastlab.data.text.tokens import BOS_ID, PAD_ID, UNK_ID, detokenize
 from fastlab.metrics import BatchMetric
 from fastlab.models.awd_lstm import AwdLstmClassifier, AwdLstmLM
 from fastlab.tasks.base import Task

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fastlab.data.bunch import TensorLoader, channel_stats
+from fastlab.data.images.bunch import TensorLoader, channel_stats
 
 
 def _inputs(dtype: torch.dtype) -> torch.Tensor:

@@ -17,6 +17,7 @@ def workdir(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.__name__ for c in CASES])
+@pytest.mark.slow
 def test_fault(case, workdir: Path) -> None:
     result = case(workdir)
     assert result.lost == "none"

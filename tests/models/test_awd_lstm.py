@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from fastlab.data.text import PAD_ID
+from fastlab.data.text.tokens import PAD_ID
 from fastlab.errors import ConfigError
 from fastlab.models.awd_lstm import (
     AwdLstmArch,

@@ -9,7 +9,7 @@ from fastlab.sweep.errors import SweepError
 from fastlab.sweep.settings import SweepSettings
 from fastlab.sweep.space import parse_space
 from fastlab.sweep.store import TrialStore, read_sweep
-from tests.test_sweep_driver import FakeLauncher
+from tests.sweep.test_driver import FakeLauncher
 
 REGRESS = {"name": "regress", "objective": "rmse"}
 CLASSIFY = {"name": "classify", "objective": "accuracy"}

@@ -9,8 +9,8 @@ import torch
 
 from fastlab import registry
 from fastlab.config import DataConfig
+from fastlab.data.images.sources import CsvData, Source, from_table
 from fastlab.data.loader_bunch import LoaderBunch
-from fastlab.data.sources import CsvData, Source, from_table
 from fastlab.data.tensors import check_tensors
 from fastlab.errors import ConfigError, DataError
 
@@ -151,7 +151,7 @@ class DataBunch(ImageLoaders):
         Model outputs: ``len(classes)``, or the number of targets ``k`` for regression (targets
         ``(N,)`` when k is 1, ``(N, k)`` when each image has several numbers).
     points : bool
-        The k targets are ``(x, y)`` pairs in [-1, 1] (see ``fastlab.data.points``).
+        The k targets are ``(x, y)`` pairs in [-1, 1] (see ``fastlab.data.generated.points``).
     y_range : list of two floats, or None
         The range a regression model squashes its outputs into (set by the task, recorded in
         ``meta()`` so that the model is rebuilt the same).

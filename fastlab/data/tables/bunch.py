@@ -18,8 +18,14 @@ import numpy as np
 import torch
 
 from fastlab import registry
-from fastlab.data.tabular import Table, TabularData, column_kinds, continuous_values, split_rows
-from fastlab.data.tabular_procs import TabularProcs, category_text, fit_normalize, value_key
+from fastlab.data.tables.procs import TabularProcs, category_text, fit_normalize, value_key
+from fastlab.data.tables.sources import (
+    Table,
+    TabularData,
+    column_kinds,
+    continuous_values,
+    split_rows,
+)
 from fastlab.errors import ConfigError, DataError
 
 MAX_AUTO_CLASSES = 20

@@ -16,8 +16,8 @@ from PIL import Image, ImageDraw
 
 from fastlab.config import to_run_config
 from fastlab.data import DataBunch
-from fastlab.data.points import make_points, scale_points
-from fastlab.data.sources import CsvData, PointsData
+from fastlab.data.generated.points import make_points, scale_points
+from fastlab.data.images.sources import CsvData, PointsData
 from fastlab.errors import ConfigError, DataError
 from fastlab.inference import Predictor
 from fastlab.models.core import SigmoidRange

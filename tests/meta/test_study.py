@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BIN = Path(sys.executable).parent
 # One torch thread per process: on a busy CPU, threads of tiny models spin against each other and
 # a 0.2 s trial takes seconds.
@@ -24,6 +26,7 @@ def run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return r
 
 
+@pytest.mark.slow
 def test_tiny_real_study_produces_every_output(tmp_path):
     zoo = f"paths.models={tmp_path / 'models'}"
     run([str(BIN / "fastlab-train"), "+experiment=pretrain_glyphs", "data.size=16",

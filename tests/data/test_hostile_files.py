@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from fastlab.data.images import decode_image, read_images
+from fastlab.data.images.decode import decode_image, read_images
 from fastlab.errors import ConfigError, DataError
 from fastlab.train import train
 from tests.conftest import compose_cfg

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from fastlab.config import to_run_config
-from fastlab.data.pydocs import PyDocsData, _shingles, pydocs, pydocs_corpus, pydocs_unlabelled
-from fastlab.data.text import (
+from fastlab.data.text.pydocs import PyDocsData, _shingles, pydocs, pydocs_corpus, pydocs_unlabelled
+from fastlab.data.text.tokens import (
     BOS,
     MAJ,
     PAD,

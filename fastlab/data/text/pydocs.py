@@ -20,8 +20,8 @@ import warnings
 from dataclasses import dataclass
 
 from fastlab.data.split import seeded_split
-from fastlab.data.text import tokenize
-from fastlab.data.text_sources import TextData, TextSource, split_source
+from fastlab.data.text.sources import TextData, TextSource, split_source
+from fastlab.data.text.tokens import tokenize
 from fastlab.registry import register
 
 # The standard-library modules each family documents. Only these are imported, so the corpus is
@@ -189,7 +189,7 @@ class PyDocsData(TextData):
     (str, re, textwrap, codecs...), files (os, pathlib, shutil, io, tarfile...), network (socket,
     http, urllib, smtplib...), math (math, decimal, statistics, random...), formats (json, csv,
     pickle, xml, zlib...) and concurrency (threading, asyncio, subprocess...); the modules are
-    listed in ``fastlab.data.pydocs.PYDOCS_FAMILIES``. About 1,570 docstrings, the largest
+    listed in ``fastlab.data.text.pydocs.PYDOCS_FAMILIES``. About 1,570 docstrings, the largest
     family about a fifth of them.
 
     A language model also reads unlabelled standard-library English (``unlabelled``, like IMDb's

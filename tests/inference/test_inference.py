@@ -19,8 +19,8 @@ from PIL import Image
 
 from fastlab.config import to_run_config
 from fastlab.data import DataBunch
-from fastlab.data.bunch import TensorLoader
-from fastlab.data.images import load_image
+from fastlab.data.images.bunch import TensorLoader
+from fastlab.data.images.decode import load_image
 from fastlab.export import export
 from fastlab.export import main as export_main
 from fastlab.inference import (

@@ -9,9 +9,9 @@ from typing import Any
 import torch
 
 from fastlab import registry
-from fastlab.data.bunch import _label_key
-from fastlab.data.text import PAD_ID, make_vocab, numericalize, tokenize
-from fastlab.data.text_sources import TextData, TextSource
+from fastlab.data.images.bunch import _label_key
+from fastlab.data.text.sources import TextData, TextSource
+from fastlab.data.text.tokens import PAD_ID, make_vocab, numericalize, tokenize
 from fastlab.errors import ConfigError, DataError
 
 

@@ -1,7 +1,7 @@
-"""Where texts come from: an IMDb-style folder or a CSV (the built-in corpus: ``fastlab.data.pydocs``).
+"""Where texts come from: an IMDb-style folder or a CSV (the built-in corpus: ``fastlab.data.text.pydocs``).
 
 Each reader returns a :class:`TextSource` of raw strings with labels and stable item names; the
-loaders (``fastlab.data.text_bunch``) tokenise them. The validation split of sources without one
+loaders (``fastlab.data.text.bunch``) tokenise them. The validation split of sources without one
 is ``seeded_split`` by ``data.seed`` alone.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from fastlab.config import DataConfig, check_positive_ints
-from fastlab.data.sources import data_root
+from fastlab.data.images.sources import data_root
 from fastlab.data.split import seeded_split
 from fastlab.errors import DataError
 from fastlab.registry import register

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from fastlab.data import DataBunch, seeded_split
-from fastlab.data.sources import CsvData, DigitsData, FolderData, NameReData
+from fastlab.data.images.sources import CsvData, DigitsData, FolderData, NameReData
 from fastlab.errors import DataError
 
 

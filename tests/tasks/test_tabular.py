@@ -11,9 +11,9 @@ import torch
 from sklearn.linear_model import LogisticRegression, Ridge
 
 from fastlab.config import to_run_config
-from fastlab.data.table_bunch import TableBunch, target_kind
-from fastlab.data.tabular import SklearnTableData
-from fastlab.data.tabular_procs import NA, TabularProcs
+from fastlab.data.tables.bunch import TableBunch, target_kind
+from fastlab.data.tables.procs import NA, TabularProcs
+from fastlab.data.tables.sources import SklearnTableData
 from fastlab.errors import ConfigError, DataError, FastlabError
 from fastlab.models.tabular import TabularModel, emb_sz_rule
 from fastlab.tasks.tabular import build_data

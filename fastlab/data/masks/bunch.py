@@ -14,8 +14,8 @@ import torch
 
 from fastlab import registry
 from fastlab.config import DataConfig
-from fastlab.data.bunch import ImageLoaders, TensorLoader, channel_stats
-from fastlab.data.masks import MaskSource
+from fastlab.data.images.bunch import ImageLoaders, TensorLoader, channel_stats
+from fastlab.data.masks.sources import MaskSource
 
 IGNORE = 255  # target value of pixels that neither the loss nor the metrics count
 
@@ -63,7 +63,7 @@ class MaskBunch(ImageLoaders):
 
     def show_batch(self, path: str | Path, n: int = 8) -> Path:
         """Save the first ``n`` training images with their masks overlaid as a PNG."""
-        from fastlab.tasks.segment import plot_masks
+        from fastlab.plots import plot_masks
 
         n = min(n, len(self.train.x))
         return plot_masks(self.train.x[:n].cpu(), [self.train.y[:n].cpu()], ["mask"], self.classes, Path(path))

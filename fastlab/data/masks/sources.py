@@ -7,7 +7,7 @@ Two sources: generated ``scenes`` (offline) and a folder in the CamVid layout::
     path/codes.txt                    one code name per line (line i names mask value i)
     path/valid.txt                    optional: image file names that validate; else valid_pct
 
-Images are resized bilinearly (``fastlab.data.images``), masks with nearest neighbour, so a mask
+Images are resized bilinearly (``fastlab.data.images.decode``), masks with nearest neighbour, so a mask
 pixel is always one of the codes. Every problem with the files is one line naming the file.
 """
 
@@ -24,8 +24,8 @@ import torch
 from PIL import Image
 
 from fastlab.config import DataConfig, check
-from fastlab.data.images import is_image, load_images
-from fastlab.data.scenes import CODES, make_scenes
+from fastlab.data.generated.scenes import CODES, make_scenes
+from fastlab.data.images.decode import is_image, load_images
 from fastlab.data.split import seeded_split
 from fastlab.errors import ConfigError, DataError
 from fastlab.registry import register
@@ -35,7 +35,7 @@ MAX_CODES = 255  # masks are stored as uint8 and 255 marks void pixels
 
 @dataclass
 class MaskSource:
-    """Raw material for a :class:`fastlab.data.mask_bunch.MaskBunch`: images ``(N, 3, S, S)``
+    """Raw material for a :class:`fastlab.data.masks.bunch.MaskBunch`: images ``(N, 3, S, S)``
     uint8, masks ``(N, S, S)`` uint8 of code indices, the code names and the void code's index."""
 
     train_x: torch.Tensor
@@ -83,7 +83,7 @@ class ScenesData(DataConfig):
 
 @register("data", "scenes", ScenesData)
 def scenes(cfg: ScenesData) -> MaskSource:
-    """Generated scenes (see ``fastlab.data.scenes``), split by ``data.seed``."""
+    """Generated scenes (see ``fastlab.data.generated.scenes``), split by ``data.seed``."""
     void = void_index(CODES, cfg.void_code, "the scenes")
     x, masks = make_scenes(cfg.n_images, cfg.size, cfg.scene_seed)
     train, valid = seeded_split(cfg.n_images, cfg.valid_pct, cfg.seed)

@@ -22,7 +22,7 @@ from fastlab.schedules import Stage
 from fastlab.tasks import get_task
 from fastlab.train import train
 from tests.conftest import compose_cfg
-from tests.test_learner import make_learner
+from tests.learner.test_learner import make_learner
 
 # SGD at this rate lowers the synthetic regression's validation loss every epoch (higher rates
 # overshoot), which the tests below use as a known monitor curve.
@@ -137,10 +137,10 @@ def test_gradient_clip_bounds_the_norm(precision):
         GradientClip(0)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16 with a GradScaler needs CUDA")
+@pytest.mark.gpu  # fp16 with a GradScaler needs CUDA
 def test_gradient_clip_unscales_fp16_gradients():
     from fastlab.learner import Learner
-    from tests.test_learner import Linear, SyntheticRegression, mse
+    from tests.learner.test_learner import Linear, SyntheticRegression, mse
 
     data = SyntheticRegression()
     data.device = torch.device("cuda")

@@ -13,9 +13,9 @@ from PIL import Image
 from sklearn.metrics import accuracy_score, f1_score, jaccard_score
 
 from fastlab.config import to_run_config
-from fastlab.data.mask_bunch import IGNORE, MaskBunch, encode_masks
-from fastlab.data.masks import CamvidData, ScenesData, camvid
-from fastlab.data.scenes import CODES, make_scenes
+from fastlab.data.generated.scenes import CODES, make_scenes
+from fastlab.data.masks.bunch import IGNORE, MaskBunch, encode_masks
+from fastlab.data.masks.sources import CamvidData, ScenesData, camvid
 from fastlab.errors import ConfigError, DataError
 from fastlab.models import create_model
 from fastlab.models.unet import Unet, UnetArch, encoder_config

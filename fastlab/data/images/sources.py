@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from fastlab.config import DataConfig
-from fastlab.data.images import is_image, read_images
-from fastlab.data.points import image_sizes, make_points, scale_points
+from fastlab.data.generated.points import image_sizes, make_points, scale_points
+from fastlab.data.images.decode import is_image, read_images
 from fastlab.data.split import seeded_split
 from fastlab.errors import ConfigError, DataError
 from fastlab.registry import register
@@ -29,7 +29,7 @@ from fastlab.registry import register
 class Source:
     """Raw material for a DataBunch: ``x`` tensors are ``(N, C, size, size)`` uint8. A label is
     one value (a class, or a number), or a list of numbers when each image has several targets;
-    ``points`` says those lists are ``(x, y)`` pairs in [-1, 1] (see ``fastlab.data.points``)."""
+    ``points`` says those lists are ``(x, y)`` pairs in [-1, 1] (see ``fastlab.data.generated.points``)."""
 
     train_x: torch.Tensor
     train_labels: list
@@ -112,8 +112,8 @@ class GlyphsData(DataConfig):
 
 @register("data", "glyphs", GlyphsData)
 def glyphs(cfg: GlyphsData) -> Source:
-    """The generated stroke alphabet (see ``fastlab.data.glyphs``); labels ``g00``, ``g01``, ..."""
-    from fastlab.data.glyphs import make_glyphs
+    """The generated stroke alphabet (see ``fastlab.data.generated.glyphs``); labels ``g00``, ``g01``, ..."""
+    from fastlab.data.generated.glyphs import make_glyphs
 
     if cfg.n_classes < 2 or cfg.per_class < 2 or cfg.strokes < 1:
         raise DataError("data=glyphs needs n_classes >= 2, per_class >= 2 and strokes >= 1")
@@ -136,7 +136,7 @@ class PointsData(DataConfig):
 
 @register("data", "points", PointsData)
 def points_source(cfg: PointsData) -> Source:
-    """Generated images of one shape each (see ``fastlab.data.points``); the label is the
+    """Generated images of one shape each (see ``fastlab.data.generated.points``); the label is the
     shape's centre ``[x, y]`` in [-1, 1]."""
     if cfg.n_images < 2:
         raise DataError(f"data.n_images={cfg.n_images} is too few: data=points needs at least 2 (e.g. data.n_images=600)")

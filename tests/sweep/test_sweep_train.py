@@ -17,7 +17,7 @@ from fastlab.sweep.settings import SweepSettings
 from fastlab.sweep.space import parse_space
 from fastlab.sweep.strategies import grid_size
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TRAIN = Path(sys.executable).with_name("fastlab-train")
 STUDIES = sorted(p.stem for p in (ROOT / "conf" / "study").glob("*.yaml"))
 # A training of well under a second: 16 px digits, a two-stage CNN, one epoch.

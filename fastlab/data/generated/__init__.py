@@ -1,0 +1,1 @@
+"""Data fastlab makes itself, offline: glyphs, scenes and points images."""

@@ -1,0 +1,1 @@
+"""Images with labels or points: decoding, the file-based sources, the DataBunch."""

@@ -1,0 +1,1 @@
+"""Images with per-pixel masks: the sources and the MaskBunch."""

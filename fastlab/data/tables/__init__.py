@@ -1,0 +1,1 @@
+"""Tables: the sources, fast.ai's preprocessing steps, the TableBunch."""

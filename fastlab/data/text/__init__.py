@@ -1,0 +1,1 @@
+"""Text: tokens and vocabulary, the sources, the standard-library corpus, the TextBunch."""
