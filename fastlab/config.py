@@ -101,6 +101,11 @@ class ArchConfig:
     name: str = MISSING
     pretrained: str | None = None  # a model-zoo name (outputs/models/<name>.pt) or a file path
 
+    @property
+    def body_arch(self) -> str:
+        """The architecture whose checkpoint ``arch.pretrained`` must be (its body is loaded)."""
+        return self.name
+
 
 # ------------------------------------------------------------------------------------ schedule
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -203,6 +202,7 @@ def main() -> None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from fastlab.cli import fail
     from fastlab.config import register_configs
     from fastlab.errors import FastlabError
     from fastlab.train import config_dir
@@ -216,8 +216,7 @@ def main() -> None:
         except FastlabError as e:
             if HydraConfig.get().mode == RunMode.MULTIRUN:
                 raise
-            print(f"fastlab-lr-find: error: {e}", file=sys.stderr)
-            sys.exit(2)
+            fail("fastlab-lr-find", str(e))
 
     _main()
 

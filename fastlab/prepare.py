@@ -102,9 +102,7 @@ def prepare(run: RunConfig, cbs: Sequence[Callback] = (), ctx: Context | None = 
     seed_everything(run.seed)  # right before the model: init, dropout and nothing else
     model = task.build_model(run, data)
     arch_config = dict(vars(run.arch))
-    # A U-Net's pretrained body is a classifier of its encoder's architecture.
-    body_arch = getattr(run.arch, "encoder", None) or run.arch.name
-    report = load_pretrained(model, ckpt, ckpt_path, body_arch, arch_config) if ckpt is not None else None
+    report = load_pretrained(model, ckpt, ckpt_path, run.arch.body_arch, arch_config) if ckpt is not None else None
     data.to(device, max_resident_gb=run.trainer.max_resident_gb)
     sample, _ = next(iter(data.valid))
     channels_last = use_channels_last(run.trainer.channels_last, device, sample)

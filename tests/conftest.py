@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 from pathlib import Path
 
@@ -23,6 +24,18 @@ SMALL = [
     "trainer.plots=false",
     "trainer.progress=none",
 ]
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Train on one thread: on a CPU shared with other jobs PyTorch's threads wait on each other
+    (a one-second run can take thirty, a tiny LSTM step a hundred times its time)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def compose_cfg(*overrides: str, small: bool = True):

@@ -161,7 +161,7 @@ def find_resume(resume, run_dir: Path) -> tuple[dict | None, Path]:
     last = target / LAST_CHECKPOINT
     if last.is_file():
         return read_last(last), target
-    if _finished(target / "metrics.json"):
+    if _finished(target):
         raise ConfigError(f"trainer.resume: the run in '{target}' has finished (see its metrics.json): "
                           "nothing to resume; start a new run without trainer.resume")
     if explicit:
@@ -170,13 +170,14 @@ def find_resume(resume, run_dir: Path) -> tuple[dict | None, Path]:
     return None, run_dir
 
 
-def _finished(metrics_file: Path) -> bool:
-    import json
+def _finished(run_dir: Path) -> bool:
+    from fastlab.run.metrics import read_metrics
 
     try:
-        return json.loads(metrics_file.read_text()).get("status") in ("completed", "diverged")
-    except (OSError, ValueError, AttributeError):
+        metrics = read_metrics(run_dir)
+    except (OSError, ValueError):
         return False
+    return metrics is not None and metrics.get("status") in ("completed", "diverged")
 
 
 def epoch_start_state(path: Path) -> dict | None:

@@ -13,9 +13,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from fastlab.cli import run_cli
 from fastlab.meta.direction import DIRECTIONS
 from fastlab.meta.encode import DIVERGED_POLICIES
-from fastlab.meta.errors import MetaError
 from fastlab.meta.progress import ProgressLine
 from fastlab.meta.trials import read_trials
 
@@ -121,12 +121,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
-    try:
-        code = run(args)
-    except MetaError as e:
-        print(f"fastlab-meta: error: {e}", file=sys.stderr)
-        sys.exit(2)
-    sys.exit(code)
+    sys.exit(run_cli("fastlab-meta", lambda: run(args)))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ fixed. ``metrics.json`` (DESIGN.md's run-dir contract) gives the status and the 
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import yaml
 from fastlab.meta.direction import direction_of_metrics, direction_of_task
 from fastlab.meta.errors import MetaError
 from fastlab.meta.trials import TrialsTable, require_trials, swept_names
+from fastlab.run.metrics import read_metrics
 
 
 def parse_overrides(lines: list[str]) -> dict[str, Any]:
@@ -53,9 +53,7 @@ def _job_number(job_dir: Path, default: int) -> int:
 
 def _read_metrics(job_dir: Path) -> dict[str, Any] | None:
     try:
-        return json.loads((job_dir / "metrics.json").read_text())
-    except FileNotFoundError:
-        return None
+        return read_metrics(job_dir)
     except (OSError, ValueError) as e:
         raise MetaError(f"{job_dir / 'metrics.json'} is not readable JSON ({e}): delete that job "
                         "dir or rerun its trial") from None

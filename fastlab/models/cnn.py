@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from fastlab.config import ArchConfig
-from fastlab.models.core import BodyHead, create_head
+from fastlab.config import ArchConfig, check
+from fastlab.models.core import BodyHead, check_head, create_head
 from fastlab.registry import register
 
 
@@ -24,6 +24,11 @@ class CnnArch(ArchConfig):
     channels: list[int] = field(default_factory=lambda: [32, 64, 128])
     head_hidden: int = 256
     dropout: float = 0.5
+
+    def __post_init__(self) -> None:
+        check(len(self.channels) > 0 and all(c >= 1 for c in self.channels),
+              f"arch.channels={list(self.channels)} must be one or more positive widths: e.g. arch.channels=[32,64,128]")
+        check_head(self.head_hidden, self.dropout)
 
 
 @register("arch", "cnn", CnnArch, tags={"body"})

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from fastlab import registry
+from fastlab.config import check
 from fastlab.errors import ConfigError
 
 
@@ -19,6 +20,12 @@ class AdaptiveConcatPool2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([self.max(x), self.avg(x)], dim=1)
+
+
+def check_head(hidden: int, dropout: float) -> None:
+    """``arch.head_hidden`` and ``arch.dropout`` of an architecture with fast.ai's head."""
+    check(hidden >= 1, f"arch.head_hidden must be a positive integer, got {hidden}: e.g. arch.head_hidden=256")
+    check(0.0 <= dropout < 1.0, f"arch.dropout must lie in [0, 1), got {dropout}: e.g. arch.dropout=0.5")
 
 
 def create_head(n_features: int, n_out: int, hidden: int = 512, dropout: float = 0.5) -> nn.Sequential:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from fastlab.config import ArchConfig
-from fastlab.models.core import BodyHead, create_head
+from fastlab.models.core import BodyHead, check_head, create_head
 from fastlab.registry import register
 
 
@@ -18,6 +18,9 @@ class ResnetArch(ArchConfig):
     name: str = "resnet18"
     head_hidden: int = 512
     dropout: float = 0.5
+
+    def __post_init__(self) -> None:
+        check_head(self.head_hidden, self.dropout)
 
 
 @register("arch", "resnet18", ResnetArch, tags={"body"})

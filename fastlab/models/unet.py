@@ -38,6 +38,11 @@ class UnetArch(ArchConfig):
         bodies = sorted(registry.options("arch", lambda e: "body" in e.tags))
         check(self.encoder in bodies, f"arch.encoder={self.encoder!r} is not known: use one of {bodies}")
 
+    @property
+    def body_arch(self) -> str:
+        """A U-Net's pretrained body is a classifier of its encoder's architecture."""
+        return self.encoder
+
 
 def encoder_config(cfg: UnetArch) -> ArchConfig:
     """The classifier config whose body is this U-Net's encoder (``arch.channels`` passed on to

@@ -3,6 +3,7 @@ people). :class:`RunMetrics` is that contract, and :func:`write_metrics` its one
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -81,6 +82,23 @@ def summarize(history: list[dict], objective: str, direction: str) -> tuple[dict
     row = pick(scored, key=lambda r: r[objective])
     best = {"epoch": row["epoch"], **{k: v for k, v in row.items() if k not in ("epoch", "lr", "seconds")}}
     return final, best
+
+
+def read_metrics(run_dir: str | Path) -> dict | None:
+    """The ``metrics.json`` of ``run_dir`` (a run dir or a sweep's job dir), or None when it has
+    none. A file that is not a JSON object raises ``ValueError`` naming it."""
+    path = Path(run_dir) / METRICS
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    try:
+        doc = json.loads(text)
+    except ValueError as e:
+        raise ValueError(f"'{path}' is not JSON ({e})") from None
+    if not isinstance(doc, dict):
+        raise ValueError(f"'{path}' holds a {type(doc).__name__}, not the object fastlab-train writes")
+    return doc
 
 
 def write_metrics(metrics: RunMetrics, run_dir: Path, start: float) -> None:

@@ -9,7 +9,6 @@ launchers). The loop's state lives in ``trials.db`` alone, so running the same s
   dir: job numbers only grow, so no job dir is ever overwritten.
 """
 
-import json
 import logging
 import math
 import secrets
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fastlab.run.metrics import read_metrics
 from fastlab.sweep.direction import HOW_TO_SET
 from fastlab.sweep.errors import SweepError
 from fastlab.sweep.export import best_table, best_trials, write_exports
@@ -286,11 +286,9 @@ def _read_metrics(job_dir: str | None) -> dict[str, Any] | None:
     if job_dir is None:
         return None
     try:
-        with open(Path(job_dir) / "metrics.json", encoding="utf-8") as f:
-            metrics = json.load(f)
-    except (OSError, ValueError):
+        return read_metrics(job_dir)
+    except (OSError, ValueError):  # a job killed mid-write, or an app's own file of that name
         return None
-    return metrics if isinstance(metrics, dict) else None
 
 
 def _last_line(text: str | None) -> str:

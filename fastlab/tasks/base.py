@@ -39,7 +39,6 @@ class Task:
     loss_func: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     metrics: dict[str, Metric | BatchMetric]
     maximize: frozenset[str]
-    default_objective: str
     data_kinds: frozenset[str]
     arch_role: str
     build_data: Callable[..., Any]

@@ -48,7 +48,6 @@ CLASSIFY = register("task", "classify", TaskConfig, Task(
     loss_func=F.cross_entropy,
     metrics={"accuracy": accuracy, "error_rate": error_rate},
     maximize=frozenset({"accuracy"}),
-    default_objective="accuracy",
     data_kinds=frozenset({"images"}),
     arch_role="body",
     build_data=build_data,

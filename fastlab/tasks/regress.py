@@ -153,7 +153,6 @@ REGRESS = register("task", "regress", RegressTask, Task(
     loss_func=mse_loss,
     metrics={"mae": mae, "rmse": rmse, "point_error": point_error},
     maximize=frozenset(),
-    default_objective="rmse",
     data_kinds=frozenset({"images", "points"}),
     arch_role="body",
     build_data=build_data,

@@ -165,7 +165,6 @@ SEGMENT = registry.register("task", "segment", TaskConfig, Task(
     metrics={"pixel_accuracy": ConfusionMetric(pixel_accuracy_of), "mean_iou": ConfusionMetric(mean_iou_of),
              "dice": ConfusionMetric(dice_of)},
     maximize=frozenset({"pixel_accuracy", "mean_iou", "dice"}),
-    default_objective="mean_iou",
     data_kinds=frozenset({"masks"}),
     arch_role="segmenter",
     build_data=build_data,

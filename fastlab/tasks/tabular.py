@@ -127,7 +127,6 @@ TABULAR = registry.register("task", "tabular", TabularTask, Task(
     loss_func=tabular_loss,
     metrics={"accuracy": accuracy, "rmse": rmse},
     maximize=frozenset({"accuracy"}),
-    default_objective="accuracy",
     data_kinds=frozenset({"table"}),
     arch_role="table",
     build_data=build_data,

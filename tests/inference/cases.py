@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image, ImageDraw
 
 from tests.conftest import compose_cfg
@@ -34,15 +32,6 @@ TEXT_CASES = ("language_model", "text_classify")
 TABLE_CASES = ("tabular", "tabular_diabetes")
 
 
-@contextlib.contextmanager
-def one_thread():
-    """On a CPU shared with other jobs PyTorch's threads wait on each other: train on one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def compose(name: str, zoo: Path):

@@ -18,6 +18,7 @@ from fastlab.interpret import interpret_run
 from fastlab.predict import main as predict_main
 from fastlab.serve.app import create_app
 from fastlab.train import train
+from tests.conftest import one_thread
 from tests.inference.cases import (
     EXPERIMENTS,
     IMAGE_CASES,
@@ -25,7 +26,6 @@ from tests.inference.cases import (
     TEXT_CASES,
     compose,
     make_inputs,
-    one_thread,
     png_values,
 )
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
@@ -38,21 +37,11 @@ from fastlab.inference import (
 )
 from fastlab.predict import main as predict_main
 from fastlab.train import train
-from tests.conftest import compose_cfg
+from tests.conftest import compose_cfg, one_thread
 
 BIN = Path(sys.executable).parent
 
 
-@contextlib.contextmanager
-def one_thread():
-    """Train on one thread: on a CPU shared with other jobs, PyTorch's threads wait on each
-    other and a one-second run takes thirty."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
