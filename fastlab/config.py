@@ -206,6 +206,26 @@ class EarlyStoppingConfig:
 
 
 @dataclass
+class MixupConfig:
+    """fast.ai's MixUp: lambda ~ Beta(alpha, alpha) per image; 0 is off (fast.ai's default is 0.4)."""
+
+    key: ClassVar[str] = "mixup"
+    alpha: float = 0.0
+
+    def __post_init__(self) -> None:
+        a = self.alpha
+        check(isinstance(a, int | float) and not isinstance(a, bool) and math.isfinite(a) and a >= 0,
+              f"trainer.callbacks.{self.key}.alpha must be a finite number >= 0, got {a}: e.g. 0.4, or 0 for off")
+
+
+@dataclass
+class CutMixConfig(MixupConfig):
+    """fast.ai's CutMix: lambda ~ Beta(alpha, alpha) per batch; 0 is off (fast.ai's default is 1.0)."""
+
+    key: ClassVar[str] = "cutmix"
+
+
+@dataclass
 class CallbacksConfig:
     """Optional behaviour, each off unless asked for (``trainer.callbacks.<name>...``)."""
 
@@ -213,11 +233,16 @@ class CallbacksConfig:
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     grad_clip: float | None = None  # clip the gradients' global norm to this
     csv_logger: bool = True  # rewrite history.csv after every epoch, so a running job can be watched
+    mixup: MixupConfig = field(default_factory=MixupConfig)  # blend whole images and their labels
+    cutmix: CutMixConfig = field(default_factory=CutMixConfig)  # paste a box of another image (and mask)
 
     def __post_init__(self) -> None:
         g = self.grad_clip
         check(g is None or (math.isfinite(g) and g > 0),
               f"trainer.callbacks.grad_clip must be a positive number or null, got {g}")
+        check(not (self.mixup.alpha and self.cutmix.alpha),
+              "trainer.callbacks.mixup.alpha and trainer.callbacks.cutmix.alpha are both on: choose one "
+              "(set the other to 0)")
 
 
 @dataclass
@@ -265,6 +290,55 @@ class TrainerConfig:
         check_choice("trainer.logger", self.logger, ("none", "tensorboard"))
 
 
+# ----------------------------------------------------------------------------------------- aug
+
+
+@dataclass
+class AugConfig:
+    """fast.ai's batch augmentation (``aug_transforms``' names and meanings), drawn per image of
+    every training batch (``fastlab.data.augment``); validation and prediction see plain images.
+    The defaults change nothing: ``aug=none``. ``aug=fastai`` is ``aug_transforms()``' defaults."""
+
+    name: str = "none"
+    flip: bool = False  # left-right flip with probability 0.5
+    flip_vert: bool = False  # with flip: also up-down flips and transposes (fastai's Dihedral)
+    max_rotate: float = 0.0  # degrees, uniform in [-max_rotate, max_rotate]
+    min_zoom: float = 1.0  # zoom factor uniform in [min_zoom, max_zoom]; > 1 zooms in
+    max_zoom: float = 1.0
+    max_warp: float = 0.0  # perspective warp magnitude, uniform in [-max_warp, max_warp]
+    max_lighting: float = 0.0  # brightness and contrast change (fastai's logit-space lighting)
+    p_affine: float = 0.75  # probability of each of rotate, zoom and warp
+    p_lighting: float = 0.75
+    crop: bool = False  # random resized (square) crop of area fraction in [min_scale, 1]
+    min_scale: float = 0.35
+
+    def __post_init__(self) -> None:
+        for key in ("flip", "flip_vert", "crop"):
+            v = getattr(self, key)
+            check(isinstance(v, bool), f"aug.{key} must be true or false, got {v!r}: e.g. aug.{key}=true")
+        check(self.flip or not self.flip_vert,
+              "aug.flip_vert=true needs aug.flip=true: vertical flips are part of fastai's flip")
+        check(is_pos(self.max_rotate) or self.max_rotate == 0,
+              f"aug.max_rotate must be a number of degrees >= 0, got {self.max_rotate}: e.g. aug.max_rotate=10")
+        check(is_pos(self.min_zoom) and is_pos(self.max_zoom) and self.min_zoom <= self.max_zoom,
+              f"aug.min_zoom and aug.max_zoom must be positive with min <= max, got {self.min_zoom} and "
+              f"{self.max_zoom}: e.g. aug.min_zoom=1.0 aug.max_zoom=1.1")
+        for key in ("max_warp", "max_lighting"):
+            v = getattr(self, key)
+            check(isinstance(v, int | float) and 0 <= v < 1, f"aug.{key} must lie in [0, 1), got {v}: e.g. aug.{key}=0.2")
+        for key in ("p_affine", "p_lighting"):
+            v = getattr(self, key)
+            check(isinstance(v, int | float) and 0 <= v <= 1, f"aug.{key} is a probability in [0, 1], got {v}: e.g. aug.{key}=0.75")
+        check(isinstance(self.min_scale, int | float) and 0 < self.min_scale <= 1,
+              f"aug.min_scale must lie in (0, 1], got {self.min_scale}: e.g. aug.min_scale=0.35")
+
+    @property
+    def active(self) -> bool:
+        """Whether any transform changes an image (``aug=none`` and all-neutral values do not)."""
+        return (self.flip or self.max_rotate > 0 or self.min_zoom != 1 or self.max_zoom != 1 or self.max_warp > 0
+                or self.crop or self.max_lighting > 0)
+
+
 # ---------------------------------------------------------------------------------------- root
 
 _ZOO_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -284,6 +358,7 @@ class TrainConfig:
     schedule: Any = MISSING
     task: Any = MISSING
     trainer: Any = MISSING
+    aug: Any = MISSING
     seed: int = 0
     paths: PathsConfig = field(default_factory=PathsConfig)
     save_as: str | None = None  # also save the trained model into the zoo as paths.models/<save_as>.pt
@@ -303,6 +378,7 @@ class RunConfig:
     seed: int
     paths: PathsConfig
     save_as: str | None = None
+    aug: AugConfig = field(default_factory=AugConfig)  # none: a RunConfig built in Python needs none
 
     def __post_init__(self) -> None:
         check(self.save_as is None or bool(_ZOO_NAME.fullmatch(str(self.save_as))),
@@ -323,6 +399,7 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(name="trainer_schema", node=TrainerConfig)
+    cs.store(name="aug_schema", node=AugConfig)
     for group in registry.GROUPS:
         for option, entry in registry.options(group).items():
             cs.store(name=schema_name(group, option), node=entry.schema)
@@ -377,4 +454,12 @@ def to_run_config(cfg: DictConfig | dict) -> RunConfig:
         seed=int(cfg.get("seed", 0)),
         paths=build(PathsConfig, _container(cfg.get("paths", {})), "paths"),
         save_as=cfg.get("save_as"),
+        aug=_aug_config(cfg),
     )
+
+
+def _aug_config(cfg: DictConfig) -> AugConfig:
+    # A config saved before the aug group existed (a resumed or re-read run) has no node: none.
+    if "aug" not in cfg or OmegaConf.is_missing(cfg, "aug") or cfg.aug is None:
+        return AugConfig()
+    return build(AugConfig, _container(cfg.aug), "aug")

@@ -81,6 +81,10 @@ def prepare(run: RunConfig, cbs: Sequence[Callback] = (), ctx: Context | None = 
     ctx = ctx or Context()
     task = get_task(run.task)
     check_fit(run, task)
+    if run.aug.active:  # fast.ai's batch augmentation of the training images (fastlab.callbacks.augment)
+        from fastlab.callbacks.augment import augment_callback
+
+        cbs = [augment_callback(run, ctx.rank), *cbs]
     check_batch(run.data.bs, ctx)
     device = device_for(ctx, resolve_device(run.trainer.device))
     if run.trainer.precision == "16-mixed" and device.type != "cuda":
@@ -113,7 +117,7 @@ def prepare(run: RunConfig, cbs: Sequence[Callback] = (), ctx: Context | None = 
         data.train = ShardedLoader(data.train, ctx.rank, ctx.world)
         cbs = [GradientAllReduce(ctx.world), *cbs]
     s = run.schedule
-    learn = Learner(model, data, task.loss_func, task.new_metrics(), opt=s.opt, wd=s.wd, lr_ratio=s.lr_ratio,
+    learn = Learner(model, data, task.loss(run), task.new_metrics(), opt=s.opt, wd=s.wd, lr_ratio=s.lr_ratio,
                     precision=run.trainer.precision, progress=run.trainer.progress if ctx.main else "none", cbs=cbs,
                     sqr_mom=s.sqr_mom, eps=s.eps, wd_bn_bias=s.wd_bn_bias)
     learn.train_bn = s.train_bn

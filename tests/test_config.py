@@ -9,12 +9,12 @@ from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigKeyError, ValidationError
 
 from fastlab import registry
-from fastlab.config import RunConfig, TrainerConfig, to_run_config
+from fastlab.config import AugConfig, RunConfig, TrainerConfig, to_run_config
 from fastlab.errors import ConfigError
 from fastlab.train import config_dir
 from tests.conftest import compose_cfg
 
-GROUPS = ["data", "arch", "schedule", "task", "trainer"]
+GROUPS = ["data", "arch", "schedule", "task", "trainer", "aug"]
 NEEDS_PATH = {"folder", "name_re", "csv"}
 
 
@@ -23,6 +23,8 @@ def options(group: str) -> list[str]:
 
 
 def schema_of(group: str, option: str) -> type:
+    if group == "aug":
+        return AugConfig
     return TrainerConfig if group == "trainer" else registry.get(group, option).schema
 
 

@@ -8,6 +8,7 @@ from fastlab.callbacks.core import Callback
 from fastlab.callbacks.csv_logger import CSVLogger
 from fastlab.callbacks.early_stopping import EarlyStopping
 from fastlab.callbacks.grad_clip import GradientClip
+from fastlab.callbacks.mixup import CutMix, MixUp
 from fastlab.callbacks.save_best import SaveBestModel
 from fastlab.callbacks.tensorboard import TensorBoardLogger
 from fastlab.config import TrainerConfig
@@ -17,6 +18,11 @@ from fastlab.tasks import Task
 BEST_CHECKPOINT = "best.pt"
 HISTORY = "history.csv"
 TENSORBOARD_DIR = "tensorboard"
+
+# What each mixing callback can mix: the targets it knows how to mix (class labels in the loss,
+# masks by pasting), of images only (token ids or table rows cannot be blended).
+MIXABLE_TARGETS = {"mixup": ("category",), "cutmix": ("category", "mask")}
+IMAGE_KINDS = frozenset({"images", "masks"})
 
 
 def resolve_monitor(name: str, monitor: str, mode: str, task: Task) -> str:
@@ -31,15 +37,25 @@ def resolve_monitor(name: str, monitor: str, mode: str, task: Task) -> str:
     return mode
 
 
+def check_mixable(name: str, alpha: float, task: Task) -> None:
+    """``trainer.callbacks.<name>.alpha`` > 0 needs a task of images whose targets it can mix."""
+    if task.targets in MIXABLE_TARGETS[name] and task.data_kinds <= IMAGE_KINDS:
+        return
+    fits = "task=classify or task=segment" if name == "cutmix" else "task=classify"
+    raise ConfigError(f"trainer.callbacks.{name}.alpha={alpha} mixes images for {fits}, not task={task.name}: "
+                      f"set trainer.callbacks.{name}.alpha=0")
+
+
 def build_callbacks(trainer_cfg: TrainerConfig, run_dir: Path, task: Task, meta: dict,
-                    writes: bool = True) -> list[Callback]:
+                    writes: bool = True, seed: int = 0) -> list[Callback]:
     """The callbacks ``trainer.callbacks`` and ``trainer.logger`` ask for, to pass as the
     Learner's ``cbs``. ``meta`` is ``model.pt``'s metadata, saved with the best model too.
 
     Writes go into ``run_dir``: ``best.pt`` (save_best), ``history.csv`` (csv_logger, every
     epoch) and ``tensorboard/`` (logger=tensorboard); with ``writes=False`` (the other ranks of
-    a data-parallel run) only the callbacks that steer training are built. Raises
-    ``ConfigError`` for a monitor the task does not record, before any training.
+    a data-parallel run) only the callbacks that steer training are built. ``seed`` (the run's)
+    seeds mixup's and cutmix's draws. Raises ``ConfigError`` for a monitor the task does not
+    record, or a mixing the task cannot take, before any training.
     """
     run_dir = Path(run_dir)
     c = trainer_cfg.callbacks
@@ -54,6 +70,13 @@ def build_callbacks(trainer_cfg: TrainerConfig, run_dir: Path, task: Task, meta:
         cbs.append(EarlyStopping(es.monitor, mode, es.patience, es.min_delta))
     if c.grad_clip is not None:
         cbs.append(GradientClip(c.grad_clip))
+    # CallbacksConfig refuses both on at once
+    if c.mixup.alpha:
+        check_mixable("mixup", c.mixup.alpha, task)
+        cbs.append(MixUp(c.mixup.alpha, seed))
+    if c.cutmix.alpha:
+        check_mixable("cutmix", c.cutmix.alpha, task)
+        cbs.append(CutMix(c.cutmix.alpha, seed, masks=task.targets == "mask"))
     if c.csv_logger and writes:
         cbs.append(CSVLogger(run_dir / HISTORY, list(task.metrics)))
     if trainer_cfg.logger == "tensorboard" and writes:

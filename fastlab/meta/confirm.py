@@ -34,7 +34,9 @@ from fastlab.meta.recommend import fmt, round3
 from fastlab.meta.trials import TrialsTable, read_trials
 
 LR = "schedule.lr_max"
-GROUPS = ("data", "arch", "schedule", "task", "trainer")
+GROUPS = ("data", "arch", "schedule", "task", "trainer", "aug")
+# Groups whose options share one schema and carry no name: any option, then the config's values.
+UNNAMED = {"trainer": "default", "aug": "none"}
 CONFIG_NAME = "meta_confirm"
 
 
@@ -123,7 +125,7 @@ def write_primary(config: dict, conf_dir: Path) -> None:
     fastlab's own groups (each group's option chosen by its ``name``)."""
     defaults: list[Any] = ["train_schema"]
     for group in GROUPS:
-        name = (config.get(group) or {}).get("name") if group != "trainer" else "default"
+        name = UNNAMED.get(group) or (config.get(group) or {}).get("name")
         if name is None:
             raise MetaError(f"the sweep's config has no {group}.name: --confirm cannot rebuild it")
         defaults.append({group: name})

@@ -61,7 +61,7 @@ def fit(run: RunConfig, run_dir: Path, state: dict | None, ctx: Context, cbs: Se
         prep = prepare(run, ctx=ctx)
         learn, task = prep.learn, prep.task
         meta = {**prep.meta, "config": run.to_dict()}
-        learn.add_cbs([*build_callbacks(run.trainer, run_dir, task, meta, writes=ctx.main), *cbs])
+        learn.add_cbs([*build_callbacks(run.trainer, run_dir, task, meta, writes=ctx.main, seed=run.seed), *cbs])
         stages, found = plan(learn, run.schedule) if state is None else saved_plan(state)
         checkpointer = Checkpointer(run_dir / LAST_CHECKPOINT, run.trainer.checkpoint_every_n_steps, resume=state,
                                     extra=plan_state(run, stages, found))

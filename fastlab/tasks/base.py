@@ -48,6 +48,14 @@ class Task:
     # a fastlab.inference.base.TaskInference class, or its "module:Class" imported only when a saved
     # model is used, so that training never imports serving code.
     inference: str | type
+    # The loss a run trains with when it depends on the run's config (task.label_smoothing):
+    # ``build_loss(run) -> loss``; None trains every run with ``loss_func``. Read through loss().
+    build_loss: Callable[..., Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] | None = None
+
+    def loss(self, run) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """The loss of ``run`` (a ``RunConfig``), for training and validation alike: the same
+        function scores ``valid_loss``, as fast.ai's ``LabelSmoothingCrossEntropy`` does."""
+        return self.loss_func if self.build_loss is None else self.build_loss(run)
 
     @property
     def objectives(self) -> list[str]:

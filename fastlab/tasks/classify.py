@@ -2,15 +2,51 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from fastlab.config import TaskConfig
+from fastlab.config import TaskConfig, check
 from fastlab.registry import register
 from fastlab.tasks.base import Task
 from fastlab.tasks.images import image_bunch, image_model
+
+
+def check_label_smoothing(value: float) -> None:
+    """``task.label_smoothing`` is a number in [0, 1): the share of each target's probability spread
+    evenly over all classes (1 would leave no trace of the label)."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and 0.0 <= value < 1.0
+    check(ok, f"task.label_smoothing must lie in [0, 1), got {value}: e.g. task.label_smoothing=0.1, "
+              "or 0 for plain cross-entropy")
+
+
+@dataclass
+class ClassifyTask(TaskConfig):
+    """Single-label classification; ``label_smoothing`` as in ``F.cross_entropy`` (0: off)."""
+
+    name: str = "classify"
+    objective: str = "accuracy"
+    label_smoothing: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_label_smoothing(self.label_smoothing)
+
+
+def cross_entropy(label_smoothing: float = 0.0) -> Callable[..., torch.Tensor]:
+    """``loss(preds (B, c), targets (B,), reduction="mean")``: cross-entropy against targets
+    smoothed to ``(1 - eps) * one_hot + eps / c`` (PyTorch's ``label_smoothing``); plain
+    ``F.cross_entropy`` at 0."""
+    return F.cross_entropy if not label_smoothing else functools.partial(F.cross_entropy,
+                                                                         label_smoothing=float(label_smoothing))
+
+
+def classify_loss(run) -> Callable[..., torch.Tensor]:
+    """The run's loss: cross-entropy with its ``task.label_smoothing``."""
+    return cross_entropy(run.task.label_smoothing)
 
 
 def accuracy(preds: torch.Tensor, targets: torch.Tensor) -> float:
@@ -42,7 +78,7 @@ def show_results(learn, path: Path, n: int = 16) -> Path:
     return show_images(x.cpu(), titles, Path(path), wrong=[int(t) != int(p) for t, p in zip(y.cpu(), pred)])
 
 
-CLASSIFY = register("task", "classify", TaskConfig, Task(
+CLASSIFY = register("task", "classify", ClassifyTask, Task(
     name="classify",
     targets="category",
     loss_func=F.cross_entropy,
@@ -54,4 +90,5 @@ CLASSIFY = register("task", "classify", TaskConfig, Task(
     build_model=image_model,
     show_results=show_results,
     inference="fastlab.inference.image:ClassifyInference",
+    build_loss=classify_loss,
 ))

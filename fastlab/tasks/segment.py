@@ -8,7 +8,9 @@ keep) and read pixel accuracy, mean IoU and Dice off it, over the codes present 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -22,17 +24,38 @@ from fastlab.models.unet import Unet
 from fastlab.plots import plot_masks
 from fastlab.rundir import write_json
 from fastlab.tasks.base import Task
+from fastlab.tasks.classify import check_label_smoothing
 from fastlab.tasks.images import use_pretrained_stats
 
 # ---------------------------------------------------------------------------- loss and metrics
 
 
-def segment_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+@dataclass
+class SegmentTask(TaskConfig):
+    """Semantic segmentation; ``label_smoothing`` smooths each non-void pixel's target (0: off)."""
+
+    name: str = "segment"
+    objective: str = "mean_iou"
+    label_smoothing: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_label_smoothing(self.label_smoothing)
+
+
+def segment_loss(pred: torch.Tensor, target: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
     """Pixel-wise cross-entropy of ``pred (B, c, H, W)`` scores against ``target (B, H, W)``,
     averaged over the pixels that are not void. A batch of void pixels only gives 0, not NaN
-    (PyTorch's mean over no pixels), so it cannot end a run as diverged."""
-    total = F.cross_entropy(pred.float(), target, ignore_index=IGNORE, reduction="sum")
+    (PyTorch's mean over no pixels), so it cannot end a run as diverged. With
+    ``label_smoothing`` each non-void pixel's target is ``(1 - eps) * one_hot + eps / c``; void
+    pixels still count in neither term (PyTorch masks the smoothing term at ``ignore_index`` too)."""
+    total = F.cross_entropy(pred.float(), target, ignore_index=IGNORE, reduction="sum",
+                            label_smoothing=label_smoothing)
     return total / (target != IGNORE).sum().clamp_min(1)
+
+
+def build_loss(run: RunConfig) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    eps = run.task.label_smoothing
+    return segment_loss if not eps else functools.partial(segment_loss, label_smoothing=float(eps))
 
 
 def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, c: int) -> torch.Tensor:
@@ -158,7 +181,7 @@ def build_model(run: RunConfig, data: MaskBunch) -> Unet:
     return registry.get("arch", run.arch.name).builder(run.arch, data.n_channels, data.c)
 
 
-SEGMENT = registry.register("task", "segment", TaskConfig, Task(
+SEGMENT = registry.register("task", "segment", SegmentTask, Task(
     name="segment",
     targets="mask",
     loss_func=segment_loss,
@@ -171,4 +194,5 @@ SEGMENT = registry.register("task", "segment", TaskConfig, Task(
     build_model=build_model,
     show_results=show_results,
     inference="fastlab.inference.segment:SegmentInference",
+    build_loss=build_loss,
 ))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -22,7 +23,19 @@ from fastlab.data.text.tokens import BOS_ID, PAD_ID, UNK_ID, detokenize
 from fastlab.metrics import BatchMetric
 from fastlab.models.awd_lstm import AwdLstmClassifier, AwdLstmLM
 from fastlab.tasks.base import Task
-from fastlab.tasks.classify import accuracy, error_rate
+from fastlab.tasks.classify import accuracy, check_label_smoothing, classify_loss, error_rate
+
+
+@dataclass
+class TextClassifyTask(TaskConfig):
+    """A label per text; ``label_smoothing`` as for ``task=classify`` (0: plain cross-entropy)."""
+
+    name: str = "text_classify"
+    objective: str = "accuracy"
+    label_smoothing: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_label_smoothing(self.label_smoothing)
 
 
 def lm_loss(pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -159,7 +172,7 @@ LANGUAGE_MODEL = registry.register("task", "language_model", TaskConfig, Task(
     inference="fastlab.inference.text:LanguageModelInference",
 ))
 
-TEXT_CLASSIFY = registry.register("task", "text_classify", TaskConfig, Task(
+TEXT_CLASSIFY = registry.register("task", "text_classify", TextClassifyTask, Task(
     name="text_classify",
     targets="category",
     loss_func=F.cross_entropy,
@@ -171,4 +184,5 @@ TEXT_CLASSIFY = registry.register("task", "text_classify", TaskConfig, Task(
     build_model=build_classifier,
     show_results=show_classifier_results,
     inference="fastlab.inference.text:TextClassifyInference",
+    build_loss=classify_loss,
 ))

@@ -1,0 +1,77 @@
+"""Augment: fast.ai's batch augmentation of each training batch, as a callback.
+
+The loaders hand out normalised float batches, always (validation, prediction and the LR finder,
+which runs without the run's callbacks, must see normalised images). So this callback undoes the
+normalisation of a training batch (``x * std + mean``: the images in [0, 1] again, up to float
+rounding), augments it with :class:`fastlab.data.augment.BatchAugment` and normalises it again.
+That costs two elementwise passes, little beside the resampling, and leaves every loader as it was.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from fastlab.callbacks.core import Callback
+from fastlab.config import AugConfig
+from fastlab.data.augment import BatchAugment
+
+# The augmentation generator's seed is the run's seed moved off the loader's (which shuffles with
+# the run's seed itself), so the two streams are not the same numbers.
+SEED_OFFSET = 0x5EED_A06
+
+
+class Augment(Callback):
+    """Augments ``learn.xb`` (images ``(B, C, H, W)``) and ``learn.yb`` of every training batch
+    before anything else sees them; ``kind`` is what the targets are (``labels``, ``points`` or
+    ``masks``, see ``BatchAugment``). Its generator's state is saved in ``last.pt`` (the
+    Checkpointer saves every callback's ``state_dict``), so a resumed run draws what the unbroken
+    run would have drawn."""
+
+    # First in before_batch: mixing callbacks (mixup) and the rest must see augmented images.
+    order = -10
+
+    def __init__(self, cfg: AugConfig, seed: int, kind: str = "labels", void: int = 255):
+        self.augment = BatchAugment(cfg, seed + SEED_OFFSET, kind, void)
+
+    def _stats(self, like: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        loader = self.learn.data.train  # (1, C, 1, 1) each, or None when the loader does not normalise
+        mean, std = getattr(loader, "mean", None), getattr(loader, "std", None)
+        if mean is None or std is None:
+            return None, None
+        return mean.to(like.device), std.to(like.device)
+
+    def before_batch(self) -> None:
+        learn = self.learn
+        if not learn.training:
+            return
+        xb = learn.xb  # (B, C, H, W) float, normalised
+        channels_last = xb.ndim == 4 and xb.is_contiguous(memory_format=torch.channels_last) and not xb.is_contiguous()
+        mean, std = self._stats(xb)
+        x = xb.float() * std + mean if mean is not None else xb.float()  # [0, 1]
+        x, learn.yb = self.augment(x, learn.yb)
+        if mean is not None:
+            x = (x - mean) / std
+        learn.xb = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+    def state_dict(self) -> dict:
+        return self.augment.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.augment.load_state_dict(state)
+
+
+def augment_callback(run, rank: int = 0) -> Augment:
+    """The run's ``Augment`` (``run.aug`` active), its targets' kind read off the data config; text
+    and table data are refused with one line. Each data-parallel rank draws from its own stream
+    (``rank`` moves the seed), as its shard holds other images."""
+    from fastlab.errors import ConfigError
+
+    kind = type(run.data).kind
+    if kind not in ("images", "points", "masks"):
+        raise ConfigError(f"aug={run.aug.name} transforms images but data={run.data.name} gives {kind}: use aug=none")
+    if kind == "masks":
+        from fastlab.data.masks.bunch import IGNORE
+
+        return Augment(run.aug, run.seed + rank, "masks", IGNORE)
+    points = kind == "points" or bool(getattr(run.data, "points", False))  # csv data: (x, y) targets
+    return Augment(run.aug, run.seed + rank, "points" if points else "labels")
