@@ -25,15 +25,22 @@ def check_label_smoothing(value: float) -> None:
 
 
 @dataclass
-class ClassifyTask(TaskConfig):
-    """Single-label classification; ``label_smoothing`` as in ``F.cross_entropy`` (0: off)."""
+class SmoothedTask(TaskConfig):
+    """The keys of a task that trains with cross-entropy: ``label_smoothing`` as in
+    ``F.cross_entropy`` (0: off). Classify, text_classify and segment extend it."""
 
-    name: str = "classify"
-    objective: str = "accuracy"
     label_smoothing: float = 0.0
 
     def __post_init__(self) -> None:
         check_label_smoothing(self.label_smoothing)
+
+
+@dataclass
+class ClassifyTask(SmoothedTask):
+    """Single-label image classification."""
+
+    name: str = "classify"
+    objective: str = "accuracy"
 
 
 def cross_entropy(label_smoothing: float = 0.0) -> Callable[..., torch.Tensor]:

@@ -17,29 +17,25 @@ import torch
 import torch.nn.functional as F
 
 from fastlab import registry
-from fastlab.config import RunConfig, TaskConfig
+from fastlab.config import RunConfig
 from fastlab.data.masks.bunch import IGNORE, MaskBunch
 from fastlab.metrics import BatchMetric
 from fastlab.models.unet import Unet
 from fastlab.plots import plot_masks
 from fastlab.rundir import write_json
 from fastlab.tasks.base import Task
-from fastlab.tasks.classify import check_label_smoothing
+from fastlab.tasks.classify import SmoothedTask
 from fastlab.tasks.images import use_pretrained_stats
 
 # ---------------------------------------------------------------------------- loss and metrics
 
 
 @dataclass
-class SegmentTask(TaskConfig):
-    """Semantic segmentation; ``label_smoothing`` smooths each non-void pixel's target (0: off)."""
+class SegmentTask(SmoothedTask):
+    """Semantic segmentation; ``label_smoothing`` smooths each non-void pixel's target."""
 
     name: str = "segment"
     objective: str = "mean_iou"
-    label_smoothing: float = 0.0
-
-    def __post_init__(self) -> None:
-        check_label_smoothing(self.label_smoothing)
 
 
 def segment_loss(pred: torch.Tensor, target: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:

@@ -23,19 +23,15 @@ from fastlab.data.text.tokens import BOS_ID, PAD_ID, UNK_ID, detokenize
 from fastlab.metrics import BatchMetric
 from fastlab.models.awd_lstm import AwdLstmClassifier, AwdLstmLM
 from fastlab.tasks.base import Task
-from fastlab.tasks.classify import accuracy, check_label_smoothing, classify_loss, error_rate
+from fastlab.tasks.classify import SmoothedTask, accuracy, classify_loss, error_rate
 
 
 @dataclass
-class TextClassifyTask(TaskConfig):
-    """A label per text; ``label_smoothing`` as for ``task=classify`` (0: plain cross-entropy)."""
+class TextClassifyTask(SmoothedTask):
+    """A label per text."""
 
     name: str = "text_classify"
     objective: str = "accuracy"
-    label_smoothing: float = 0.0
-
-    def __post_init__(self) -> None:
-        check_label_smoothing(self.label_smoothing)
 
 
 def lm_loss(pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
