@@ -112,16 +112,21 @@ def test_mixup_mixes_inputs_and_its_loss_is_the_formula():
     assert learn.xb is x
 
 
+def cutmix_draws(seed: int, n: int = 6, size: int = 8) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
+    """The shuffle and box ``CutMix(1.0, seed=seed)`` draws for its first batch, replayed in its order."""
+    g = torch.Generator().manual_seed(seed + SEED_OFFSET)
+    lam = float(sample_beta(1.0, 1, g))
+    perm = torch.randperm(n, generator=g)
+    return perm, random_box(size, size, lam, g)
+
+
 def test_cutmix_pastes_a_box_and_weighs_the_loss_by_its_true_area():
     x, y, pred = batch()
     cb = CutMix(1.0, seed=5)
     cb.learn = learn = stub_learner(x, y)
     cb.before_train()
     cb.before_batch()
-    g = torch.Generator().manual_seed(5 + SEED_OFFSET)
-    lam = float(sample_beta(1.0, 1, g))
-    perm = torch.randperm(6, generator=g)
-    y1, y2, x1, x2 = random_box(8, 8, lam, g)
+    perm, (y1, y2, x1, x2) = cutmix_draws(seed=5)
     want_x = x.clone()
     want_x[..., y1:y2, x1:x2] = x[perm][..., y1:y2, x1:x2]
     assert torch.equal(learn.xb, want_x) and not torch.equal(x, learn.xb)  # the loader's batch is not changed
@@ -140,10 +145,7 @@ def test_cutmix_of_masks_pastes_the_mask_box_and_keeps_the_task_loss():
     cb.learn = learn = stub_learner(x, y, loss)
     cb.before_train()
     cb.before_batch()
-    g = torch.Generator().manual_seed(5 + SEED_OFFSET)
-    lam = float(sample_beta(1.0, 1, g))
-    perm = torch.randperm(6, generator=g)
-    y1, y2, x1, x2 = random_box(8, 8, lam, g)
+    perm, (y1, y2, x1, x2) = cutmix_draws(seed=5)
     want_y = y.clone()
     want_y[..., y1:y2, x1:x2] = y[perm][..., y1:y2, x1:x2]
     assert torch.equal(learn.yb, want_y) and torch.equal(learn.xb[..., y1:y2, x1:x2], x[perm][..., y1:y2, x1:x2])
