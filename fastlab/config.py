@@ -77,6 +77,10 @@ class DataConfig:
     url: str | None = None
     sha256: str | None = None  # the archive's expected SHA-256, checked when given
     on_bad_file: str = "error"  # error | skip: an unreadable image stops the run, or is left out and logged
+    # Presizing (fast.ai's recipe): training images are kept at this larger side (e.g. 1.25 x
+    # data.size) and cropped, warped and resized to data.size in one resampling per batch;
+    # validation images are resized whole to data.size. null: every image is kept at data.size.
+    presize: int | None = None
 
     def __post_init__(self) -> None:
         check(self.bs > 0, f"data.bs must be a positive integer, got {self.bs}: set e.g. data.bs=64")
@@ -91,6 +95,9 @@ class DataConfig:
         check_choice("data.on_bad_file", self.on_bad_file, ("error", "skip"))
         check((self.mean is None) == (self.std is None),
               "data.mean and data.std go together: give both, or neither to compute them")
+        check(self.presize is None or (isinstance(self.presize, int) and self.presize >= self.size),
+              f"data.presize must be null or an integer side >= data.size ({self.size}), got {self.presize}: "
+              f"e.g. data.presize={math.ceil(self.size * 1.25)}")
 
 
 # ---------------------------------------------------------------------------------------- arch
@@ -149,6 +156,10 @@ class ScheduleConfig:
     sqr_mom: float = 0.99  # AdamW's beta2
     eps: float = 1e-5  # AdamW's eps (torch's own default is 1e-8)
     wd_bn_bias: bool = False  # also decay biases and norm-layer parameters
+    # Progressive resizing (fast.ai lesson 3): the whole schedule runs once per image side, in
+    # order, from the same weights; the data is re-made at each side from the same split.
+    # null: once, at data.size.
+    sizes: list[int] | None = None
 
     def __post_init__(self) -> None:
         check(self.epochs > 0, f"schedule.epochs must be a positive integer, got {self.epochs}")
@@ -166,6 +177,14 @@ class ScheduleConfig:
         check_choice("schedule.opt", self.opt, ("adamw", "sgd"))
         check(0.0 <= self.sqr_mom < 1.0, f"schedule.sqr_mom (AdamW's beta2) must lie in [0, 1), got {self.sqr_mom}: e.g. 0.99")
         check(math.isfinite(self.eps) and self.eps > 0, f"schedule.eps must be a positive finite number, got {self.eps}: e.g. 1e-5")
+        check(self.sizes is None or (len(self.sizes) > 0 and all(isinstance(v, int) and not isinstance(v, bool) and v > 0
+                                                                  for v in self.sizes)),
+              f"schedule.sizes must be null or a list of positive image sides, got {self.sizes}: e.g. schedule.sizes=[16,32]")
+
+    @property
+    def head_lr(self) -> Any:
+        """The first stage's head rate as configured: a number, a slice or ``"find"``."""
+        return self.lr_max
 
 
 # ---------------------------------------------------------------------------------------- task
@@ -271,6 +290,12 @@ class TrainerConfig:
     # single (one process) | ddp (data-parallel under torchrun; data.bs is the global batch)
     strategy: str = "single"
     callbacks: CallbacksConfig = field(default_factory=lambda: CallbacksConfig())
+    # fast.ai's test-time augmentation after training (fastlab.tta; needs an active aug): the
+    # validation metrics of the mean over tta_n augmented passes, mixed with the plain pass by
+    # tta_beta (lerp: 0 = augmented passes only, 1 = plain only), go into metrics.json's "tta"
+    tta: bool = False
+    tta_n: int = 4
+    tta_beta: float = 0.25
 
     def __post_init__(self) -> None:
         check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
@@ -288,6 +313,12 @@ class TrainerConfig:
               f"trainer.max_resident_gb must be a number >= 0, got {self.max_resident_gb}")
         check_choice("trainer.strategy", self.strategy, ("single", "ddp"))
         check_choice("trainer.logger", self.logger, ("none", "tensorboard"))
+        check(isinstance(self.tta, bool), f"trainer.tta must be true or false, got {self.tta!r}: e.g. trainer.tta=true")
+        check(isinstance(self.tta_n, int) and not isinstance(self.tta_n, bool) and self.tta_n >= 1,
+              f"trainer.tta_n must be a positive integer (augmented passes), got {self.tta_n}: e.g. trainer.tta_n=4")
+        b = self.tta_beta
+        check(isinstance(b, int | float) and not isinstance(b, bool) and 0.0 <= b <= 1.0,
+              f"trainer.tta_beta must lie in [0, 1] (the plain pass's weight), got {b}: e.g. trainer.tta_beta=0.25")
 
 
 # ----------------------------------------------------------------------------------------- aug

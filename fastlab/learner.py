@@ -142,6 +142,7 @@ class Learner:
         self.add_cbs([self.recorder, ProgressCallback(progress), TerminateOnNaN(), *cbs])
         self.epoch, self.n_epoch, self.train_iter, self.training = 0, 0, 0, False
         self.epoch_offset, self.diverged = 0, False
+        self.lr_finding = False  # set while the LR finder runs (callbacks that stay in it read it)
         # Where a resumed run re-enters the loop (set by the Checkpointer when it restores).
         self.stage, self.start_epoch, self.start_batch = 0, 0, 0
         # What model.pt records about the model (set by fastlab.prepare): Learner.predict reads with it.
@@ -336,10 +337,13 @@ class Learner:
         rates = self.group_rates(lr)
         self.fit(n_epoch, rates, cbs=[ParamScheduler(lr=sched_const(rates[-1]), mom=sched_const(mom)), *cbs])
 
-    def fit_stages(self, stages: Sequence[Stage], cbs: Sequence[Callback] = (), start_stage: int = 0) -> None:
+    def fit_stages(self, stages: Sequence[Stage], cbs: Sequence[Callback] = (), start_stage: int = 0,
+                   before_stage: Callable[[int, Stage], Stage] | None = None) -> None:
         """Run a planned schedule (``fastlab.schedules.plan_stages``): freeze, then fit, per
         stage; epochs are numbered across stages. Stops early on divergence or a stop request.
-        A resumed run starts at ``start_stage`` (its Checkpointer restores the rest)."""
+        A resumed run starts at ``start_stage`` (its Checkpointer restores the rest).
+        ``before_stage(k, stage)`` runs as stage ``k`` starts and returns the stage to train
+        (``fastlab.run.stage_start``: new image sides, rates decided then)."""
         self.stop_requested, self.diverged = False, False
         self.epoch_offset = sum(stage.epochs for stage in stages[:start_stage])
         for k, stage in enumerate(stages):
@@ -348,6 +352,10 @@ class Learner:
             if self.diverged or self.stop_requested:
                 break
             self.stage = k
+            if before_stage is not None:
+                stage = before_stage(k, stage)
+            if stage.pending:
+                raise ValueError(f"stage {k} has no rates yet (pending): give fit_stages a before_stage that decides them")
             self.freeze_to(stage.frozen)
             if stage.policy == "constant":
                 self.fit_constant(stage.epochs, list(stage.lrs), mom=stage.moms[0], cbs=cbs)
@@ -405,6 +413,23 @@ class Learner:
                 preds.append(self.model(xb).float().cpu())
                 targets.append(yb.cpu())
         return torch.cat(preds), torch.cat(targets)
+
+    def tta(self, dl=None, n: int = 4, beta: float | None = 0.25, aug=None, seed: int = 0,
+            kind: str | None = None):
+        """fast.ai's test-time augmentation over a loader (the validation set by default): the
+        task's activated predictions (class probabilities, values, points) averaged over ``n``
+        augmented passes and mixed with the plain pass, ``lerp(aug_mean, plain, beta)``.
+
+        ``aug``: an ``AugConfig`` or ``BatchAugment``; ``None`` tests with the augmentation the
+        Learner trains with (its ``Augment`` callback). Draws come from a generator seeded with
+        ``seed``, never the training one. ``kind``: ``labels`` or ``points`` (mapped back to the
+        original image before averaging), by default the augmentation's. Returns
+        ``(preds (N, c), targets (N, ...))`` like :meth:`get_preds`, or ``((aug_mean, plain),
+        targets)`` with ``beta=None``; see ``fastlab.tta.tta``.
+        """
+        from fastlab.tta import tta
+
+        return tta(self, dl, n=n, beta=beta, aug=aug, seed=seed, kind=kind)
 
 
 __all__ = ["EVENTS", "OPTIMIZERS", "Learner", "make_optimizer", "param_groups", "set_momentum"]

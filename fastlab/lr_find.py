@@ -57,6 +57,16 @@ def minimum(lrs: Sequence[float], losses: Sequence[float]) -> float:
     return float(lrs[int(np.argmin(losses))]) / 10
 
 
+def rise(lrs: Sequence[float], losses: Sequence[float], num_it: int) -> float:
+    """The rate where the curve starts to rise: its lowest smoothed loss, on the same trimmed
+    curve as :func:`suggest` (the course's second finder reads this point, then divides by 10)."""
+    lo, hi = num_it // 10, len(lrs) - 5
+    if hi - lo < 5:
+        lo, hi = 0, len(lrs)
+    lrs, losses = list(lrs[lo:hi]), list(losses[lo:hi])
+    return float(lrs[int(np.argmin(losses))])
+
+
 def slide(lrs: Sequence[float], losses: Sequence[float], lr_diff: int = 15, thresh: float = 0.005) -> float:
     """Walk back from the end until the loss gradient ``lr_diff`` points apart stops changing
     (by more than ``thresh``): the rate where the curve has flattened before the blow-up."""
@@ -141,15 +151,18 @@ def lr_find(learn, start_lr: float = 1e-7, end_lr: float = 10.0, num_it: int = 1
     saved_model = copy.deepcopy(learn.model.state_dict())
     saved_opt = copy.deepcopy(learn.opt.state_dict())
     saved_scales, saved_states = list(learn.lr_scales), random_states(_loader_generator(learn))
-    saved_cbs = list(learn.cbs)
+    # Only the finder listens (no history rows, progress lines or divergence verdicts), and the
+    # callbacks that batches need to have the right shape (``keep_in_lr_find``: presizing).
+    saved_cbs = [cb for cb in learn.cbs if not getattr(cb, "keep_in_lr_find", False)]
     finder = LRFinder(start_lr, end_lr, num_it, stop_div)
     try:
-        # Only the finder listens: no history rows, progress lines or divergence verdicts.
         learn.remove_cbs(saved_cbs)
+        learn.lr_finding = True
         learn.lr_scales = [1.0] * len(learn.layer_groups)  # one rate for every group (fastai)
         n_epoch = math.ceil(num_it / max(1, len(learn.data.train)))
         learn.fit(n_epoch, cbs=[finder])
     finally:
+        learn.lr_finding = False
         learn.add_cbs(saved_cbs)
         learn.model.load_state_dict(saved_model)
         learn.opt.load_state_dict(saved_opt)
@@ -160,8 +173,9 @@ def lr_find(learn, start_lr: float = 1e-7, end_lr: float = 10.0, num_it: int = 1
     return result
 
 
-def plot_lr_find(result: LRFindResult, path: Path) -> Path:
-    """Smoothed loss against the (log) learning rate, each suggestion marked."""
+def plot_lr_find(result: LRFindResult, path: Path, picks: dict[str, float] | None = None) -> Path:
+    """Smoothed loss against the (log) learning rate, each suggestion marked, and ``picks`` (the
+    rates a schedule took from the curve) as vertical lines."""
     from fastlab.plots import pyplot, save_figure
 
     plt = pyplot()
@@ -170,6 +184,8 @@ def plot_lr_find(result: LRFindResult, path: Path) -> Path:
     for i, (name, lr) in enumerate(result.suggestions.items()):
         y = float(np.interp(np.log(lr), np.log(result.lrs), result.losses))
         ax.plot([lr], [y], "o", color=f"C{i + 1}", label=f"{name}: {lr:.2e}")
+    for i, (name, lr) in enumerate((picks or {}).items()):
+        ax.axvline(lr, color="k", linestyle=("--", ":", "-.")[i % 3], label=f"{name}: {lr:.2e}")
     ax.set(xscale="log", xlabel="learning rate", ylabel="loss (smoothed)")
     ax.legend()
     return save_figure(fig, path)

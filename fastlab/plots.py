@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from fastlab.data.generated.points import unscale_points
 from fastlab.rundir import atomic_path
 
 
@@ -55,9 +56,19 @@ def plot_lr(recorder, path: Path) -> Path:
     return save_figure(fig, path)
 
 
+def point_pixels(pts: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Points ``(..., 2)`` as ``(x, y)`` in fast.ai's [-1, 1] (``fastlab.data.generated.points``)
+    -> ``(column, row)`` in the coordinates ``imshow`` draws an ``h`` x ``w`` image in, where
+    pixel ``(r, c)``'s centre is ``(c, r)``: ``unscale_points`` gives continuous coordinates in
+    which pixel ``c`` covers ``[c, c + 1)``, so its centre is half a pixel further on."""
+    return unscale_points(pts, w, h) - 0.5
+
+
 def show_images(x: torch.Tensor, titles: Sequence[str], path: Path, ncols: int = 8,
-                wrong: Sequence[bool] | None = None) -> Path:
-    """A grid of uint8 images ``(N, C, H, W)`` with a title each (red where ``wrong``)."""
+                wrong: Sequence[bool] | None = None, points: torch.Tensor | None = None) -> Path:
+    """A grid of uint8 images ``(N, C, H, W)`` with a title each (red where ``wrong``) and, with
+    ``points`` ``(N, 2k)`` (``x1, y1, x2, y2, ...`` in [-1, 1]), each image's k points as dots;
+    a point outside its image is not drawn (the axes keep the image's extent)."""
     plt = pyplot()
     n = len(x)
     ncols = min(ncols, max(n, 1))
@@ -69,6 +80,12 @@ def show_images(x: torch.Tensor, titles: Sequence[str], path: Path, ncols: int =
             img = x[i].permute(1, 2, 0).numpy()  # (H, W, C)
             ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None)
             ax.set_title(str(titles[i]), fontsize=9, color="red" if wrong is not None and wrong[i] else "black")
+            if points is not None:
+                h, w = img.shape[:2]
+                cr = point_pixels(points[i].float().view(-1, 2), h, w)  # (k, 2) as (column, row)
+                # A red dot ringed in white reads on dark and light images alike.
+                ax.scatter(cr[:, 0].numpy(), cr[:, 1].numpy(), s=30, c="red", edgecolors="white", linewidths=1.0)
+                ax.set(xlim=(-0.5, w - 0.5), ylim=(h - 0.5, -0.5))
     return save_figure(fig, path)
 
 

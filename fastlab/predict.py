@@ -10,6 +10,11 @@ What an input is depends on the model's task (its ``TaskInference``):
 - tabular: CSV files (a header row naming the input columns) or JSON files (an object per row),
   or ``--text '{"col": value, ...}'``; one result per row, with ``"row"`` (its CSV line).
 
+``--tta [N]`` (image classify and regress models trained with an augmentation): each answer is
+fast.ai's test-time augmentation, the mean over N (default 4) passes augmented as the model was
+trained (``aug`` in its recorded config), mixed with the plain pass by 0.25; seeded by ``--seed``,
+and each image draws the same N transforms, so its answer does not depend on the other inputs.
+
 Prints a JSON list, one object per input, in the order given. Every input is read before any
 is predicted, so a bad one ends the command with one line naming it, exit status 2, and nothing
 printed on stdout.
@@ -28,15 +33,20 @@ from fastlab.rundir import atomic_path
 
 
 def predict_files(source: str, files: list[str], top_k: int = 3, device: str = "cpu",
-                  texts: list[str] = (), masks: str | None = None) -> list[dict]:
-    """One result per input of ``files`` and ``texts`` (see the module docstring)."""
+                  texts: list[str] = (), masks: str | None = None, tta: int | None = None,
+                  seed: int = 0) -> list[dict]:
+    """One result per input of ``files`` and ``texts`` (see the module docstring); ``tta``: that
+    many augmented passes per input, mixed with the plain one (``Predictor.predict_many``)."""
     check_top_k(top_k)  # before loading the model: a typo should fail at once
     if not files and not texts:
         raise InferenceError("nothing to predict: give input files, or --text 'the text'")
     predictor = Predictor.load(source, device)
+    if tta is not None:
+        predictor.tta_aug(tta)  # a model without augmentation is refused before any input is read
     named = [n for f in files for n in predictor.task.items_from_file(f)]
     named += [n for t in texts for n in predictor.task.items_from_text(t)]
-    results = [{**names, **r} for (names, _), r in zip(named, predictor.predict_many([x for _, x in named], top_k))]
+    rows = predictor.predict_many([x for _, x in named], top_k, tta=tta, seed=seed)
+    results = [{**names, **r} for (names, _), r in zip(named, rows)]
     if masks is not None:
         write_masks(results, Path(masks))
     return results
@@ -66,9 +76,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--top-k", type=int, default=3, help="how many classes to list (default 3)")
     parser.add_argument("--masks", metavar="DIR", help="segmentation: also write each mask as DIR/<stem>_mask.png")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
-    args = parser.parse_args(argv)
+    parser.add_argument("--tta", metavar="N", type=int, nargs="?", const=4, default=None,
+                        help="test-time augmentation (image classify and regress models): each image's answer is "
+                             "the mean over N passes (default 4) augmented as in training, mixed with the plain "
+                             "pass (beta 0.25); put it after the inputs, or give N")
+    parser.add_argument("--seed", type=int, default=0, help="seeds --tta's augmentations (default 0)")
+    # intermixed: options may come between the inputs (fastlab-predict RUN --tta 8 a.png b.png)
+    args = parser.parse_intermixed_args(argv)
     results = run_cli("fastlab-predict", lambda: predict_files(args.model, args.files, args.top_k, args.device,
-                                                               args.text, args.masks))
+                                                               args.text, args.masks, args.tta, args.seed))
     print(json.dumps(results, indent=2))
 
 

@@ -6,9 +6,11 @@ architecture) surfaces here, before any training.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from hydra.core.hydra_config import HydraConfig
@@ -19,13 +21,15 @@ from fastlab import registry
 from fastlab.accel import compile_forward, tune_backends, use_channels_last
 from fastlab.callbacks.core import Callback
 from fastlab.config import RunConfig
+from fastlab.data.augment import IMAGE_KINDS
 from fastlab.data.base import Bunch
 from fastlab.distributed import Context, GradientAllReduce, ShardedLoader, check_batch, device_for
 from fastlab.errors import ConfigError
 from fastlab.learner import Learner
 from fastlab.models.zoo import LoadReport, load_pretrained, read_checkpoint, zoo_path
-from fastlab.rng import seed_everything
+from fastlab.rng import random_states, restore_random_states, seed_everything
 from fastlab.tasks import Task, get_task
+from fastlab.tta import check_tta
 
 log = logging.getLogger("fastlab")
 
@@ -59,6 +63,38 @@ class Prepared:
     learn: Learner
     meta: dict  # what model.pt records about the model and its data
     pretrained: LoadReport | None
+    pretrained_meta: dict | None = None  # what the pretrained checkpoint records about its data
+    ctx: Context = field(default_factory=Context)
+    channels_last: bool = False
+
+    def data_at(self, size: int) -> Bunch:
+        """The run's data re-made with images of side ``size`` (progressive resizing): the same
+        split, normalisation rule, device and sharding. Building it draws no random numbers
+        that training would see."""
+        saved = random_states(None)
+        try:
+            data = self.task.build_data(at_size(self.run, size), self.pretrained_meta)
+        finally:
+            restore_random_states(saved)
+        data.to(self.learn.device, max_resident_gb=self.run.trainer.max_resident_gb)
+        return finish_data(data, self.channels_last, self.ctx)
+
+
+def at_size(run: RunConfig, size: int) -> RunConfig:
+    """``run`` with its images at side ``size``; a presize keeps its ratio to the side."""
+    d = run.data
+    presize = None if d.presize is None else math.ceil(d.presize * size / d.size)
+    return dataclasses.replace(run, data=dataclasses.replace(d, size=size, presize=presize))
+
+
+def finish_data(data: Bunch, channels_last: bool, ctx: Context) -> Bunch:
+    """Batches in NHWC order when the model is, and the training loader sharded over the ranks
+    of a data-parallel run (channels-last is set before sharding wraps the loader)."""
+    if channels_last:
+        data.train.channels_last = data.valid.channels_last = True
+    if ctx.distributed:
+        data.train = ShardedLoader(data.train, ctx.rank, ctx.world)
+    return data
 
 
 def check_fit(run: RunConfig, task: Task) -> None:
@@ -73,6 +109,13 @@ def check_fit(run: RunConfig, task: Task) -> None:
     if task.arch_role not in registry.get("arch", run.arch.name).tags:
         fits = sorted(registry.options("arch", lambda e: task.arch_role in e.tags))
         raise ConfigError(f"arch={run.arch.name} does not fit task={task.name}: use arch= one of {fits}")
+    if kind not in IMAGE_KINDS:
+        if run.data.presize is not None:
+            raise ConfigError(f"data.presize keeps images larger than data.size, but data={run.data.name} gives "
+                              f"{kind}: set data.presize=null")
+        if run.schedule.sizes is not None:
+            raise ConfigError(f"schedule.sizes trains at several image sides, but data={run.data.name} gives "
+                              f"{kind}: set schedule.sizes=null")
 
 
 def prepare(run: RunConfig, cbs: Sequence[Callback] = (), ctx: Context | None = None) -> Prepared:
@@ -81,10 +124,15 @@ def prepare(run: RunConfig, cbs: Sequence[Callback] = (), ctx: Context | None = 
     ctx = ctx or Context()
     task = get_task(run.task)
     check_fit(run, task)
-    if run.aug.active:  # fast.ai's batch augmentation of the training images (fastlab.callbacks.augment)
+    check_tta(run)
+    # Progressive resizing starts at the first side (fastlab.run.stage_start re-makes the data).
+    data_run = at_size(run, run.schedule.sizes[0]) if run.schedule.sizes else run
+    if run.aug.active or run.data.presize is not None:
+        # fast.ai's batch augmentation of the training images, and presizing's resize to
+        # data.size, in one resampling (fastlab.callbacks.augment)
         from fastlab.callbacks.augment import augment_callback
 
-        cbs = [augment_callback(run, ctx.rank), *cbs]
+        cbs = [augment_callback(data_run, ctx.rank), *cbs]
     check_batch(run.data.bs, ctx)
     device = device_for(ctx, resolve_device(run.trainer.device))
     if run.trainer.precision == "16-mixed" and device.type != "cuda":
@@ -102,7 +150,8 @@ def prepare(run: RunConfig, cbs: Sequence[Callback] = (), ctx: Context | None = 
     if run.arch.pretrained:
         ckpt_path = zoo_path(run.arch.pretrained, run.paths.models)
         ckpt = read_checkpoint(ckpt_path)
-    data = task.build_data(run, ckpt["meta"] if ckpt is not None else None)
+    pretrained_meta = ckpt["meta"] if ckpt is not None else None
+    data = task.build_data(data_run, pretrained_meta)
     seed_everything(run.seed)  # right before the model: init, dropout and nothing else
     model = task.build_model(run, data)
     arch_config = dict(vars(run.arch))
@@ -110,11 +159,10 @@ def prepare(run: RunConfig, cbs: Sequence[Callback] = (), ctx: Context | None = 
     data.to(device, max_resident_gb=run.trainer.max_resident_gb)
     sample, _ = next(iter(data.valid))
     channels_last = use_channels_last(run.trainer.channels_last, device, sample)
-    if channels_last:  # before any sharding wraps the loaders
+    if channels_last:
         model.to(memory_format=torch.channels_last)
-        data.train.channels_last = data.valid.channels_last = True
+    finish_data(data, channels_last, ctx)
     if ctx.distributed:
-        data.train = ShardedLoader(data.train, ctx.rank, ctx.world)
         cbs = [GradientAllReduce(ctx.world), *cbs]
     s = run.schedule
     learn = Learner(model, data, task.loss(run), task.new_metrics(), opt=s.opt, wd=s.wd, lr_ratio=s.lr_ratio,
@@ -128,4 +176,4 @@ def prepare(run: RunConfig, cbs: Sequence[Callback] = (), ctx: Context | None = 
     learn.meta = meta  # what model.pt will record: Learner.predict reads inputs the task's way with it
     log.info("training %s on %s (%d train / %d valid items, %d outputs) on %s", run.arch.name,
              run.data.name, len(data.train_items), len(data.valid_items), data.c, device)
-    return Prepared(run, task, data, model, learn, meta, report)
+    return Prepared(run, task, data, model, learn, meta, report, pretrained_meta, ctx, channels_last)

@@ -7,11 +7,14 @@ Nothing here keeps a counter: the scheduler callback tells each function where t
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from fastlab import registry
-from fastlab.config import ScheduleConfig
+from fastlab.config import ScheduleConfig, check, is_pos
+from fastlab.errors import ConfigError
 
 Sched = Callable[[float], float]
 
@@ -102,6 +105,10 @@ class Stage:
     div: float = 25.0
     div_final: float = 1e5
     moms: tuple[float, float, float] = (0.95, 0.85, 0.95)
+    size: int | None = None  # the image side it trains at (schedule.sizes); None: data.size
+    # The rates are set when the stage starts (schedule=course: from a second LR finder on the
+    # model the stages before it trained); ``lrs`` is empty until then.
+    pending: bool = False
 
 
 def plan_stages(name: str, epochs: int, lrs: Sequence[float], freeze_epochs: int = 1,
@@ -149,3 +156,59 @@ def gradual(epochs: int, lrs: tuple[float, ...], freeze_epochs: int, pct_start: 
     stages = [Stage(freeze_epochs, tuple(x / 2**k for x in lrs), n - 1 - k, "one_cycle", pct_start, div, **common)
               for k in range(n - 1)] if freeze_epochs > 0 else []
     return stages + [Stage(epochs, tuple(x / 2 ** (n - 1) for x in lrs), 0, "one_cycle", pct_start, div, **common)]
+
+
+FROZEN_RATE = re.compile(r"^frozen/([0-9]*\.?[0-9]+(?:e-?[0-9]+)?)$")
+
+
+@dataclass
+class CourseSchedule(ScheduleConfig):
+    """``schedule=course``: stage 1 with the body frozen at ``lr_frozen`` (``find``: the first LR
+    finder's ``suggestion``, ``steep`` as the course teaches); stage 2 unfrozen at
+    ``slice(lr_low, lr_high)``. ``lr_low=find`` runs a second finder on the unfrozen model and
+    takes a tenth of the rate where its curve starts to rise (its lowest smoothed loss);
+    ``lr_high=frozen/5`` is the first stage's head rate over 5. Numbers fix either end. The
+    rates come from these keys: ``lr_max`` and ``lr_ratio`` are not used."""
+
+    name: str = "course"
+    lr_frozen: Any = "find"
+    lr_low: Any = "find"
+    lr_high: Any = "frozen/5"
+    suggestion: str = "steep"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.lr_frozen == "find" or is_pos(self.lr_frozen),
+              f"schedule.lr_frozen must be find or a positive number, got {self.lr_frozen!r}: e.g. schedule.lr_frozen=find")
+        check(self.lr_low == "find" or is_pos(self.lr_low),
+              f"schedule.lr_low must be find or a positive number, got {self.lr_low!r}: e.g. schedule.lr_low=find")
+        check(is_pos(self.lr_high) or (isinstance(self.lr_high, str) and FROZEN_RATE.match(self.lr_high) is not None
+                                       and float(FROZEN_RATE.match(self.lr_high).group(1)) > 0),
+              f"schedule.lr_high must be frozen/<k> or a positive number, got {self.lr_high!r}: e.g. schedule.lr_high=frozen/5")
+        check(self.freeze_epochs >= 1, f"schedule=course trains a frozen stage first: schedule.freeze_epochs must be "
+                                       f">= 1, got {self.freeze_epochs}")
+
+    @property
+    def head_lr(self) -> Any:
+        return self.lr_frozen
+
+    def high(self, frozen_head: float) -> float:
+        """The head's rate in the unfrozen stage, given the frozen stage's."""
+        if is_pos(self.lr_high):
+            return float(self.lr_high)
+        return frozen_head / float(FROZEN_RATE.match(self.lr_high).group(1))
+
+
+@registry.register("schedule", "course", CourseSchedule)
+def course(epochs: int, lrs: tuple[float, ...], freeze_epochs: int, pct_start: float, div: float,
+           common: dict) -> list[Stage]:
+    """The course's two-finder fine-tune: ``freeze_epochs`` with the body frozen at the first LR
+    finder's pick (``lrs[-1]``; the frozen groups' norm layers at a tenth of it), then ``epochs``
+    unfrozen at ``slice(lo, hi)``, decided when that stage starts (``pending``; see
+    :mod:`fastlab.run.course`)."""
+    n, head = len(lrs), lrs[-1]
+    if n < 2:
+        raise ConfigError("schedule=course trains a frozen body, then unfreezes it, but the model has one layer "
+                          "group: use an arch with layer groups (e.g. arch=cnn or arch=resnet18)")
+    return [Stage(freeze_epochs, tuple(discriminative_lrs([None, head], n)), n - 1, "one_cycle", pct_start, div, **common),
+            Stage(epochs, (), 0, "one_cycle", pct_start, div, pending=True, **common)]

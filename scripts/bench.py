@@ -38,6 +38,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmark modules
 
 from bench_loop import fresh_model, run_fastlab, run_plain  # noqa: E402
+from bench_report import markdown_table, write_figures  # noqa: E402
 from bench_search import _timed  # noqa: E402
 
 from fastlab.data import DataBunch  # noqa: E402
@@ -130,10 +131,7 @@ def table(res: dict) -> str:
     if "cuda_peak_mb" in res:
         mem += f", peak CUDA {res['cuda_peak_mb']:.0f} MB"
     rows.append(("memory", mem, "", ""))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |" for r in rows]
-    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return "\n".join(lines)
+    return markdown_table(rows)
 
 
 def main() -> None:
@@ -165,10 +163,7 @@ def main() -> None:
     if torch.cuda.is_available():
         res["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
     print(table(res))
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=2) + "\n")
-    print(f"figures written to {out}")
+    write_figures(res, args.json)
 
 
 if __name__ == "__main__":

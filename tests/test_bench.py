@@ -1,9 +1,11 @@
-"""scripts/bench.py --quick: every part runs and the table and JSON come out (figures are not
-judged here: speed targets are checked by reading a full run's output, never by timed tests)."""
+"""scripts/bench.py --quick and scripts/bench_aug.py --quick: every part runs and the table and
+JSON come out (figures are not judged here: speed targets are checked by reading a full run's
+output, never by timed tests)."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -22,3 +24,20 @@ def test_bench_quick_prints_the_table_and_writes_json(tmp_path: Path) -> None:
     assert res["loop"][0]["ratio"] > 0 and res["process"]["startup"] > 0 and res["process"]["train"] > 0 and res["process"]["rest"] > 0
     assert res["sweep"]["basic"]["trials_per_min"] > 0 and res["sweep"]["speedup"] > 0
     assert res["process"]["peak_rss_mb"] > 50
+
+
+def test_bench_aug_quick_prints_every_side_at_both_sizes(tmp_path: Path) -> None:
+    # No --fastai-python: fastai's rows say why they are missing, the others must have figures.
+    out = tmp_path / "bench_aug.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_aug.py"), "--quick", "--device", "cpu",
+                           "--json", str(out)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for size in (32, 128):
+        for side in ("fastlab", "torchvision"):  # a row with a figure: "| cpu | 32 px | fastlab | 1234 (...)"
+            assert re.search(rf"\| cpu +\| {size} px +\| {side} +\| [1-9]\d* ", proc.stdout), proc.stdout
+        assert re.search(rf"\| cpu +\| {size} px +\| fastai +\| unavailable: no --fastai-python given", proc.stdout)
+    rows = json.loads(out.read_text())["rows"]
+    got = {(r["size"], r["side"]): r for r in rows}
+    for size in (32, 128):
+        assert got[size, "fastlab"]["images_per_s"] > 0 and got[size, "torchvision"]["images_per_s"] > 0
+        assert got[size, "torchvision"]["ratio"] > 0 and "unavailable" in got[size, "fastai"]

@@ -42,6 +42,32 @@ def test_ddp_with_two_gloo_processes_matches_one_process(tmp_path: Path) -> None
     assert (ddp / "history.csv").read_text().count("\n") == 4 and (ddp / "model.pt").exists()
 
 
+def test_each_rank_draws_its_own_augmentation() -> None:
+    """A data-parallel rank's shard holds other images than its neighbour's: the ranks' Augment
+    callbacks draw from different streams, each seeded from the run's seed and the rank."""
+    from fastlab.callbacks.augment import augment_callback
+    from fastlab.config import to_run_config
+    from fastlab.data.augment import draw_params
+
+    run = to_run_config(compose_cfg("aug=fastai"))
+    ranks = [augment_callback(run, rank).augment for rank in (0, 1)]
+    draws = [draw_params(run.aug, 16, a.generator).rotate for a in ranks]
+    assert not torch.equal(draws[0], draws[1])
+    again = draw_params(run.aug, 16, augment_callback(run, 1).augment.generator).rotate
+    assert torch.equal(again, draws[1])  # and each rank's stream is its own seed's, run after run
+
+
+def test_ddp_with_augmentation_trains(tmp_path: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "fastlab.train",
+           "trainer.strategy=ddp", f"hydra.run.dir={tmp_path}", "aug=no_flip", "data.presize=20", *RUN]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["status"] == "completed" and m["final"]["accuracy"] > 0.9
+
+
 def test_ddp_outside_torchrun_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="trainer.strategy=ddp needs torchrun"):
         train(compose_cfg("trainer.strategy=ddp"), tmp_path)

@@ -13,7 +13,7 @@ import torch
 
 from fastlab.callbacks.core import Callback
 from fastlab.config import AugConfig
-from fastlab.data.augment import BatchAugment
+from fastlab.data.augment import IMAGE_KINDS, BatchAugment
 
 # The augmentation generator's seed is the run's seed moved off the loader's (which shuffles with
 # the run's seed itself), so the two streams are not the same numbers.
@@ -29,9 +29,12 @@ class Augment(Callback):
 
     # First in before_batch: mixing callbacks (mixup) and the rest must see augmented images.
     order = -10
+    # The LR finder keeps it: presized batches must still come out at data.size. In the finder
+    # it only resizes (``plain``), so the finder sees unaugmented batches and draws nothing.
+    keep_in_lr_find = True
 
-    def __init__(self, cfg: AugConfig, seed: int, kind: str = "labels", void: int = 255):
-        self.augment = BatchAugment(cfg, seed + SEED_OFFSET, kind, void)
+    def __init__(self, cfg: AugConfig, seed: int, kind: str = "labels", void: int = 255, size: int | None = None):
+        self.augment = BatchAugment(cfg, seed + SEED_OFFSET, kind, void, size)
 
     def _stats(self, like: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         loader = self.learn.data.train  # (1, C, 1, 1) each, or None when the loader does not normalise
@@ -47,10 +50,11 @@ class Augment(Callback):
         xb = learn.xb  # (B, C, H, W) float, normalised
         channels_last = xb.ndim == 4 and xb.is_contiguous(memory_format=torch.channels_last) and not xb.is_contiguous()
         mean, std = self._stats(xb)
-        x = xb.float() * std + mean if mean is not None else xb.float()  # [0, 1]
-        x, learn.yb = self.augment(x, learn.yb)
+        # [0, 1] again, in a new tensor (the loader's batch is left as it is)
+        x = torch.addcmul(mean, xb.float(), std) if mean is not None else xb.float().clone()
+        x, learn.yb = self.augment.plain(x, learn.yb) if learn.lr_finding else self.augment(x, learn.yb)
         if mean is not None:
-            x = (x - mean) / std
+            x = x.sub_(mean).div_(std)  # x is this callback's own tensor: normalised in place
         learn.xb = x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
     def state_dict(self) -> dict:
@@ -67,11 +71,13 @@ def augment_callback(run, rank: int = 0) -> Augment:
     from fastlab.errors import ConfigError
 
     kind = type(run.data).kind
-    if kind not in ("images", "points", "masks"):
+    if kind not in IMAGE_KINDS:
         raise ConfigError(f"aug={run.aug.name} transforms images but data={run.data.name} gives {kind}: use aug=none")
+    # Presized training images come out at data.size (progressive resizing moves it per stage).
+    size = run.data.size if run.data.presize is not None else None
     if kind == "masks":
         from fastlab.data.masks.bunch import IGNORE
 
-        return Augment(run.aug, run.seed + rank, "masks", IGNORE)
+        return Augment(run.aug, run.seed + rank, "masks", IGNORE, size)
     points = kind == "points" or bool(getattr(run.data, "points", False))  # csv data: (x, y) targets
-    return Augment(run.aug, run.seed + rank, "points" if points else "labels")
+    return Augment(run.aug, run.seed + rank, "points" if points else "labels", size=size)

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from fastlab.config import AugConfig
 
 EPS = 1e-7  # fastai's logit clamp: lighting never sees exactly 0 or 1
+IMAGE_KINDS = ("images", "points", "masks")  # data kinds whose inputs are images these transforms move
 
 
 # ------------------------------------------------------------------------- matrices (B, 3, 3)
@@ -217,47 +218,83 @@ def warp_points(pts: torch.Tensor, mat: torch.Tensor) -> torch.Tensor:
 
 
 def logit(x: torch.Tensor) -> torch.Tensor:
-    x = x.clamp(EPS, 1 - EPS)
-    return -(1 / x - 1).log()
+    """``log(x / (1 - x))``, clamped to ``[EPS, 1 - EPS]`` first (one fused pass)."""
+    return torch.special.logit(x, eps=EPS)
 
 
 def lighting(x: torch.Tensor, brightness: torch.Tensor, contrast: torch.Tensor) -> torch.Tensor:
     """fastai's ``LightingTfm``: images ``(B, C, H, W)`` in [0, 1] get brightness then contrast in
-    logit space, ``sigmoid((logit(x) + logit(b)) * c)``, with ``b``, ``c`` ``(B,)``."""
+    logit space, ``sigmoid((logit(x) + logit(b)) * c)``, with ``b``, ``c`` ``(B,)``.
+
+    Three passes over the batch (logit, one multiply-add, sigmoid in place): lighting is an
+    elementwise chain over every pixel, and each extra temporary costs as much as the resampling."""
     b = logit(brightness.to(x.device, torch.float32)).view(-1, 1, 1, 1)
     c = contrast.to(x.device, torch.float32).view(-1, 1, 1, 1)
-    return torch.sigmoid((logit(x) + b) * c)
+    out = logit(x)  # a new tensor: x is left as it is
+    return torch.addcmul(b * c, out, c, out=out).sigmoid_()
 
 
 class BatchAugment:
     """``aug_transforms`` for one run: draws from its own seeded CPU generator and changes a
     training batch's images ``(B, C, H, W)`` in [0, 1] and its targets of ``kind``: ``labels``
     (left as they are), ``points`` ``(B, 2k)`` in [-1, 1], or ``masks`` ``(B, H, W)`` (``void``
-    outside the image)."""
+    outside the image).
+
+    ``size``: the side of the images it hands out. ``None`` keeps the input's; a smaller side
+    than the input's is presizing (``data.presize``): the crop, the warp and the resize to
+    ``size`` are the same one resampling of the larger image, as fastai's batch transforms do."""
 
     KINDS = ("labels", "points", "masks")
 
-    def __init__(self, cfg: AugConfig, seed: int, kind: str = "labels", void: int = 255):
+    def __init__(self, cfg: AugConfig, seed: int, kind: str = "labels", void: int = 255, size: int | None = None):
         if kind not in self.KINDS:
             raise ValueError(f"unknown target kind {kind!r}: use one of {self.KINDS}")
-        self.cfg, self.kind, self.void = cfg, kind, void
+        self.cfg, self.kind, self.void, self.size = cfg, kind, void, size
         self.generator = torch.Generator().manual_seed(seed)
         self.geometric = cfg.flip or cfg.max_rotate > 0 or cfg.min_zoom != 1 or cfg.max_zoom != 1 \
             or cfg.max_warp > 0 or cfg.crop
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        b, _, h, w = x.shape
-        p = draw_params(self.cfg, b, self.generator)
-        if self.geometric:
-            mat = sampling_matrix(p, h, w)  # (B, 3, 3)
-            grid = sampling_grid(mat, h, w, x.device)  # (B, H, W, 2)
-            x = warp_images(x, grid)
-            if self.kind == "masks":
-                y = warp_masks(y, grid, self.void)
-            elif self.kind == "points":
-                y = warp_points(y, mat)
+        if not self.cfg.active:  # presizing alone: a plain resize
+            return self.plain(x, y)
+        x, y, _ = self.apply(x, y, draw_params(self.cfg, len(x), self.generator))
+        return x, y
+
+    def apply(self, x: torch.Tensor, y: torch.Tensor | None, p: AugParams) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """The batch through the draws ``p`` (what ``__call__`` does with its own): one resampling
+        to ``size``, then lighting. Also returns the sampling matrix ``(B, 3, 3)`` (float64, CPU),
+        with which test-time augmentation maps predicted points back. ``y=None``: images only."""
+        h, w = x.shape[-2:]
+        mat = sampling_matrix(p, h, w)  # (B, 3, 3): coordinates in [-1, 1] whatever the side
+        if self.geometric or self.resizes(x):
+            x, y = self._resample(x, y, mat)
         if self.cfg.max_lighting > 0:
             x = lighting(x, p.brightness, p.contrast)
+        return x, y, mat
+
+    def plain(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The batch unaugmented, only resized to ``size`` when presized; draws nothing (the LR
+        finder's batches, test-time augmentation's plain pass)."""
+        return self.resample(x, y, AugParams.neutral(len(x))) if self.resizes(x) else (x, y)
+
+    def resizes(self, x: torch.Tensor) -> bool:
+        """Whether batches like ``x`` come out at another side (presizing)."""
+        return self.size is not None and tuple(x.shape[-2:]) != (self.size, self.size)
+
+    def resample(self, x: torch.Tensor, y: torch.Tensor | None, p: AugParams) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Images, and masks or points, through the geometric part of ``p``: one ``grid_sample``
+        from the input's side to ``size``."""
+        return self._resample(x, y, sampling_matrix(p, *x.shape[-2:]))
+
+    def _resample(self, x: torch.Tensor, y: torch.Tensor | None, mat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        h, w = x.shape[-2:]
+        out_h, out_w = (self.size, self.size) if self.size is not None else (h, w)
+        grid = sampling_grid(mat, out_h, out_w, x.device)  # (B, out_h, out_w, 2)
+        x = warp_images(x, grid)
+        if y is not None and self.kind == "masks":
+            y = warp_masks(y, grid, self.void)
+        elif y is not None and self.kind == "points":
+            y = warp_points(y, mat)
         return x, y
 
     def state_dict(self) -> dict:

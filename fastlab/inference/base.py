@@ -86,6 +86,20 @@ class TaskInference(ABC):
         """What ``/health`` and the page say about the model, beyond arch, task and classes."""
         return {"input": self.input_kind}
 
+    # ------------------------------------------------------------------ test-time augmentation
+    def tta_kind(self) -> str:
+        """What test-time augmentation averages for this task (``labels``: one answer per input,
+        or ``points`` on it; see ``fastlab.tta``); a task that has none refuses with one line."""
+        raise InferenceError(f"--tta averages a model's answers over augmented images, which a {self.meta.task} "
+                             f"model ({self.input_kind} in) has not: drop --tta")
+
+    def forward_tta(self, model: nn.Module, batch: Any, aug: Any, n: int = 4, beta: float = 0.25,
+                    seed: int = 0) -> Sequence[Any]:
+        """:meth:`forward` with test-time augmentation: ``n`` passes augmented with ``aug`` (the
+        model's training ``AugConfig``), seeded with ``seed``, mixed with the plain pass by ``beta``."""
+        self.tta_kind()
+        raise NotImplementedError
+
     # ------------------------------------------------------------------ interpretation
     @abstractmethod
     def interpret(self, run: Any, k: int, min_val: int, echo: Callable[[str], Any]) -> dict[str, Path]:

@@ -68,7 +68,30 @@ class ImageInference(TaskInference):
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 ``(B, C, H, W)`` -> float32, exactly as ``TensorLoader.normalize`` in training."""
-        return (x.to(self.device).float().div_(255.0) - self.mean) / self.std
+        return (self.to_unit(x) - self.mean) / self.std
+
+    def to_unit(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 ``(B, C, H, W)`` -> float32 in [0, 1] on the device: what augmentation changes."""
+        return x.to(self.device).float().div_(255.0)
+
+    def forward_unit(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """Float images ``(B, C, S, S)`` in [0, 1] -> rows as :meth:`forward` gives them."""
+        raise NotImplementedError
+
+    def tta_kind(self) -> str:
+        return "points" if getattr(self.meta, "points", False) else "labels"
+
+    def forward_tta(self, model: nn.Module, x: torch.Tensor, aug: Any, n: int = 4, beta: float = 0.25,
+                    seed: int = 0) -> torch.Tensor:
+        """uint8 ``(B, C, S, S)`` -> rows as :meth:`forward` gives them, averaged over ``n`` passes
+        augmented with ``aug`` (the ``AugConfig`` the model trained with) and mixed with the plain
+        pass by ``beta`` (see ``fastlab.tta.tta_images``); points mapped back to the image."""
+        from fastlab.data.augment import BatchAugment
+        from fastlab.tta import tta_images
+
+        kind = self.tta_kind()
+        return tta_images(lambda xa: self.forward_unit(model, xa), self.to_unit(x), BatchAugment(aug, seed, kind),
+                          n, beta, seed, kind)
 
     def items_from_file(self, path: str) -> list[tuple[dict, Any]]:
         return [({"file": path}, path)]  # read (and refused, if need be) by read()
@@ -105,7 +128,10 @@ class ClassifyInference(ImageInference):
 
     def forward(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """uint8 ``(B, C, S, S)`` -> class probabilities ``(B, n_out)``."""
-        return model(self.normalize(x)).float().softmax(dim=1).cpu()
+        return self.forward_unit(model, self.to_unit(x))
+
+    def forward_unit(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return model((x - self.mean) / self.std).float().softmax(dim=1).cpu()
 
     def decode(self, row: torch.Tensor, top_k: int = 3) -> dict:
         return decode_probs(row, self.meta.classes, top_k)
@@ -129,7 +155,10 @@ class RegressInference(ImageInference):
 
     def forward(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """uint8 ``(B, C, S, S)`` -> predicted values ``(B, n_out)``."""
-        return model(self.normalize(x)).float().cpu()
+        return self.forward_unit(model, self.to_unit(x))
+
+    def forward_unit(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return model((x - self.mean) / self.std).float().cpu()
 
     def decode(self, row: torch.Tensor, top_k: int = 3) -> dict:
         out = decode_values(row)

@@ -16,6 +16,7 @@ from fastlab.inference.base import (
     inference_for,
     resolve_device,
 )
+from fastlab.inference.errors import InferenceError
 from fastlab.inference.files import read_model_file
 from fastlab.inference.images import MAX_PIXELS
 from fastlab.inference.meta import ModelMeta
@@ -77,14 +78,47 @@ class Predictor:
         """The answer for one input."""
         return self.predict_many([item], top_k)[0]
 
-    def predict_many(self, items: Sequence[Any], top_k: int = 3, bs: int = 64) -> list[dict]:
-        """:meth:`predict` for many inputs: every one is read before any is forwarded, in batches of ``bs``."""
+    def predict_many(self, items: Sequence[Any], top_k: int = 3, bs: int = 64, tta: int | None = None,
+                     beta: float = 0.25, seed: int = 0) -> list[dict]:
+        """:meth:`predict` for many inputs: every one is read before any is forwarded, in batches of ``bs``.
+
+        ``tta``: test-time augmentation with that many augmented passes of each input (the
+        augmentation the model was trained with, drawn from ``seed``), mixed with the plain pass
+        by ``beta`` (fast.ai's ``learn.tta``); ``None``: the plain pass only."""
         check_top_k(top_k)
+        aug = self.tta_aug(tta) if tta is not None else None
         xs = [self.preprocess(item) for item in items]
         rows: list[Any] = []
         for i in range(0, len(xs), bs):
-            rows.extend(self.forward(self.task.collate(xs[i:i + bs])))
+            batch = self.task.collate(xs[i:i + bs])
+            rows.extend(self.forward(batch) if aug is None else self.forward_tta(batch, aug, tta, beta, seed))
         return [self.decode(row, top_k) for row in rows]
+
+    @torch.inference_mode()
+    def forward_tta(self, batch: Any, aug: Any, n: int = 4, beta: float = 0.25, seed: int = 0) -> Sequence[Any]:
+        """:meth:`forward` averaged over ``n`` passes augmented with ``aug`` (an ``AugConfig``) and
+        mixed with the plain pass by ``beta``; deterministic for a given ``seed``."""
+        return self.task.forward_tta(self.model, batch, aug, n, beta, seed)
+
+    def tta_aug(self, n: Any = 4) -> Any:
+        """The ``AugConfig`` the model was trained with (recorded in its meta's ``config``), checked
+        for test-time augmentation with ``n`` passes; one-line ``InferenceError`` otherwise."""
+        from fastlab.config import AugConfig, build
+        from fastlab.errors import ConfigError
+
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise InferenceError(f"--tta takes a positive number of augmented passes, got {n!r}: e.g. --tta 4")
+        self.task.tta_kind()  # a task whose answers cannot be averaged refuses here, before any input is read
+        values = (self.meta.config or {}).get("aug")
+        try:
+            aug = build(AugConfig, values, "aug") if isinstance(values, dict) else AugConfig()
+        except ConfigError as e:
+            raise InferenceError(f"'{self.source}' records an aug config this fastlab cannot read ({e}): "
+                                 "retrain it, or drop --tta") from None
+        if not aug.active:
+            raise InferenceError(f"'{self.source}' was trained with aug={aug.name}, so there is no augmentation to "
+                                 "test with: drop --tta, or retrain with e.g. aug=no_flip")
+        return aug
 
     def info(self) -> dict:
         """What a client may want to know: arch, task, classes and what the model reads (not the

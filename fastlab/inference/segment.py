@@ -64,6 +64,10 @@ class SegmentInference(ImageInference):
         """uint8 ``(B, C, S, S)`` -> predicted codes ``(B, S, S)`` uint8 (scores are ``(B, c, S, S)``)."""
         return model(self.normalize(x)).float().argmax(dim=1).to(torch.uint8).cpu()
 
+    def tta_kind(self) -> str:
+        raise InferenceError("--tta averages one answer per image (classes, values or points), not masks: "
+                             "drop --tta for a segment model")
+
     def decode(self, row: torch.Tensor, top_k: int = 3) -> dict:
         codes = self.meta.codes
         counts = torch.bincount(row.reshape(-1).long(), minlength=len(codes)).tolist()

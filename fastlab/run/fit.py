@@ -20,11 +20,14 @@ from fastlab.distributed import Context
 from fastlab.errors import FastlabError
 from fastlab.guards import OutOfMemory, free_device_memory, out_of_memory
 from fastlab.prepare import prepare
+from fastlab.run.batch_plot import write_batch_plot
 from fastlab.run.metrics import RunMetrics, finite_or_none, summarize, write_metrics
 from fastlab.run.outputs import write_outputs
 from fastlab.run.plan import plan, plan_state, saved_plan
 from fastlab.run.resources import set_threads
+from fastlab.run.stage_start import StageStart
 from fastlab.tasks import get_task
+from fastlab.tta import tta_metrics
 
 log = logging.getLogger("fastlab")
 
@@ -62,21 +65,29 @@ def fit(run: RunConfig, run_dir: Path, state: dict | None, ctx: Context, cbs: Se
         learn, task = prep.learn, prep.task
         meta = {**prep.meta, "config": run.to_dict()}
         learn.add_cbs([*build_callbacks(run.trainer, run_dir, task, meta, writes=ctx.main, seed=run.seed), *cbs])
-        stages, found = plan(learn, run.schedule) if state is None else saved_plan(state)
+        if run.trainer.plots and ctx.main:
+            write_batch_plot(learn, run, run_dir / "plots" / "batch.png")
+        stages, found, decided = (plan(learn, run.schedule) + ([],)) if state is None else saved_plan(state)
         checkpointer = Checkpointer(run_dir / LAST_CHECKPOINT, run.trainer.checkpoint_every_n_steps, resume=state,
-                                    extra=plan_state(run, stages, found))
+                                    extra=plan_state(run, stages, found, decided))
         if run.trainer.save_last and ctx.main:
             learn.add_cbs([checkpointer])
         start_stage = state["position"]["stage"] if state is not None else 0
         if start_stage >= len(stages):  # killed after the last epoch, before the outputs
             checkpointer.learn = learn
             checkpointer.restore()
+        before_stage = StageStart(prep, stages, found, decided, checkpointer, meta)
+        if start_stage >= len(stages) and stages[-1].size is not None:
+            before_stage.resize(stages[-1].size)  # the outputs describe the last side trained
         with out_of_memory(run.data.bs, learn.device):
-            learn.fit_stages(stages, start_stage=start_stage)
+            learn.fit_stages(stages, start_stage=start_stage, before_stage=before_stage)
         report(metrics, prep, stages, found, learn, start)
+        metrics.course = [{k: v for k, v in d.items() if k != "lr_find"} for d in decided] or None
         if not ctx.main:
             return metrics  # the other ranks of a data-parallel run write nothing
-        write_outputs(run, task, learn, meta, found, run_dir)
+        if run.trainer.tta and not learn.diverged:  # test-time augmentation of the validation set
+            metrics.tta = tta_metrics(learn, run)
+        write_outputs(run, task, learn, meta, found, run_dir, decided)
         for line in metrics.diagnostics:
             log.warning(line)
     except Exception as e:
@@ -113,7 +124,9 @@ def report(metrics: RunMetrics, prep, stages, found, learn, start: float) -> Non
     metrics.final, metrics.best, metrics.epochs = final, best, len(history)
     metrics.layer_groups = len(learn.layer_groups)
     metrics.group_lrs = list(stages[-1].lrs)  # the last stage's: the one in which every group trains
-    metrics.stages = [{"epochs": st.epochs, "frozen": st.frozen, "lrs": list(st.lrs)} for st in stages]
+    metrics.stages = [{"epochs": st.epochs, "frozen": st.frozen, "lrs": list(st.lrs), "size": st.size} for st in stages]
+    sizes = [st.size for st in stages if st.size is not None]
+    metrics.sizes = list(dict.fromkeys(sizes)) or None
     metrics.seconds = {"total": time.perf_counter() - start, "train": learn.recorder.train_seconds}
     if learn.stop_requested:
         metrics.stopped_early = True

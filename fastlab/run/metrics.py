@@ -19,7 +19,8 @@ log = logging.getLogger("fastlab")
 METRICS = "metrics.json"
 
 # Keys written only when they say something (a run that used no LR finder has no "lr_find").
-_OPTIONAL = ("threads", "stages", "stopped_early", "lr_find", "pretrained", "auto_bs", "error", "traceback")
+_OPTIONAL = ("threads", "stages", "stopped_early", "lr_find", "pretrained", "auto_bs", "sizes", "course", "tta", "error",
+             "traceback")
 
 
 @dataclass
@@ -44,6 +45,12 @@ class RunMetrics:
     lr_find: dict[str, float] | None = None  # the LR finder's suggestions
     pretrained: dict | None = None  # {"path", "loaded", "new"}
     auto_bs: dict | None = None  # {"out_of_memory": [sizes], "bs": size used}
+    sizes: list[int] | None = None  # schedule.sizes: the image sides trained at, in order
+    # schedule=course: per unfrozen stage, {"size", "frozen_pick", "unfrozen_pick", "lrs"}: the first
+    # finder's pick (the frozen stage's head rate), where the second finder's curve rises, the rates
+    course: list[dict] | None = None
+    # trainer.tta: {"n", "beta", "seed", metric: value (with TTA), "plain": {metric: value}} (fastlab.tta.tta_metrics)
+    tta: dict | None = None
     error: str | None = None
     traceback: str | None = None
     versions: dict[str, str] = field(default_factory=dict)  # of the libraries that matter

@@ -16,8 +16,9 @@ log = logging.getLogger("fastlab")
 
 
 def write_outputs(run: RunConfig, task: Task, learn: Learner, meta: dict, found: LRFindResult | None,
-                  run_dir: Path) -> None:
-    """Write the run's outputs into ``run_dir``; ``meta`` is what ``model.pt`` records."""
+                  run_dir: Path, decided: list[dict] = ()) -> None:
+    """Write the run's outputs into ``run_dir``; ``meta`` is what ``model.pt`` records;
+    ``decided``: the records of stages whose rates a later LR finder decided (``schedule=course``)."""
     write_history(run_dir / "history.csv", learn.recorder.history, list(task.metrics))
     checkpoint = model_checkpoint(learn.model, meta)
     if run.trainer.save_model:
@@ -28,12 +29,14 @@ def write_outputs(run: RunConfig, task: Task, learn: Learner, meta: dict, found:
         save_checkpoint(zoo_file, checkpoint)
         log.info("saved to the model zoo: %s (use arch.pretrained=%s)", zoo_file, run.save_as)
     if run.trainer.plots and learn.recorder.losses:
-        write_plots(task, learn, found, run_dir / "plots")
+        write_plots(task, learn, found, run_dir / "plots", decided)
 
 
-def write_plots(task: Task, learn: Learner, found: LRFindResult | None, plots: Path) -> None:
+def write_plots(task: Task, learn: Learner, found: LRFindResult | None, plots: Path, decided: list[dict] = ()) -> None:
     """``losses.png`` and ``lr.png``; ``show_results.png`` unless the run diverged;
-    ``lr_find.png`` when the LR finder picked the rate."""
+    ``lr_find.png`` when the LR finder picked the rate. With ``schedule=course`` the two
+    finders' curves are ``lr_find_frozen.png`` and ``lr_find_unfrozen.png`` (one per image side
+    after the first: ``lr_find_unfrozen_<side>.png``), each with the rates taken from it."""
     from fastlab.lr_find import plot_lr_find
     from fastlab.plots import plot_losses, plot_lr
 
@@ -41,5 +44,13 @@ def write_plots(task: Task, learn: Learner, found: LRFindResult | None, plots: P
     plot_lr(learn.recorder, plots / "lr.png")
     if not learn.diverged:
         task.show_results(learn, plots / "show_results.png")
+    if not decided:
+        if found is not None:
+            plot_lr_find(found, plots / "lr_find.png")
+        return
     if found is not None:
-        plot_lr_find(found, plots / "lr_find.png")
+        plot_lr_find(found, plots / "lr_find_frozen.png", {"frozen stage's head": decided[0]["frozen_pick"]})
+    for i, d in enumerate(x for x in decided if x["lr_find"] is not None):
+        name = "lr_find_unfrozen.png" if i == 0 else f"lr_find_unfrozen_{d['size']}.png"
+        curve = LRFindResult(**d["lr_find"])
+        plot_lr_find(curve, plots / name, {"rises at": d["unfrozen_pick"], "lowest group (/10)": d["lrs"][0]})

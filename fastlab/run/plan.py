@@ -18,19 +18,21 @@ RESUME_OVERRIDES = ("resume", "timeout", "progress", "threads")
 
 
 def plan(learn: Learner, s: ScheduleConfig) -> tuple[list[Stage], LRFindResult | None]:
-    """The schedule's stages; with ``lr_max=find`` the LR finder runs first, in the freezing of
-    the first stage, and its ``schedule.suggestion`` becomes the head's rate."""
+    """The schedule's stages; with ``lr_max=find`` (``lr_frozen`` for ``schedule=course``) the LR
+    finder runs first, in the freezing of the first stage, and its ``schedule.suggestion``
+    becomes the head's rate. With ``schedule.sizes`` the stages repeat once per image side."""
     n = len(learn.layer_groups)
 
     def stages(lr_max) -> list[Stage]:
-        return plan_stages(s.name, s.epochs, discriminative_lrs(lr_max, n, s.lr_ratio), s.freeze_epochs,
+        base = plan_stages(s.name, s.epochs, discriminative_lrs(lr_max, n, s.lr_ratio), s.freeze_epochs,
                            s.pct_start, s.div, s.div_final, s.moms)
+        return [dataclasses.replace(st, size=size) for size in s.sizes for st in base] if s.sizes else base
 
-    if s.lr_max != "find":
-        return stages(s.lr_max), None
+    if s.head_lr != "find":
+        return stages(s.head_lr), None
     found = find_lr(learn, s)
     lr = found.suggestions[s.suggestion]
-    log.info("lr_find: %s suggests lr_max=%.3g", s.suggestion, lr)
+    log.info("lr_find: %s suggests a head rate of %.3g", s.suggestion, lr)
     return stages(lr), found
 
 
@@ -51,14 +53,17 @@ def resumed_config(saved: dict, trainer: TrainerConfig) -> RunConfig:
     return run
 
 
-def saved_plan(state: dict) -> tuple[list[Stage], LRFindResult | None]:
-    """The plan an interrupted run started with (``last.pt``), the LR finder's pick included."""
+def saved_plan(state: dict) -> tuple[list[Stage], LRFindResult | None, list[dict]]:
+    """The plan an interrupted run started with (``last.pt``): its stages (with the rates of
+    pending stages decided so far), the LR finder's result, and what later finders decided."""
     stages = [Stage(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}) for d in state["stages"]]
     found = LRFindResult(**state["lr_find"]) if state["lr_find"] else None
-    return stages, found
+    return stages, found, list(state.get("decided", []))
 
 
-def plan_state(run: RunConfig, stages: list[Stage], found: LRFindResult | None) -> dict:
-    """What ``last.pt`` records of the run besides the training state: its config and plan."""
+def plan_state(run: RunConfig, stages: list[Stage], found: LRFindResult | None,
+               decided: list[dict] | None = None) -> dict:
+    """What ``last.pt`` records of the run besides the training state: its config and plan,
+    and the records of pending stages' decisions (``fastlab.run.course``)."""
     return {"config": run.to_dict(), "stages": [dataclasses.asdict(st) for st in stages],
-            "lr_find": found.to_json() if found is not None else None}
+            "lr_find": found.to_json() if found is not None else None, "decided": list(decided or [])}

@@ -51,6 +51,14 @@ class Task:
     # The loss a run trains with when it depends on the run's config (task.label_smoothing):
     # ``build_loss(run) -> loss``; None trains every run with ``loss_func``. Read through loss().
     build_loss: Callable[..., Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] | None = None
+    # What the model's outputs mean as the task reads them, where predictions are averaged
+    # (test-time augmentation, fastlab.tta): ``activation(preds (N, c)) -> (N, c)``, e.g. class
+    # probabilities from logits (fastai's ``loss_func.activation``); None: the outputs as they are.
+    activation: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+    def activate(self, preds: torch.Tensor) -> torch.Tensor:
+        """``preds`` through :attr:`activation` (unchanged when the task has none)."""
+        return preds if self.activation is None else self.activation(preds)
 
     def loss(self, run) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         """The loss of ``run`` (a ``RunConfig``), for training and validation alike: the same

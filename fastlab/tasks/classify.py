@@ -65,6 +65,12 @@ def error_rate(preds: torch.Tensor, targets: torch.Tensor) -> float:
     return 1.0 - accuracy(preds, targets)
 
 
+def class_probs(preds: torch.Tensor) -> torch.Tensor:
+    """Logits ``(N, c)`` -> class probabilities ``(N, c)``: what test-time augmentation averages
+    (accuracy and error_rate read probabilities as they read logits: the argmax is the same)."""
+    return preds.float().softmax(dim=1)
+
+
 def build_data(run, pretrained_meta: dict | None):
     return image_bunch(run, "category", pretrained_meta)
 
@@ -98,4 +104,5 @@ CLASSIFY = register("task", "classify", ClassifyTask, Task(
     show_results=show_results,
     inference="fastlab.inference.image:ClassifyInference",
     build_loss=classify_loss,
+    activation=class_probs,
 ))

@@ -1,8 +1,8 @@
 """Augmentation pays where fast.ai says it does: few-shot digits from scratch score higher with
 ``aug=no_flip`` than without, at the same budget, seed by seed.
 
-Measured (README): 10 training images a class, 16 px, 20 epochs, seeds 0/1/2: 0.907/0.906/0.911
-without augmentation against 0.925/0.928/0.925 with it (+1.4 to +2.2 points each).
+Measured (README): 10 training images a class, 16 px, 20 epochs, seeds 0/1/2: 0.900/0.911/0.890
+without augmentation against 0.930/0.947/0.913 with it (+2.3 to +3.6 points each).
 """
 
 from __future__ import annotations
@@ -22,5 +22,6 @@ def test_no_flip_augmentation_beats_none_on_few_shot_digits(tmp_path, seed):
         plain = train(compose_cfg("aug=none", f"seed={seed}", *FEW_SHOT, small=False), run_dir=tmp_path / "none")
         augmented = train(compose_cfg("aug=no_flip", f"seed={seed}", *FEW_SHOT, small=False), run_dir=tmp_path / "aug")
     gain = augmented["final"]["accuracy"] - plain["final"]["accuracy"]
-    # A point's margin under the smallest gain measured (1.4 points over 1,697 validation images).
+    # Under the smallest gain measured here (2.3 points), and under the 1.4 points measured on another
+    # machine's float kernels: the bar is 1 point over 1,697 validation images.
     assert gain >= 0.01, (plain["final"]["accuracy"], augmented["final"]["accuracy"])

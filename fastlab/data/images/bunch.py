@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
-from fastlab import registry
-from fastlab.config import DataConfig
+from fastlab.config import AugConfig, DataConfig
+from fastlab.data.images.presize import build_source
 from fastlab.data.images.sources import CsvData, Source, from_table
 from fastlab.data.loader_bunch import LoaderBunch
 from fastlab.data.tensors import check_tensors
@@ -178,7 +178,8 @@ class DataBunch(ImageLoaders):
                      std: Sequence[float] | None) -> None:
         # Statistics of the training images unless given; float inputs are left as they are.
         self.n_channels = x_train.shape[1]
-        self.size = x_train.shape[-1] if x_train.ndim == 4 else None
+        # The side the model sees: the validation images' (presized training images are larger).
+        self.size = x_valid.shape[-1] if x_valid.ndim == 4 else None
         if mean is None and x_train.dtype == torch.uint8:
             mean, std = channel_stats(x_train)
         self.train = TensorLoader(x_train, y_train, bs, shuffle=True, drop_last=True,
@@ -214,13 +215,24 @@ class DataBunch(ImageLoaders):
         return {"classes": self.classes, "n_in": self.n_channels, "n_out": self.c, "size": self.size,
                 "mean": self.mean, "std": self.std, "points": self.points, "y_range": self.y_range}
 
-    def show_batch(self, path: str | Path, n: int = 16) -> Path:
-        """Save the first ``n`` training images with their labels as a PNG grid."""
+    def show_batch(self, path: str | Path, n: int = 16, aug: AugConfig | None = None, seed: int = 0,
+                   size: int | None = None) -> Path:
+        """Save the first ``n`` training images as a training batch sees them, as a PNG grid:
+        through ``aug`` (an active ``AugConfig``; ``None`` or inactive: plain images) drawn from a
+        generator of its own seeded with ``seed``, resized to the side ``size`` when it differs
+        from the stored one (presized data). Titled with class names, or the target values;
+        points data (``self.points``) shows its points as dots, moved with their images."""
+        from fastlab.data.images.seen import seen_batch
         from fastlab.plots import show_images
 
+        if self.train.x.ndim != 4:
+            raise DataError(f"show_batch draws images (N, C, H, W) but the training inputs are "
+                            f"{tuple(self.train.x.shape)}: it is for image data only")
         n = min(n, len(self.train.x))
-        x = self.train.x[:n].cpu()
-        y = self.train.y[:n].cpu()
+        kind = "points" if self.points else "labels"
+        x, y = seen_batch(self.train.x[:n], self.train.y[:n], aug, seed, kind, size=size)  # uint8 (n, C, S, S)
+        if self.points:
+            return show_images(x, [""] * n, Path(path), points=y)
         titles = [self.classes[int(t)] if self.classes else ", ".join(f"{v:.3g}" for v in t.view(-1).tolist())
                   for t in y]
         return show_images(x, titles, Path(path))
@@ -271,8 +283,7 @@ class DataBunch(ImageLoaders):
 
     @classmethod
     def from_config(cls, cfg: DataConfig, targets: str = "category", seed: int = 0) -> DataBunch:
-        source = registry.get("data", cfg.name).builder(cfg)
-        return cls(source, cfg.bs, targets, seed, cfg.mean, cfg.std)
+        return cls(build_source(cfg), cfg.bs, targets, seed, cfg.mean, cfg.std)
 
     @classmethod
     def from_df(cls, df, path: str | Path, fn_col: str = "fname", label_col: str = "label",

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import torch
 
-from fastlab import registry
-from fastlab.config import DataConfig
+from fastlab.config import AugConfig, DataConfig
 from fastlab.data.images.bunch import ImageLoaders, TensorLoader, channel_stats
+from fastlab.data.images.presize import build_source
 from fastlab.data.masks.sources import MaskSource
 
 IGNORE = 255  # target value of pixels that neither the loss nor the metrics count
@@ -40,7 +40,8 @@ class MaskBunch(ImageLoaders):
     def __init__(self, source: MaskSource, bs: int, seed: int = 0,
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None):
         self.train_items, self.valid_items = source.train_items, source.valid_items
-        self.n_channels, self.size = source.train_x.shape[1], source.train_x.shape[-1]
+        # The side the model sees: the validation images' (presized training images are larger).
+        self.n_channels, self.size = source.train_x.shape[1], source.valid_x.shape[-1]
         self.classes, self.c, self.void = list(source.codes), len(source.codes), source.void
         y_train, y_valid = encode_masks(source.train_masks, self.void), encode_masks(source.valid_masks, self.void)
         if mean is None:
@@ -61,14 +62,20 @@ class MaskBunch(ImageLoaders):
         return {"classes": self.classes, "codes": self.classes, "void": self.void, "n_in": self.n_channels,
                 "n_out": self.c, "size": self.size, "mean": self.mean, "std": self.std}
 
-    def show_batch(self, path: str | Path, n: int = 8) -> Path:
-        """Save the first ``n`` training images with their masks overlaid as a PNG."""
+    def show_batch(self, path: str | Path, n: int = 8, aug: AugConfig | None = None, seed: int = 0,
+                   size: int | None = None) -> Path:
+        """Save the first ``n`` training images with their masks overlaid as a PNG, as a training
+        batch sees them: through ``aug`` (an active ``AugConfig``; ``None`` or inactive: plain
+        images) drawn from a generator of its own seeded with ``seed``, masks moved with their
+        images (void, left clear, where a pixel reads from outside), resized to the side ``size``
+        when it differs from the stored one (presized data)."""
+        from fastlab.data.images.seen import seen_batch
         from fastlab.plots import plot_masks
 
         n = min(n, len(self.train.x))
-        return plot_masks(self.train.x[:n].cpu(), [self.train.y[:n].cpu()], ["mask"], self.classes, Path(path))
+        x, y = seen_batch(self.train.x[:n], self.train.y[:n], aug, seed, "masks", IGNORE, size)
+        return plot_masks(x, [y], ["mask"], self.classes, Path(path))
 
     @classmethod
     def from_config(cls, cfg: DataConfig, seed: int = 0) -> MaskBunch:
-        source = registry.get("data", cfg.name).builder(cfg)
-        return cls(source, cfg.bs, seed, cfg.mean, cfg.std)
+        return cls(build_source(cfg), cfg.bs, seed, cfg.mean, cfg.std)
