@@ -136,6 +136,17 @@ class GradientAllReduce(Callback):
             rec._batch_losses = list(losses / self.world)
 
 
+def from_main(obj, ctx: Context):
+    """Rank 0's ``obj`` on every rank (itself outside a data-parallel run): what every rank must
+    agree on though each computed its own, as the LR finder's pick on each rank's shard. Sent as
+    fastlab's own objects between its own processes, never read from a file."""
+    if not ctx.distributed:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def teardown(ctx: Context, barrier: bool = True) -> None:
     if ctx.distributed and dist.is_initialized():
         if barrier:  # rank 0 may still be writing: the job ends when every rank is done

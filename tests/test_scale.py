@@ -61,11 +61,14 @@ def test_ddp_with_augmentation_trains(tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("HYDRA_FULL_ERROR", None)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "fastlab.train",
-           "trainer.strategy=ddp", f"hydra.run.dir={tmp_path}", "aug=no_flip", "data.presize=20", *RUN]
+           "trainer.strategy=ddp", f"hydra.run.dir={tmp_path}", "aug=no_flip", "data.presize=20", *RUN,
+           "schedule.lr_max=find"]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert m["status"] == "completed" and m["final"]["accuracy"] > 0.9
+    # the finder ran on every rank, and the run trained at rank 0's pick (fastlab.distributed.from_main)
+    assert m["group_lrs"][-1] == m["lr_find"]["valley"]
 
 
 def test_ddp_outside_torchrun_is_one_line(tmp_path: Path) -> None:

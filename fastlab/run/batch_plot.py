@@ -14,7 +14,8 @@ from fastlab.learner import Learner
 
 def write_batch_plot(learn: Learner, run: RunConfig, path: Path) -> Path | None:
     """Draw ``learn.data``'s first training images through ``run.aug`` (seeded with ``run.seed``,
-    at the side ``run.data.size``) into ``path``, and return it; ``None``, drawing nothing, for
+    at the side the model sees, ``learn.data.size``: ``data.size``, or ``schedule.sizes``' first)
+    into ``path``, and return it; ``None``, drawing nothing, for
     data that is not in-memory images (text, tables, a ``LoaderBunch``, float features).
 
     Nothing training uses later moves: the stored tensors are read, never iterated through the
@@ -23,4 +24,4 @@ def write_batch_plot(learn: Learner, run: RunConfig, path: Path) -> Path | None:
     data = learn.data
     if not isinstance(data, DataBunch | MaskBunch) or data.train.x.ndim != 4:
         return None
-    return data.show_batch(path, aug=run.aug, seed=run.seed, size=run.data.size)
+    return data.show_batch(path, aug=run.aug, seed=run.seed, size=data.size)

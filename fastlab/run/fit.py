@@ -16,7 +16,7 @@ from fastlab.callbacks.core import Callback
 from fastlab.callbacks.factory import build_callbacks
 from fastlab.config import RunConfig
 from fastlab.diagnostics import dead_filter_fraction, diagnose
-from fastlab.distributed import Context
+from fastlab.distributed import Context, from_main
 from fastlab.errors import FastlabError
 from fastlab.guards import OutOfMemory, free_device_memory, out_of_memory
 from fastlab.prepare import prepare
@@ -68,6 +68,8 @@ def fit(run: RunConfig, run_dir: Path, state: dict | None, ctx: Context, cbs: Se
         if run.trainer.plots and ctx.main:
             write_batch_plot(learn, run, run_dir / "plots" / "batch.png")
         stages, found, decided = (plan(learn, run.schedule) + ([],)) if state is None else saved_plan(state)
+        # Each rank found a rate on its own shard: all train at rank 0's, or their models part.
+        stages, found = from_main((stages, found), ctx)
         checkpointer = Checkpointer(run_dir / LAST_CHECKPOINT, run.trainer.checkpoint_every_n_steps, resume=state,
                                     extra=plan_state(run, stages, found, decided))
         if run.trainer.save_last and ctx.main:

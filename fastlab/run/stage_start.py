@@ -8,6 +8,7 @@ import logging
 
 from fastlab.callbacks.augment import Augment
 from fastlab.callbacks.checkpoint import Checkpointer
+from fastlab.distributed import from_main
 from fastlab.lr_find import LRFindResult
 from fastlab.prepare import Prepared
 from fastlab.rng import restore_random_states
@@ -35,6 +36,7 @@ class StageStart:
         if stage.pending:
             self.match_resume(k)
             stage, record = decide(learn, self.prep.run.schedule, stage, self.stages[k - 1].lrs[-1])
+            stage, record = from_main((stage, record), self.prep.ctx)  # every rank at rank 0's rates
             self.stages[k] = stage
             self.decided.append(record)
             self.checkpointer.extra.update(plan_state(self.prep.run, self.stages, self.found, self.decided))
