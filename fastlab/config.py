@@ -64,6 +64,9 @@ class DataConfig:
     labels, ``masks``, ``points``, ``text``, ``table``); each task accepts some kinds."""
 
     kind: ClassVar[str] = "images"
+    # whether data.cache=disk|none can keep the source's images out of memory (file-based image
+    # sources); the others always hold theirs
+    streams: ClassVar[bool] = False
     name: str = MISSING
     path: str | None = None  # the data's folder; required by every source but the built-in ones
     bs: int = 64
@@ -81,8 +84,14 @@ class DataConfig:
     # data.size) and cropped, warped and resized to data.size in one resampling per batch;
     # validation images are resized whole to data.size. null: every image is kept at data.size.
     presize: int | None = None
+    # Where decoded images live (file-based image sources: folder, name_re, csv): memory (one
+    # uint8 tensor), disk (decoded once into a cache file under paths.cache, read batch by batch,
+    # reused by later runs), none (decoded from the files every epoch by trainer.workers
+    # processes), or auto (memory up to trainer.max_resident_gb, else disk)
+    cache: str = "auto"
 
     def __post_init__(self) -> None:
+        check_choice("data.cache", self.cache, ("auto", "memory", "disk", "none"))
         check(self.bs > 0, f"data.bs must be a positive integer, got {self.bs}: set e.g. data.bs=64")
         check(self.size > 0, f"data.size must be a positive integer, got {self.size}: set e.g. data.size=32")
         check(0.0 < self.valid_pct < 1.0,
@@ -103,10 +112,16 @@ class DataConfig:
 # ---------------------------------------------------------------------------------------- arch
 
 
+# The reserved value of arch.pretrained: the published ImageNet weights of the architecture
+# (torchvision's or timm's), read from their library's cache (fastlab.models.imagenet).
+IMAGENET = "imagenet"
+
+
 @dataclass
 class ArchConfig:
     name: str = MISSING
-    pretrained: str | None = None  # a model-zoo name (outputs/models/<name>.pt) or a file path
+    # a model-zoo name (outputs/models/<name>.pt), a file path, or imagenet (see IMAGENET)
+    pretrained: str | None = None
 
     @property
     def body_arch(self) -> str:
@@ -287,6 +302,9 @@ class TrainerConfig:
     compile: bool = False  # torch.compile the model (tried on one batch first; falls back with a message)
     channels_last: bool | None = None  # NHWC convolutions; null: on CUDA for image batches
     auto_bs: bool = False  # on out-of-memory, halve data.bs and retry from the last finished epoch
+    # processes that decode images from their files with data.cache=none (0: in this process);
+    # null: one per core this process may use, at most 8
+    workers: int | None = None
     # single (one process) | ddp (data-parallel under torchrun; data.bs is the global batch)
     strategy: str = "single"
     callbacks: CallbacksConfig = field(default_factory=lambda: CallbacksConfig())
@@ -303,6 +321,9 @@ class TrainerConfig:
         check_choice("trainer.precision", self.precision, ("32", "bf16-mixed", "16-mixed"))
         check_choice("trainer.progress", self.progress, ("auto", "bar", "log", "none"))
         check(self.threads is None or self.threads >= 1, f"trainer.threads must be >= 1 or null, got {self.threads}")
+        w = self.workers
+        check(w is None or (isinstance(w, int) and not isinstance(w, bool) and w >= 0),
+              f"trainer.workers must be an integer >= 0 or null, got {w!r}: e.g. trainer.workers=4, 0 for none")
         n = self.checkpoint_every_n_steps
         check(n is None or n >= 1, f"trainer.checkpoint_every_n_steps must be >= 1 or null, got {n}")
         check(self.timeout is None or (math.isfinite(self.timeout) and self.timeout > 0),
@@ -378,6 +399,7 @@ _ZOO_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 @dataclass
 class PathsConfig:
     models: str = "outputs/models"
+    cache: str = "outputs/cache"  # decoded-image caches (data.cache=disk); rm -rf it to clear them
 
 
 @dataclass
@@ -414,6 +436,8 @@ class RunConfig:
     def __post_init__(self) -> None:
         check(self.save_as is None or bool(_ZOO_NAME.fullmatch(str(self.save_as))),
               f"save_as={self.save_as!r} is not a plain name: use letters, digits, '-' and '_'")
+        check(self.save_as != IMAGENET, f"save_as={IMAGENET} is reserved (arch.pretrained={IMAGENET} means the "
+                                        "published ImageNet weights): pick another name")
 
     def to_dict(self) -> dict:
         """Plain values, as a composed config holds them (``to_run_config`` reads it back)."""

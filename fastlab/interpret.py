@@ -31,6 +31,7 @@ from torch import nn
 
 from fastlab.cli import run_cli
 from fastlab.config import to_run_config
+from fastlab.data.images import storage
 from fastlab.errors import FastlabError
 from fastlab.inference import CHECKPOINT, ModelMeta, build_model, inference_for, read_model_file
 from fastlab.models.zoo import read_checkpoint
@@ -78,7 +79,8 @@ def load_run(run_dir: str | Path) -> LoadedRun:
     try:
         # The model's own meta stands in for a pretrained one: its normalisation statistics, its
         # vocabulary, whatever the data folder would give today.
-        data = task.build_data(run, read_checkpoint(ckpt)["meta"])
+        with storage.using(storage.Storage.of(run)):  # the run's own cache (data.cache=disk) is reused
+            data = task.build_data(run, read_checkpoint(ckpt)["meta"])
     except FastlabError as e:
         raise InterpretError(f"{e} (the validation set is rebuilt from the run's config: run "
                              "fastlab-interpret from the directory training ran in)") from None

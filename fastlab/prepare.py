@@ -20,12 +20,13 @@ from torch import nn
 from fastlab import registry
 from fastlab.accel import compile_forward, tune_backends, use_channels_last
 from fastlab.callbacks.core import Callback
-from fastlab.config import RunConfig
+from fastlab.config import IMAGENET, RunConfig
 from fastlab.data.augment import IMAGE_KINDS
 from fastlab.data.base import Bunch
 from fastlab.distributed import Context, GradientAllReduce, ShardedLoader, check_batch, device_for
 from fastlab.errors import ConfigError
 from fastlab.learner import Learner
+from fastlab.models.imagenet import read_imagenet
 from fastlab.models.zoo import LoadReport, load_pretrained, read_checkpoint, zoo_path
 from fastlab.rng import random_states, restore_random_states, seed_everything
 from fastlab.tasks import Task, get_task
@@ -146,16 +147,24 @@ def prepare(run: RunConfig, cbs: Sequence[Callback] = (), ctx: Context | None = 
         if ctx.main and ctx.distributed:
             torch.distributed.barrier()
         run.data.path = str(folder / run.data.path) if run.data.path else str(folder)
-    ckpt = ckpt_path = None
-    if run.arch.pretrained:
+    ckpt = ckpt_path = imagenet = None
+    if run.arch.pretrained == IMAGENET:
+        # The architecture's published weights, from its library's cache or arch.weights: found
+        # and read here, before the data, so a missing file stops the run at once (never a download).
+        imagenet = read_imagenet(run.arch)
+    elif run.arch.pretrained:
         ckpt_path = zoo_path(run.arch.pretrained, run.paths.models)
         ckpt = read_checkpoint(ckpt_path)
-    pretrained_meta = ckpt["meta"] if ckpt is not None else None
+    # what the data is normalised for: ImageNet's statistics, or the zoo checkpoint's data
+    pretrained_meta = imagenet.meta if imagenet is not None else ckpt["meta"] if ckpt is not None else None
     data = task.build_data(data_run, pretrained_meta)
     seed_everything(run.seed)  # right before the model: init, dropout and nothing else
     model = task.build_model(run, data)
     arch_config = dict(vars(run.arch))
-    report = load_pretrained(model, ckpt, ckpt_path, run.arch.body_arch, arch_config) if ckpt is not None else None
+    if imagenet is not None:
+        report = imagenet.load_into(model)
+    else:
+        report = load_pretrained(model, ckpt, ckpt_path, run.arch.body_arch, arch_config) if ckpt is not None else None
     data.to(device, max_resident_gb=run.trainer.max_resident_gb)
     sample, _ = next(iter(data.valid))
     channels_last = use_channels_last(run.trainer.channels_last, device, sample)

@@ -23,6 +23,7 @@ from fastlab.callbacks.checkpoint import find_resume
 from fastlab.callbacks.core import Callback
 from fastlab.cli import fail
 from fastlab.config import RunConfig, register_configs, to_run_config
+from fastlab.data.images import storage
 from fastlab.distributed import setup, teardown
 from fastlab.errors import FastlabError
 from fastlab.guards import deadline
@@ -68,7 +69,8 @@ def train(cfg: DictConfig | RunConfig, run_dir: str | Path | None = None, cbs: S
             log.info("removed %s, left by a writer that was killed", tmp.name)
     try:
         # trainer.timeout counts from here: data, model, training and outputs, the whole job
-        with deadline(run.trainer.timeout, run_dir):
+        # decoded images live where paths.cache and trainer.max_resident_gb say (data.cache)
+        with deadline(run.trainer.timeout, run_dir), storage.using(storage.Storage.of(run)):
             return fit_retrying(run, run_dir, state, ctx, cbs, start).to_dict()
     except BaseException:
         teardown(ctx, barrier=False)  # a failed rank must not wait for the others

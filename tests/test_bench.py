@@ -41,3 +41,21 @@ def test_bench_aug_quick_prints_every_side_at_both_sizes(tmp_path: Path) -> None
     for size in (32, 128):
         assert got[size, "fastlab"]["images_per_s"] > 0 and got[size, "torchvision"]["images_per_s"] > 0
         assert got[size, "torchvision"]["ratio"] > 0 and "unavailable" in got[size, "fastai"]
+
+
+def test_bench_data_quick_prints_every_side_and_the_memory_growth(tmp_path: Path) -> None:
+    # No --fastai-python: fastai's rows say why they are missing, the others must have figures.
+    out = tmp_path / "bench_data.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_data.py"), "--quick", "--json", str(out)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for side in ("fastlab disk", "fastlab memory", "fastlab none", "torch DataLoader"):
+        assert re.search(rf"\| small \(64 px\) +\| {side} +\| 400 +\| [\d.]+ ", proc.stdout), proc.stdout
+    assert re.search(r"\| small \(64 px\) +\| fastai +\| 400 +\| unavailable: no --fastai-python given", proc.stdout)
+    assert "peak RSS at 2N - at N" in proc.stdout and "threads (" in proc.stdout
+    res = json.loads(out.read_text())
+    rows = {(r["set"], r["side"], r["n"]): r for r in res["rows"]}
+    disk = rows["small", "fastlab disk", 400]
+    assert disk["built"] == 1 and disk["reused"] == 1 and disk["epoch_s"] > 0 and disk["peak_rss_mb"] > 50
+    assert rows["pets", "torch DataLoader", 120]["images"] > 0 and res["decode"]["threads"] > 0
+    assert not (tmp_path / "outputs" / "bench" / "caches").exists()  # the timed builds' caches are removed

@@ -23,13 +23,15 @@ from fastlab.meta.dependence import (
     pd_curve,
     pd_surface,
 )
+from fastlab.meta.derive import with_derived
 from fastlab.meta.direction import check_direction
 from fastlab.meta.encode import encode, label
 from fastlab.meta.errors import MetaError
-from fastlab.meta.forest import OOB_R2_WARN, fit_quietly, make_forest, oob_r2
+from fastlab.meta.forest import fit_quietly, make_forest, oob_r2
 from fastlab.meta.importance import heldout_importance
-from fastlab.meta.recommend import MIN_IMPORTANCE, NEUTRAL, fmt, recommend, round3
+from fastlab.meta.recommend import MIN_IMPORTANCE, NEUTRAL, recommend, round3
 from fastlab.meta.trials import TrialsTable
+from fastlab.meta.verdict import trust, trust_warning
 
 DEFAULT_FOCUS = "schedule.lr_ratio"
 MIN_TRIALS = 5  # a forest with out-of-bag estimates needs a handful of trials at the very least
@@ -65,6 +67,8 @@ class MetaAnalysis(BaseEstimator):
     random_state : seeds every forest, fold split and resample.
     n_jobs : forests' parallel jobs (None: 1).
     progress : called as ``progress(done, total)`` during the bootstrap, or None.
+    derive : ``NAME=EXPR`` strings (``--derive``, :mod:`fastlab.meta.derive`): columns computed
+        from others, analysed like any parameter (and a possible ``focus``).
     """
 
     def __init__(self, focus: str | None = None, level: float = 0.9, neutral: Any = "auto",
@@ -72,7 +76,7 @@ class MetaAnalysis(BaseEstimator):
                  diverged: str = "worst", n_estimators: int = 300, min_samples_leaf: int = 3,
                  n_boot: int = 100, n_boot_estimators: int = 100, grid_size: int = 50, n_splits: int = 5, n_repeats: int = 5,
                  random_state: int = 0, n_jobs: int | None = None,
-                 progress: Progress | None = None) -> None:
+                 progress: Progress | None = None, derive: tuple[str, ...] = ()) -> None:
         self.focus = focus
         self.level = level
         self.neutral = neutral
@@ -89,6 +93,7 @@ class MetaAnalysis(BaseEstimator):
         self.random_state = random_state
         self.n_jobs = n_jobs
         self.progress = progress
+        self.derive = derive
 
     # ------------------------------------------------------------------------------------ fit
 
@@ -107,7 +112,7 @@ class MetaAnalysis(BaseEstimator):
     def fit(self, table: TrialsTable) -> MetaAnalysis:
         """Analyse ``table``; returns ``self``. Raises ``MetaError`` (one line) on unusable input."""
         self._check_params()
-        self.table_ = table
+        self.table_ = table = with_derived(table, self.derive)
         self.direction_ = check_direction(self.direction or table.direction, table.objective,
                                           str(table.path), table.direction_note)
         self.sign_ = 1.0 if self.direction_ == "maximize" else -1.0
@@ -196,13 +201,12 @@ class MetaAnalysis(BaseEstimator):
 
     def _warnings(self) -> list[str]:
         out = []
-        r2 = self.oob_r2_
-        if not math.isfinite(r2) or r2 < OOB_R2_WARN:
-            out.append(
-                f"the forest explains {'almost nothing' if not math.isfinite(r2) or r2 <= 0 else f'only {r2:.0%}'}"
-                f" of the trials' spread out of bag (OOB R^2 = {fmt(r2)}, below {OOB_R2_WARN}): "
-                "the importances and optima below are weak evidence; run more trials, or narrow "
-                "the ranges to where training works")
+        fit = trust_warning(self.oob_r2_)  # every grade below "good" says how far to trust it
+        if fit is not None:
+            out.append(fit)
+        for name, n in self.encoded_.policy.get("not_finite", {}).items():
+            out.append(f"--derive {name}={self.table_.derived[name]} is not finite for {n} "
+                       "trial(s): they are left out of the analysis")
         if self.n_trials_ < FEW_TRIALS:
             out.append(f"only {self.n_trials_} trials: read everything below as a sketch; "
                        f"{FEW_TRIALS * 3} or more make a study")
@@ -215,24 +219,32 @@ class MetaAnalysis(BaseEstimator):
     # -------------------------------------------------------------------------------- results
 
     def conditional_rows(self, k: int = 6) -> list[dict[str, Any]]:
-        """About ``k`` rows of the conditional optimum: ``{b, best_a, predicted}``, evenly over the
-        other parameter's grid (every category of a categorical one)."""
+        """Rows of the conditional optimum, ``{b, best_a, predicted}``: every category of a
+        categorical other parameter and every sampled value of a discrete one (its grid holds
+        nothing else), else about ``k`` rows evenly over its grid."""
         p = self.pd2d_
         if p is None:
             return []
         n = len(p["values_b"])
-        idx = np.unique(np.linspace(0, n - 1, min(k, n)).round().astype(int))
-        return [{"b": _plain(p["values_b"][i]), "best_a": float(p["best_a"][i]),
-                 "predicted": float(p["best_value"][i])} for i in idx]
+        fb = self.encoded_.features[self.encoded_.index(p["b"])]
+        if fb.numeric and not fb.discrete:
+            idx = np.unique(np.linspace(0, n - 1, min(k, n)).round().astype(int))
+        else:
+            idx = np.arange(n)
+        return [self._conditional_row(int(i)) for i in idx]
+
+    def _conditional_row(self, i: int) -> dict[str, Any]:
+        p = self.pd2d_
+        fb = self.encoded_.features[self.encoded_.index(p["b"])]
+        return {"b": _values(fb, p["x_b"][i:i + 1])[0], "best_a": float(p["best_a"][i]),
+                "predicted": float(p["best_value"][i])}
 
     def conditional_at_best(self) -> dict[str, Any] | None:
         """The conditional optimum where the 2-D surface is best: ``{b, best_a, predicted}``."""
         p = self.pd2d_
         if p is None:
             return None
-        i = int(np.argmax(self.sign_ * p["best_value"]))
-        return {"b": _plain(p["values_b"][i]), "best_a": float(p["best_a"][i]),
-                "predicted": float(p["best_value"][i])}
+        return self._conditional_row(int(np.argmax(self.sign_ * p["best_value"])))
 
     def summary(self) -> dict[str, Any]:
         """Everything ``summary.json`` holds (plain JSON types; NaN as null)."""
@@ -249,10 +261,15 @@ class MetaAnalysis(BaseEstimator):
             "features": {f.name: {"kind": f.kind, "scale": "log10" if f.log else
                                   ("linear" if f.numeric else "codes"), "why": f.why,
                                   **({"range": [f.low, f.high]} if f.numeric else
-                                     {"categories": list(f.categories)})}
+                                     {"categories": list(f.categories)}),
+                                  **({"levels": _values(f, f.levels)} if f.discrete else {}),
+                                  **({"derived": self.table_.derived[f.name]}
+                                     if f.name in self.table_.derived else {})}
                          for f in enc.features},
             "skipped": enc.skipped,
             "oob_r2": self.oob_r2_,
+            "trust": trust(self.oob_r2_),
+            "derived": dict(self.table_.derived),
             "importance": {name: self.importance_[name] for name in order},
             "importance_std": {name: self.importance_std_[name] for name in order},
             "recommendation": rec,
@@ -300,6 +317,11 @@ class MetaAnalysis(BaseEstimator):
         codes, counts = np.unique(column, return_counts=True)
         common = f.categories[int(codes[np.argmax(counts)])]
         return yaml.safe_load(common), f"the trials' most common value; {why}"
+
+
+def _values(f, x) -> list[Any]:
+    """Column values -> the parameter's own values as plain Python (ints for an integer one)."""
+    return [int(v) if f.numeric and f.integer else _plain(v) for v in f.from_x(x)]
 
 
 def _plain(v: Any) -> Any:

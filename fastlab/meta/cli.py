@@ -3,6 +3,8 @@
     fastlab-meta outputs/sweeps/lr_ratio --focus schedule.lr_ratio --reference 2.6
     fastlab-meta outputs/sweeps/2026-01-01/12-00-00 --out meta --apply lr_ratio_tuned
     fastlab-meta outputs/sweeps/lr_ratio --reference 2.6 --confirm     # then a controlled grid
+    fastlab-meta outputs/sweeps/lr_ratio --focus lr_low \
+        --derive 'lr_low=schedule.lr_max/schedule.lr_ratio**(layer_groups-1)'
 
 Errors the user can cause end with one line naming the thing and the fix, and exit status 2.
 """
@@ -14,6 +16,7 @@ import sys
 from pathlib import Path
 
 from fastlab.cli import run_cli
+from fastlab.meta.derive import parse_derive
 from fastlab.meta.direction import DIRECTIONS
 from fastlab.meta.encode import DIVERGED_POLICIES
 from fastlab.meta.progress import ProgressLine
@@ -33,6 +36,12 @@ def parser() -> argparse.ArgumentParser:
                    help="a value to test against the interval, e.g. 2.6 (ULMFiT's ratio)")
     p.add_argument("--neutral", type=float, default=None, help="the focus value that does "
                    "nothing, to measure the gain against (default: 1 for schedule.lr_ratio)")
+    p.add_argument("--derive", action="append", default=[], metavar="NAME=EXPR",
+                   help="a column computed from others and analysed like a parameter, e.g. "
+                        "'lr_low=schedule.lr_max/schedule.lr_ratio**(layer_groups-1)': numbers, "
+                        "numeric parameters by override name, metrics.json's top-level numbers, "
+                        "+ - * / **, log log10 exp sqrt min max abs (repeatable; then --focus "
+                        "NAME to recommend its value)")
     p.add_argument("--level", type=float, default=0.9, help="interval coverage (default 0.9)")
     p.add_argument("--direction", choices=DIRECTIONS, default=None,
                    help="of the objective (default: what the sweep recorded: trials.db, or the "
@@ -87,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
         from fastlab.meta.preset import preset_path
 
         preset_path(args.apply, _conf_dir(args))
+    for spec in args.derive:  # a malformed expression fails before the trials are read
+        parse_derive(spec)
     table = read_trials(args.path)
     # scikit-learn and matplotlib load only once there is something to analyse
     from fastlab.meta.analysis import MetaAnalysis
@@ -96,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     m = MetaAnalysis(focus=args.focus, level=args.level, neutral=neutral,
                      reference=args.reference, direction=args.direction, diverged=args.diverged,
                      n_estimators=args.trees, n_boot=args.n_boot, random_state=args.seed,
-                     n_jobs=args.jobs,
+                     n_jobs=args.jobs, derive=tuple(args.derive),
                      progress=None if args.quiet else ProgressLine("fastlab-meta: bootstrap"))
     m.fit(table)
     out = args.out if args.out is not None else args.path / "meta"

@@ -30,8 +30,9 @@ from fastlab.meta.analysis import MetaAnalysis
 from fastlab.meta.encode import outcomes
 from fastlab.meta.errors import MetaError
 from fastlab.meta.progress import ProgressLine
-from fastlab.meta.recommend import fmt, round3
+from fastlab.meta.recommend import round3
 from fastlab.meta.trials import TrialsTable, read_trials
+from fastlab.meta.verdict import fmt
 
 LR = "schedule.lr_max"
 GROUPS = ("data", "arch", "schedule", "task", "trainer", "aug")
@@ -71,8 +72,8 @@ def fixed_config(m: MetaAnalysis) -> tuple[dict, list[str]]:
     config.pop("hydra", None)
     notes = []
     for f in m.encoded_.features:
-        if f.name in (m.focus_, LR):
-            continue
+        if f.name in (m.focus_, LR) or f.name in m.table_.derived:
+            continue  # a derived column follows from the parameters it is computed from
         value, why = m.suggest(f.name, _get(config, f.name))
         if f.name in GROUPS:  # a config-group choice: switch the option, drop the old node
             config[f.name] = {"name": value}
@@ -243,6 +244,10 @@ def confirm(m: MetaAnalysis, out: Path, seeds: int = 3, lrs: Sequence[float] | N
     if rec is None or m.focus_ == LR:
         raise MetaError(f"--confirm tunes {LR} inside each arm: the focus must be another "
                         "numeric parameter, e.g. --focus schedule.lr_ratio")
+    if m.focus_ in m.table_.derived:
+        raise MetaError(f"--confirm trains values of the focus, and {m.focus_} is derived "
+                        f"({m.table_.derived[m.focus_]}), not a config key: focus a swept "
+                        "parameter, e.g. --focus schedule.lr_ratio")
     if m.neutral_ is None:
         raise MetaError(f"--confirm compares the recommendation with the neutral value of "
                         f"{m.focus_}, and it has none: pass --neutral VALUE")

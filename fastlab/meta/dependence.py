@@ -23,17 +23,25 @@ def grid_for(feature: Feature, column: np.ndarray, size: int = 50,
              extra: Sequence[float] = ()) -> np.ndarray:
     """The grid of one column, shape (G,), sorted.
 
-    Numeric: ``size`` points evenly spaced (in column space) over the observed range, plus the
-    ``extra`` parameter values (a neutral or reference value) that fall inside it or just beyond
-    it (within ``EXTRA_MARGIN`` of its width: a ratio sampled from 1 is seen from 1.01 on, and a
-    forest is flat beyond its last split anyway), so curves can be read exactly there.
-    Categorical: every code.
+    Numeric: ``size`` points evenly spaced (in column space) over the observed range (rounded to
+    whole values for an integer parameter), plus the ``extra`` parameter values (a neutral or
+    reference value) that fall inside it or just beyond it (within ``EXTRA_MARGIN`` of its width:
+    a ratio sampled from 1 is seen from 1.01 on, and a forest is flat beyond its last split
+    anyway), so curves can be read exactly there. A discrete parameter: its sampled values only
+    (``feature.levels``: a table against ``choice(8, 16, 32)`` lists 8, 16 and 32, never 17.9),
+    so a neutral value is read only when it was sampled. Categorical: every code.
     """
     if not feature.numeric:
         return np.arange(len(feature.categories), dtype=float)
     lo, hi = float(column.min()), float(column.max())
     margin = EXTRA_MARGIN * (hi - lo)
-    points = [np.linspace(lo, hi, size)]
+    if feature.discrete:  # no extras: a best value must be one the trials tried
+        return np.asarray(feature.levels, dtype=float)
+    if feature.integer:
+        even = feature.to_x(feature.from_x(np.linspace(lo, hi, size)))  # whole values only
+    else:
+        even = np.linspace(lo, hi, size)
+    points = [even]
     for v in extra:
         if v is None or (feature.log and v <= 0):
             continue

@@ -5,6 +5,11 @@
   order of magnitude; trees split log10 evenly, and partial dependence is gridded evenly in it).
 - Categorical parameters (strings, booleans, lists, config-group options) become integer codes in
   sorted label order; a forest splits codes into any grouping it needs, so one column suffices.
+- A numeric parameter with at most ``MAX_LEVELS`` distinct sampled values (``choice(8, 16, 32)``,
+  an integer range over a few values) is discrete: its grids hold only the values sampled. An
+  integer one with more values is gridded on integers.
+- Derived columns (``--derive``, :mod:`fastlab.meta.derive`) are numeric parameters whose scale
+  no sweep declared; trials where one is not finite are left out and counted.
 - Replicate keys (``seed``) and parameters that never changed are not features.
 - The response comes from :func:`outcomes`, the explicit policy for failed and diverged trials.
 """
@@ -13,7 +18,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -22,6 +27,10 @@ from fastlab.meta.errors import MetaError
 from fastlab.meta.trials import COMPLETED, DIVERGED, REPLICATE_KEYS, TrialsTable
 
 DIVERGED_POLICIES = ("worst", "drop")
+# A numeric parameter with this many distinct sampled values or fewer is discrete: partial
+# dependence is read at those values only. A forest's splits fall between sampled values, so no
+# level of its partial dependence is missed.
+MAX_LEVELS = 12
 
 
 def label(value: Any) -> str:
@@ -49,9 +58,12 @@ class Feature:
     kind : ``numeric`` or ``categorical``.
     log : numeric only: the column holds log10(value).
     why : why this scale, for the report (e.g. ``sampled on a log scale``, ``spans 2.0 decades``).
-    integer : numeric only: every observed value is an integer.
+    integer : numeric only: every observed value is an int (its values, grids and
+        recommendation are whole numbers).
     categories : categorical only: the labels, in code order.
     low, high : numeric only: the observed range, in the parameter's own units.
+    levels : numeric only: the distinct sampled values in column space, sorted, when there are
+        at most ``MAX_LEVELS`` of them (a discrete parameter); else empty.
     """
 
     name: str
@@ -62,10 +74,15 @@ class Feature:
     categories: tuple[str, ...] = ()
     low: float = math.nan
     high: float = math.nan
+    levels: tuple[float, ...] = ()
 
     @property
     def numeric(self) -> bool:
         return self.kind == "numeric"
+
+    @property
+    def discrete(self) -> bool:
+        return bool(self.levels)
 
     def to_x(self, values: list[Any]) -> np.ndarray:
         """Parameter values, length n -> column, shape (n,)."""
@@ -76,10 +93,12 @@ class Feature:
         return np.asarray([codes[label(v)] for v in values], dtype=float)
 
     def from_x(self, x: np.ndarray) -> np.ndarray:
-        """Column values (n,) -> parameter values (n,) (labels for a categorical)."""
+        """Column values (n,) -> parameter values (n,) (labels for a categorical; whole numbers
+        for an integer parameter, so 10**log10(16) reads 16, not 15.999999999999998)."""
         x = np.asarray(x, dtype=float)
         if self.numeric:
-            return 10.0**x if self.log else x
+            v = 10.0**x if self.log else x
+            return np.round(v) if self.integer else v
         return np.asarray([self.categories[int(round(i))] for i in x.ravel()], dtype=object)
 
 
@@ -95,13 +114,20 @@ def describe_feature(name: str, values: list[Any], declared_log: bool,
     if all(_is_number(v) for v in values):
         v = np.asarray(values, dtype=float)
         lo, hi = float(v.min()), float(v.max())
-        integer = all(isinstance(x, int) or float(x).is_integer() for x in values)
+        # typed as ints by the override or trials.db (int(interval(2, 6)), choice(8, 16, 32)):
+        # a float that happens to be whole (a ratio of 1.0 or 10.0) is no integer parameter
+        integer = all(isinstance(x, int) for x in values)
         if declared_log and lo > 0:
-            return Feature(name, "numeric", True, "sampled on a log scale", integer, (), lo, hi)
-        if not scale_known and lo > 0 and hi / lo > 10:
-            return Feature(name, "numeric", True, f"spans {math.log10(hi / lo):.1f} decades",
-                           integer, (), lo, hi)
-        return Feature(name, "numeric", False, "linear", integer, (), lo, hi)
+            log, why = True, "sampled on a log scale"
+        elif not scale_known and lo > 0 and hi / lo > 10:
+            log, why = True, f"spans {math.log10(hi / lo):.1f} decades"
+        else:
+            log, why = False, "linear"
+        f = Feature(name, "numeric", log, why, integer, (), lo, hi)
+        distinct = np.unique(v)
+        if len(distinct) <= MAX_LEVELS:
+            f = replace(f, levels=tuple(float(x) for x in f.to_x(distinct)))
+        return f
     cats = tuple(sorted({label(v) for v in values}))
     return Feature(name, "categorical", why="categorical", categories=cats)
 
@@ -204,21 +230,46 @@ def encode(table: TrialsTable, direction: str, diverged: str = "worst") -> Encod
             continue
         present = [table.params[i].get(name, _MISSING) for i in rows]
         values = [v for v in present if v is not _MISSING]
-        f = describe_feature(name, values, name in table.log_scale, table.scales_known)
+        # no sweep declared a derived column's scale: the "spans a decade" rule decides it
+        f = describe_feature(name, values, name in table.log_scale,
+                             table.scales_known and name not in table.derived)
         if f is None:
             skipped[name] = "constant over the trials analysed"
             continue
         features.append(f)
     # A numeric feature must be present in every kept row; a categorical one gets "null".
+    # A derived one is absent where its expression is not finite: counted on its own.
     complete = np.ones(len(rows), dtype=bool)
+    not_finite: dict[str, int] = {}
     for f in features:
         if f.numeric:
-            complete &= np.asarray([name_in(table.params[i], f.name) for i in rows])
+            has = np.asarray([name_in(table.params[i], f.name) for i in rows], dtype=bool)
+            if f.name in table.derived and not has.all():
+                not_finite[f.name] = int((~has).sum())
+            complete &= has
+    policy = {**policy, "not_finite": not_finite}
     if not complete.all():
         n = int((~complete).sum())
+        parts = [f"{c} where {k} is not finite" for k, c in not_finite.items()]
+        if n > sum(not_finite.values()):  # others lack a swept parameter (a jobs' own override)
+            parts.append(f"{n} without every parameter" if not parts else "others without "
+                         "every parameter")
         policy = {**policy, "kept": int(complete.sum()),
-                  "text": policy["text"] + f"; left out: {n} without every parameter"}
+                  "text": policy["text"] + "; left out: " + ", ".join(parts)}
         rows = rows[complete]
+        # ranges and levels of what is left (a level only the left-out trials had is no level)
+        redone = []
+        for f in features:
+            if f.numeric:
+                name = f.name
+                f = describe_feature(name, [table.params[i][name] for i in rows],
+                                     name in table.log_scale,
+                                     table.scales_known and name not in table.derived)
+                if f is None:
+                    skipped[name] = "constant over the trials analysed"
+                    continue
+            redone.append(f)
+        features = redone
     columns = []
     for f in features:
         vals = [table.params[i].get(f.name) for i in rows]

@@ -84,8 +84,11 @@ def plot_pd(m: MetaAnalysis, name: str, path: Path) -> Path:
                 ax.axvline(rec["neutral"], color="C3", ls="--", label=f"neutral {rec['neutral']:g}")
             if rec["reference"] is not None:
                 ax.axvline(rec["reference"], color="k", ls=":", label=f"reference {rec['reference']:g}")
-    ax.set(xlabel=name, ylabel=f"{_objective(m)} (partial dependence)",
-           title=f"{name}: importance {m.importance_[name]:.3g} ± {m.importance_std_[name]:.2g}")
+    title = f"{name}: importance {m.importance_[name]:.3g} ± {m.importance_std_[name]:.2g}"
+    rec = m.recommendation_
+    if rec is not None and rec["param"] == name:  # the verdict's own words (fastlab.meta.verdict)
+        title += "; clear optimum" if rec["clear_optimum"] else "; no clear optimum"
+    ax.set(xlabel=name, ylabel=f"{_objective(m)} (partial dependence)", title=title)
     ax.legend(fontsize=8, loc="best")
     return save_figure(fig, path)
 

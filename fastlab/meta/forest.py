@@ -1,4 +1,5 @@
-"""The meta-model: scikit-learn's random forest, with out-of-bag R^2 as its honesty check."""
+"""The meta-model: scikit-learn's random forest, with out-of-bag R^2 as its honesty check (graded
+by :data:`fastlab.meta.verdict.TRUST_SCALE`)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,6 @@ import warnings
 
 import numpy as np
 from sklearn.ensemble import RandomForestRegressor
-
-# Below this out-of-bag R^2 the forest explains too little of the trials' spread for its
-# importances and optima to be more than hints.
-OOB_R2_WARN = 0.25
 
 
 def make_forest(n_estimators: int = 300, min_samples_leaf: int = 3, random_state: int = 0,

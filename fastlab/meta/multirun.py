@@ -16,7 +16,7 @@ import yaml
 
 from fastlab.meta.direction import direction_of_metrics, direction_of_task
 from fastlab.meta.errors import MetaError
-from fastlab.meta.trials import TrialsTable, require_trials, swept_names
+from fastlab.meta.trials import TrialsTable, numeric_facts, require_trials, swept_names
 from fastlab.run.metrics import read_metrics
 
 
@@ -110,6 +110,7 @@ def read_multirun(path: Path) -> TrialsTable:
         direction=direction,
         direction_note=note,
         fixed=fixed,
+        metrics=tuple(numeric_facts(m) for m in all_metrics),
         job_dirs=tuple(job_dirs),
         config=config if isinstance(config, dict) else None,
         source="job dirs",

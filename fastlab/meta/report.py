@@ -7,6 +7,7 @@ a report; figures go first, so the Markdown never points at a missing one.
 from __future__ import annotations
 
 import math
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from fastlab.meta.figures import (
     plot_pd,
     plot_pd2d,
 )
-from fastlab.meta.recommend import fmt
+from fastlab.meta.verdict import SCALE_TEXT, fmt, rule_text
 from fastlab.rundir import atomic_write_text, write_json
 
 
@@ -79,11 +80,15 @@ def markdown(m: MetaAnalysis, s: dict[str, Any]) -> str:
               ""]
     rows = []
     for name, f in s["features"].items():
-        span = (f"{fmt(f['range'][0])} to {fmt(f['range'][1])}" if "range" in f
+        span = (", ".join(_value(v) for v in f["levels"]) if "levels" in f
+                else f"{fmt(f['range'][0])} to {fmt(f['range'][1])}" if "range" in f
                 else ", ".join(f["categories"]))
         why = f" ({f['why']})" if f["why"] not in ("", "linear", "categorical") else ""
         rows.append([f"`{name}`", f["kind"], f["scale"] + why, span])
     parts += [_table(["parameter", "kind", "scale", "values"], rows), ""]
+    if s["derived"]:
+        parts += ["Derived (`--derive`): " + "; ".join(f"`{k}` = `{v}`" for k, v in
+                                                      s["derived"].items()) + ".", ""]
     if s["skipped"]:
         parts += ["Not used as features: " + "; ".join(f"`{k}` ({v})" for k, v in
                                                         s["skipped"].items()) + ".", ""]
@@ -94,6 +99,9 @@ def markdown(m: MetaAnalysis, s: dict[str, Any]) -> str:
               f"did not see it: out-of-bag R^2 = **{fmt(r2)}** "
               f"({'it explains ' + format(r2, '.0%') + ' of the spread' if r2 is not None else 'undefined'}). "
               "Points near the diagonal are trials it predicts well.", "",
+              f"Trust in this fit: **{s['trust']['grade']}**, on the scale {SCALE_TEXT}."
+              + (f" {s['trust']['advice'][0].upper()}{s['trust']['advice'][1:]}."
+                 if s["trust"]["advice"] else ""), "",
               f"![observed vs out-of-bag prediction]({OOB_FILE})", ""]
 
     rows = [[str(i + 1), f"`{k}`", fmt(v), fmt(s["importance_std"][k])]
@@ -111,21 +119,20 @@ def markdown(m: MetaAnalysis, s: dict[str, Any]) -> str:
         rows = [["best value", fmt(rec["best"])],
                 [f"{pct} interval", f"{fmt(rec['interval'][0])} to {fmt(rec['interval'][1])}"],
                 [f"predicted {obj} at the best", fmt(rec["predicted_best"])]]
-        if rec["gain"] is not None:
-            rows.append([f"gain over the neutral {fmt(rec['neutral'])}",
-                         f"{fmt(rec['gain'], True)} ({pct}: {fmt(rec['gain_interval'][0], True)} "
-                         f"to {fmt(rec['gain_interval'][1], True)})"])
+        for b in rec["baselines"]:  # the neutral value, or both ends of the range
+            rows.append([f"gain over {b['what']} {fmt(b['value'])}",
+                         f"{fmt(b['gain'], True)} ({pct}: {fmt(b['gain_interval'][0], True)} "
+                         f"to {fmt(b['gain_interval'][1], True)})"])
         if rec["reference"] is not None:
-            where = "inside the interval" if rec["reference_inside"] else "outside the interval"
-            rows.append([f"reference {fmt(rec['reference'])}", where if rec["clear_optimum"]
-                         else "neither confirmed nor ruled out (no clear optimum)"])
-        rows.append(["clear optimum", "yes" if rec["clear_optimum"] else "no"])
+            rows.append([f"reference {fmt(rec['reference'])}", rec["reference_text"]])
+        rows.append(["clear optimum", rec["clear_text"]])
         parts += [f"## The recommendation for `{p}`", "", rec["verdict"], "",
                   _table(["", ""], rows), "",
                   f"The curve is the forest's partial dependence (its average prediction as `{p}` "
                   f"moves, every other parameter kept at the trials' values); the band and the "
                   f"interval come from {m.n_boot} refits on trials resampled with replacement: "
-                  f"the interval holds the central {pct} of the refits' best values.", "",
+                  f"the interval holds the central {pct} of the refits' best values. "
+                  + rule_text(rec["baselines"]), "",
                   f"![partial dependence of {p}]({pd_file(p)})", ""]
 
     c = s["conditional_optimum"]
@@ -135,7 +142,10 @@ def markdown(m: MetaAnalysis, s: dict[str, Any]) -> str:
         parts += [f"## `{a}` given `{b}`: the conditional optimum", "",
                   f"`{b}` is the most important other parameter. The map is the forest's 2-D "
                   f"partial dependence; the white line is the best `{a}` for each value of `{b}`. "
-                  f"A line that bends means the best `{a}` depends on `{b}`.", "",
+                  f"A line that bends means the best `{a}` depends on `{b}`. These are the "
+                  "forest's point estimates, without intervals"
+                  + ("" if rec is not None and rec["clear_optimum"] else
+                     ", and the optimum above is not clear: read them as a sketch") + ".", "",
                   _table([f"`{b}`", f"best `{a}`", f"predicted {obj}"], rows), "",
                   f"![2-D partial dependence]({pd2d_file(a, b)})", ""]
 
@@ -176,10 +186,14 @@ def markdown(m: MetaAnalysis, s: dict[str, Any]) -> str:
 
 def _cli_flags(m: MetaAnalysis) -> str:
     flags = ""
+    for spec in m.derive:
+        flags += f" --derive {shlex.quote(spec)}"
     if m.focus is not None:
         flags += f" --focus {m.focus}"
     if m.reference is not None:
         flags += f" --reference {m.reference:g}"
+    if isinstance(m.neutral, int | float):
+        flags += f" --neutral {m.neutral:g}"
     if m.level != 0.9:
         flags += f" --level {m.level:g}"
     if m.diverged != "worst":
@@ -193,13 +207,15 @@ def conclusion(s: dict[str, Any]) -> str:
     top = ", ".join(f"`{k}` ({fmt(v)})" for k, v in list(s["importance"].items())[:3])
     lines = [f"**Fit:** {s['n_trials']} trials; the forest explains "
              f"{'no reliable part' if r2 is None or r2 <= 0 else format(r2, '.0%')} of the "
-             f"spread of {s['objective'] or 'the objective'} out of bag (OOB R^2 = {fmt(r2)}); "
-             f"what matters most: {top}."]
+             f"spread of {s['objective'] or 'the objective'} out of bag (OOB R^2 = {fmt(r2)}, "
+             f"trust: {s['trust']['grade']}); what matters most: {top}."]
     rec, c = s["recommendation"], s["conditional_optimum"]
     finding = rec["verdict"] if rec is not None else "no numeric parameter to recommend a value for."
     if c is not None:
         first, last, top = c["rows"][0], c["rows"][-1], c["at_best"]
-        finding += (f" Given `{c['given']}`, the best `{c['param']}` goes from {fmt(first['best_a'])} "
+        sketch = "" if rec is not None and rec["clear_optimum"] else " (a sketch, no interval)"
+        finding += (f" Given `{c['given']}`, the forest's best `{c['param']}`{sketch} goes from "
+                    f"{fmt(first['best_a'])} "
                     f"(at {_value(first['b'])}) to {fmt(last['best_a'])} (at {_value(last['b'])}); "
                     f"where {s['objective'] or 'the objective'} peaks ({_value(top['b'])}, "
                     f"predicted {fmt(top['predicted'])}) it is {fmt(top['best_a'])}.")

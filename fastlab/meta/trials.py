@@ -7,6 +7,7 @@ or any Hydra multirun dir (job dirs with ``.hydra/overrides.yaml`` and ``metrics
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,11 @@ class TrialsTable:
     config : the composed app config of the sweep (a dict), or None: the base of ``--apply``.
     source : ``trials.db`` or ``job dirs``.
     path : the sweep dir.
+    metrics : length n (or empty): each trial's facts from its ``metrics.json``, the top-level
+        numbers only (e.g. ``layer_groups``, ``epochs``; see :func:`numeric_facts`), ``{}`` for a
+        trial without one. ``--derive`` can read them; they are never features by themselves.
+    derived : ``{name: expression}`` of the columns :func:`fastlab.meta.derive.with_derived`
+        added to ``names`` and ``params``.
     """
 
     names: tuple[str, ...]
@@ -65,6 +71,8 @@ class TrialsTable:
     source: str = "job dirs"
     path: Path = Path(".")
     direction_note: str = ""
+    metrics: tuple[dict[str, float], ...] = ()
+    derived: dict[str, str] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.params)
@@ -122,6 +130,20 @@ def swept_names(params: list[dict[str, Any]]) -> tuple[list[str], dict[str, Any]
 
 
 _ABSENT = object()
+
+# metrics.json's top-level numbers that are outcomes, not facts about the trial's set-up: a column
+# derived from the objective would let the forest predict the objective from itself.
+OUTCOME_KEYS = frozenset({"objective"})
+
+
+def numeric_facts(metrics: dict[str, Any] | None) -> dict[str, float]:
+    """The top-level finite numbers of one ``metrics.json`` (``layer_groups``, ``epochs``, ...),
+    outcomes and booleans left out; ``{}`` for a trial without one."""
+    if not isinstance(metrics, dict):
+        return {}
+    return {k: float(v) for k, v in metrics.items()
+            if k not in OUTCOME_KEYS and isinstance(v, int | float) and not isinstance(v, bool)
+            and math.isfinite(v)}
 
 
 def require_trials(table: TrialsTable) -> TrialsTable:

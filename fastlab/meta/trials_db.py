@@ -18,7 +18,7 @@ import yaml
 from fastlab.meta.direction import direction_of_metrics, direction_of_task
 from fastlab.meta.errors import MetaError
 from fastlab.meta.multirun import parse_overrides
-from fastlab.meta.trials import TrialsTable, require_trials
+from fastlab.meta.trials import TrialsTable, numeric_facts, require_trials
 from fastlab.sweep.store import StoreError, SweepRecord, read_sweep
 
 
@@ -97,6 +97,7 @@ def read_trials_db(sweep_dir: Path) -> TrialsTable:
         log_scale=_log_dims(space),
         scales_known=isinstance((space or {}).get("dims"), list),
         fixed=_fixed(space),
+        metrics=tuple(numeric_facts(t.metrics) for t in record.trials),
         job_dirs=tuple(job_dirs),
         config=config,
         source="trials.db",

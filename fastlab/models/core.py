@@ -28,17 +28,20 @@ def check_head(hidden: int, dropout: float) -> None:
     check(0.0 <= dropout < 1.0, f"arch.dropout must lie in [0, 1), got {dropout}: e.g. arch.dropout=0.5")
 
 
-def create_head(n_features: int, n_out: int, hidden: int = 512, dropout: float = 0.5) -> nn.Sequential:
+def create_head(n_features: int, n_out: int, hidden: int = 512, dropout: float = 0.5,
+                pool: bool = True) -> nn.Sequential:
     """fast.ai's head: concat pooling, then (BN, dropout, linear) twice with a ReLU between.
 
     ``(B, n_features, H, W) -> (B, n_out)``. The first dropout is half the second, as in fastai.
+    ``pool=False`` (fastai's too) is for a body that pools itself (a vision transformer's
+    tokens): ``(B, n_features) -> (B, n_out)``.
     """
+    nf = 2 * n_features if pool else n_features
     return nn.Sequential(
-        AdaptiveConcatPool2d(),
-        nn.Flatten(),  # (B, 2 * n_features)
-        nn.BatchNorm1d(2 * n_features),
+        *([AdaptiveConcatPool2d(), nn.Flatten()] if pool else []),  # (B, nf)
+        nn.BatchNorm1d(nf),
         nn.Dropout(dropout / 2),
-        nn.Linear(2 * n_features, hidden, bias=False),
+        nn.Linear(nf, hidden, bias=False),
         nn.ReLU(inplace=True),
         nn.BatchNorm1d(hidden),
         nn.Dropout(dropout),

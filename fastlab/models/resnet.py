@@ -1,33 +1,102 @@
-"""torchvision ResNets as fastlab bodies (no downloaded weights: the model zoo provides them)."""
+"""torchvision ResNets as fastlab bodies, built without weights; ``arch.pretrained=imagenet``
+loads torchvision's ImageNet weights from its cache (``torch.hub.get_dir()/checkpoints``)."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
 
+import torch
 from torch import nn
 
-from fastlab.config import ArchConfig
+from fastlab.config import IMAGENET, ArchConfig
+from fastlab.errors import ConfigError
 from fastlab.models.core import BodyHead, check_head, create_head
+from fastlab.models.groups import parse_groups, split_points
+from fastlab.models.imagenet import WEIGHTS_FIX, ImagenetWeights, check_weights, weights_file
 from fastlab.registry import register
+
+# Where each torchvision ResNet attribute sits in the body: (conv1, bn1, relu, maxpool,
+# layer1..layer4). The fc layer is ImageNet's classifier and is left behind.
+TV_BODY = {"conv1": 0, "bn1": 1, "layer1": 4, "layer2": 5, "layer3": 6, "layer4": 7}
+# The body's stages for arch.groups, as the body indices they start at: the stem (conv1 to
+# maxpool), layer1, layer2, layer3, layer4. timm's coarse groups of a ResNet are the same five.
+STAGE_STARTS = (0, 4, 5, 6, 7)
 
 
 @dataclass
 class ResnetArch(ArchConfig):
-    """torchvision's ResNet, built without downloaded weights."""
+    """torchvision's ResNet with fast.ai's head; ``arch.pretrained=imagenet`` takes its ImageNet
+    weights ``tv_weights`` (a member of torchvision's weight enum, e.g. ``ResNet50_Weights``)
+    from the cache, or from the file ``arch.weights``."""
 
     name: str = "resnet18"
     head_hidden: int = 512
     dropout: float = 0.5
+    tv_weights: str = "IMAGENET1K_V1"  # resnet50 also has IMAGENET1K_V2 (torchvision's newer recipe)
+    weights: str | None = None  # a state-dict file of those weights, in place of the cache
+    groups: Any = "halves"  # layer groups of the body (fastlab.models.groups): halves | stages | n >= 2
 
     def __post_init__(self) -> None:
         check_head(self.head_hidden, self.dropout)
+        check_weights(self.pretrained, self.weights)
+        self.groups = parse_groups(self.groups)
+        self.splits()  # an n above the stages + 1 is refused here, before any data is built
+
+    def splits(self) -> tuple[int, ...]:
+        """Body indices where a layer group starts; ``halves`` is fastai's split (stem to layer2,
+        layer3 and layer4), since the third of five stages is layer3."""
+        points = split_points(len(STAGE_STARTS), self.groups, f"{self.name} (stem, layer1..layer4)")
+        return tuple(STAGE_STARTS[i] for i in points)
+
+    def imagenet_weights(self) -> ImagenetWeights:
+        """torchvision's weights ``tv_weights`` of this ResNet: the file name is the one
+        ``torch.hub.load_state_dict_from_url`` caches the enum's url under."""
+        from torchvision import models as tvm
+
+        enum = tvm.get_model_weights(self.name)
+        member = enum.__members__.get(self.tv_weights)
+        if member is None:
+            raise ConfigError(f"arch.tv_weights={self.tv_weights!r} is not one of torchvision's {enum.__name__}: "
+                              f"use one of {sorted(enum.__members__)}")
+        file_name = os.path.basename(urlparse(member.url).path)
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / file_name
+        what = f"torchvision's {self.name} weights ({enum.__name__}.{member.name})"
+        fetch = f"python -c \"import torchvision; torchvision.models.{self.name}(weights='{member.name}')\""
+        missing = (f"arch.pretrained={IMAGENET} needs {what}, which are not in the cache, and fastlab never "
+                   f"downloads: put {file_name} in {cached.parent} (torch.hub.get_dir()/checkpoints; TORCH_HOME "
+                   f"moves it), e.g. run {fetch} on a machine with network and copy that file here, or give "
+                   f"{WEIGHTS_FIX}")
+        stats = member.transforms()  # torchvision's own preprocessing: ImageNet's mean and std
+        return ImagenetWeights(what, weights_file(self.weights, cached, missing), tuple(stats.mean),
+                               tuple(stats.std), from_torchvision, first_conv=("body.0.weight",),
+                               input_size=(3, stats.crop_size[0], stats.crop_size[-1]))
+
+
+def from_torchvision(tensors: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """A torchvision ResNet state dict in the body's keys (``layer1.0.conv1.weight`` ->
+    ``body.4.0.conv1.weight``), without ``fc``. Keys of no ResNet are kept, so the fit check names them."""
+    out = {}
+    for key, value in tensors.items():
+        stage, _, rest = key.partition(".")
+        if stage in TV_BODY:
+            out[f"body.{TV_BODY[stage]}.{rest}"] = value
+        elif stage != "fc":
+            out[key] = value
+    return out
 
 
 @register("arch", "resnet18", ResnetArch, tags={"body"})
 @register("arch", "resnet34", ResnetArch, tags={"body"})
+@register("arch", "resnet50", ResnetArch, tags={"body"})
 def resnet(cfg: ResnetArch, n_in: int, n_out: int) -> BodyHead:
-    """Stem + layer1..layer4 as the body, fast.ai's head. Groups (fastai's split): stem to
-    layer2, layer3 and layer4, head. ``n_in`` != 3 replaces the stem conv."""
+    """Stem + layer1..layer4 as the body, fast.ai's head. Groups: the stages split as
+    ``arch.groups`` says (default ``halves``, fastai's: stem to layer2, layer3 and layer4), head.
+    ``n_in`` != 3 replaces the stem conv. Always built without weights: ``prepare`` loads
+    ImageNet's when asked, so a saved model rebuilds without them."""
     # Imported here: torchvision.models pulls in torch._dynamo, over a second of start-up that
     # runs on other architectures do not need.
     from torchvision import models as tvm
@@ -38,4 +107,4 @@ def resnet(cfg: ResnetArch, n_in: int, n_out: int) -> BodyHead:
     body = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool,
                          net.layer1, net.layer2, net.layer3, net.layer4)
     n_features = net.fc.in_features
-    return BodyHead(body, create_head(n_features, n_out, cfg.head_hidden, cfg.dropout), splits=(6,))
+    return BodyHead(body, create_head(n_features, n_out, cfg.head_hidden, cfg.dropout), cfg.splits())

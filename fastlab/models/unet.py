@@ -9,15 +9,18 @@ with ``fastlab.models.zoo.load_pretrained``, exactly as for transfer between cla
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from fastlab import registry
-from fastlab.config import ArchConfig, check
+from fastlab.config import IMAGENET, ArchConfig, check
+from fastlab.errors import ConfigError
 from fastlab.models.cnn import conv_bn_relu
 from fastlab.models.core import create_model
+from fastlab.models.imagenet import ImagenetWeights, check_weights
 
 # Body indices whose outputs feed the decoder. A ResNet body is (conv1, bn1, relu, maxpool,
 # layer1..layer4): the stem's ReLU (1/2 resolution), then each layer (1/4 ... 1/32).
@@ -26,17 +29,34 @@ RESNET_TAPS = (2, 4, 5, 6, 7)
 
 @dataclass
 class UnetArch(ArchConfig):
-    """A U-Net: the encoder is a registered body (cnn, resnet18, resnet34); skip connections from
-    each encoder stage; learned (transposed-conv) upsampling. ``arch.pretrained`` names a
-    checkpoint of the encoder's architecture (e.g. a zoo classifier)."""
+    """A U-Net: the encoder is a registered body (cnn, resnet18, resnet34, resnet50); skip
+    connections from each encoder stage; learned (transposed-conv) upsampling. ``arch.pretrained``
+    names a checkpoint of the encoder's architecture (e.g. a zoo classifier), or ``imagenet`` for
+    a ResNet encoder's ImageNet weights (``arch.weights``: their file, in place of the cache).
+    ``arch.groups`` splits the encoder into layer groups as it splits the classifier's body."""
 
     name: str = "unet"
     encoder: str = "cnn"
     channels: list[int] = field(default_factory=lambda: [32, 64, 128])  # the cnn encoder's stages
+    weights: str | None = None
+    groups: Any = "halves"  # the encoder's layer groups (fastlab.models.groups); the decoder is the last
 
     def __post_init__(self) -> None:
-        bodies = sorted(registry.options("arch", lambda e: "body" in e.tags))
+        # A body built as stages (BodyHead) can be tapped; timm's networks are not (unet_encoder).
+        bodies = sorted(registry.options("arch", lambda e: "body" in e.tags and getattr(e.schema, "unet_encoder", True)))
         check(self.encoder in bodies, f"arch.encoder={self.encoder!r} is not known: use one of {bodies}")
+        check_weights(self.pretrained, self.weights)
+        self.groups = encoder_config(self).groups  # checked (and normalised) by the encoder's schema
+
+    def imagenet_weights(self) -> ImagenetWeights:
+        """The encoder's ImageNet weights: its ``body.*`` are the U-Net's encoder."""
+        find = getattr(encoder_config(self), "imagenet_weights", None)
+        if find is None:
+            have = sorted(registry.options("arch", lambda e: "body" in e.tags and hasattr(e.schema, "imagenet_weights")
+                                           and getattr(e.schema, "unet_encoder", True)))
+            raise ConfigError(f"arch=unet with arch.encoder={self.encoder} has no ImageNet weights: use "
+                              f"arch.encoder= one of {have} with arch.pretrained={IMAGENET}")
+        return find()
 
     @property
     def body_arch(self) -> str:
@@ -46,11 +66,14 @@ class UnetArch(ArchConfig):
 
 def encoder_config(cfg: UnetArch) -> ArchConfig:
     """The classifier config whose body is this U-Net's encoder (``arch.channels`` passed on to
-    an encoder that has them)."""
+    an encoder that has them, ``arch.groups``, and ``arch.pretrained=imagenet`` with its
+    ``arch.weights``)."""
     schema = registry.get("arch", cfg.encoder).schema
-    values = {"name": cfg.encoder}
+    values = {"name": cfg.encoder, "groups": cfg.groups}
     if "channels" in schema.__dataclass_fields__:
         values["channels"] = list(cfg.channels)
+    if cfg.pretrained == IMAGENET and "weights" in schema.__dataclass_fields__:
+        values.update(pretrained=IMAGENET, weights=cfg.weights)
     return schema(**values)
 
 

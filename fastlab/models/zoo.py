@@ -18,6 +18,9 @@ from torch import nn
 from fastlab.errors import ConfigError, FastlabError
 
 log = logging.getLogger("fastlab")
+# Arch settings that say how a body is loaded or trained, never its tensors' shapes: a difference
+# in them cannot be why a checkpoint does not fit (arch.groups only regroups the same weights).
+NOT_SHAPES = ("pretrained", "groups")
 
 
 def zoo_path(name_or_path: str, models_dir: str | Path) -> Path:
@@ -40,12 +43,15 @@ def load_plain(path: Path, error: type[FastlabError] = ConfigError, what: str = 
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        if "global" not in str(e).lower():  # no code named: random bytes, or a pickle of no torch format
+            raise error(f"cannot read checkpoint '{path}' ({type(e).__name__}): it is truncated or not a torch "
+                        f"checkpoint; use {what}") from None
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise error(f"cannot read checkpoint '{path}': refused, it holds more than weights and plain data "
                     f"({first[:120]}); fastlab loads weights only") from None
     except Exception as e:  # RuntimeError (not a zip), EOFError (truncated), OSError, ...
         raise error(f"cannot read checkpoint '{path}' ({type(e).__name__}): it is truncated or not a "
-                    f"fastlab checkpoint; use {what}") from None
+                    f"torch checkpoint; use {what}") from None
 
 
 def read_checkpoint(path: Path, error: type[FastlabError] = ConfigError) -> dict:
@@ -72,7 +78,7 @@ class LoadReport:
 def load_pretrained(model: nn.Module, ckpt: dict, path: Path, arch_name: str, arch_config: dict) -> LoadReport:
     """Copy the checkpoint's body into ``model`` (the head stays new: it belongs to the new
     task). A checkpoint of another architecture, or of the same one built differently, is refused
-    with the mismatches listed."""
+    with the mismatches listed; only the tensors are compared, so ``arch.groups`` never matters."""
     meta = ckpt["meta"]
     if meta.get("arch") != arch_name:
         raise ConfigError(f"checkpoint '{path}' is a {meta.get('arch')!r} but arch.name={arch_name!r}: "
@@ -85,7 +91,8 @@ def load_pretrained(model: nn.Module, ckpt: dict, path: Path, arch_name: str, ar
              if k in source and source[k].shape != target[k].shape]
     if missing or wrong:
         theirs = meta.get("arch_config", {})
-        differ = {k: (theirs.get(k), v) for k, v in arch_config.items() if k in theirs and theirs[k] != v and k != "pretrained"}
+        differ = {k: (theirs.get(k), v) for k, v in arch_config.items()
+                  if k in theirs and theirs[k] != v and k not in NOT_SHAPES}
         detail = "; ".join([*(f"missing {k}" for k in missing[:3]), *wrong[:3]])
         raise ConfigError(f"checkpoint '{path}' does not fit this {arch_name} (checkpoint vs run: "
                           f"arch settings {differ or 'same'}, in channels {meta.get('n_in')}; {detail}): "

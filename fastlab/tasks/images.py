@@ -10,9 +10,11 @@ from fastlab.models.core import create_model
 
 
 def use_pretrained_stats(data: ImageLoaders, cfg: DataConfig, pretrained_meta: dict | None) -> ImageLoaders:
-    """Normalise ``data`` as a pretrained body's source task was (fastai does the same with
-    ImageNet's statistics), unless ``data.mean``/``data.std`` are given or the channel counts
-    differ. The one place that rule lives, for labelled images, points and masks alike."""
+    """Normalise ``data`` as a pretrained body's source task was: a zoo checkpoint's data, or
+    ImageNet's statistics for ``arch.pretrained=imagenet`` (torchvision's, or the timm model's
+    ``pretrained_cfg`` mean and std), as fastai does; unless ``data.mean``/``data.std`` are given
+    or the channel counts differ (fastai, too, leaves a 1-channel input unnormalised by ImageNet).
+    The one place that rule lives, for labelled images, points and masks alike."""
     meta = pretrained_meta or {}
     if cfg.mean is None and len(meta.get("mean") or []) == data.n_channels:
         data.set_stats(meta["mean"], meta["std"])

@@ -67,9 +67,15 @@ def test_flat_response_says_no_clear_optimum(tmp_path):
     assert not rec["clear_optimum"]
     assert rec["verdict"].startswith("no clear optimum for schedule.lr_ratio")
     write_report(m, tmp_path)
-    assert "no clear optimum" in (tmp_path / "report.md").read_text()
-    assert json.loads((tmp_path / "summary.json").read_text())["recommendation"][
-        "clear_optimum"] is False
+    md = (tmp_path / "report.md").read_text()
+    assert "no clear optimum" in md
+    # every word of the report follows the one rule: nothing says yes, nothing places 2.6
+    assert "| clear optimum | no (the gain interval over the neutral includes 0" in md
+    assert "| reference 2.6 | neither confirmed nor ruled out (no clear optimum) |" in md
+    assert "lies inside" not in md and "lies outside" not in md and "clear optimum:" not in md
+    rec = json.loads((tmp_path / "summary.json").read_text())["recommendation"]
+    assert rec["clear_optimum"] is False and rec["reference_inside"] is None
+    assert rec["gain_interval"][0] <= 0 <= rec["gain_interval"][1]
 
 
 def test_minimized_objective_and_diverged_trials():

@@ -1,15 +1,20 @@
-"""DataBunch: train and valid loaders over in-memory images, with classes and normalisation."""
+"""DataBunch: train and valid loaders over images (in memory, or read batch by batch from a
+cache file or the files themselves: ``data.cache``), with classes and normalisation."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+import math
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch
 
 from fastlab.config import AugConfig, DataConfig
+from fastlab.data.images.lazy import LazyImages
+from fastlab.data.images.loader import TensorLoader
 from fastlab.data.images.presize import build_source
 from fastlab.data.images.sources import CsvData, Source, from_table
+from fastlab.data.images.stream import loader_for
 from fastlab.data.loader_bunch import LoaderBunch
 from fastlab.data.tensors import check_tensors
 from fastlab.errors import ConfigError, DataError
@@ -24,116 +29,69 @@ def _label_key(label) -> tuple:
         return (1, 0.0, s)
 
 
-class TensorLoader:
-    """Batches from inputs ``x`` ``(N, C, ...)`` and targets ``(N, ...)`` held in memory.
-
-    uint8 images ``(N, C, H, W)`` are moved to ``device`` as uint8 (four times less to copy than
-    float) and only then scaled to [0, 1]; float inputs are taken as they are. Then, when the
-    loader has per-channel ``mean`` and ``std`` ``(C,)``, ``x`` is normalised: it comes out
-    float32, ``(B, C, ...)``. ``x`` and ``y`` themselves are never changed. Shuffling draws from
-    its own ``generator`` so the order is reproducible from the training seed.
-    """
-
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, bs: int, mean: torch.Tensor | None = None,
-                 std: torch.Tensor | None = None, shuffle: bool = False, drop_last: bool = False,
-                 generator: torch.Generator | None = None):
-        self.x, self.y, self.bs = x, y, bs
-        self.shuffle, self.generator = shuffle, generator
-        # Dropping a ragged last batch keeps batch-norm statistics sane; never drop everything.
-        self.drop_last = drop_last and len(x) > bs
-        # Statistics broadcast over a batch: (1, C, 1, 1) for images, (1, C) for features.
-        self._stat_shape = (1, -1) + (1,) * (x.ndim - 2)
-        self.mean = self.std = None
-        self.device = x.device
-        if mean is not None:
-            self.set_stats(mean, std)
-
-    def set_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
-        """Normalise with per-channel ``mean`` and ``std`` ``(C,)`` from now on."""
-        # On the batches' device: a batch is normalised after its copy there.
-        self.mean = torch.as_tensor(mean, dtype=torch.float32, device=self.device).view(self._stat_shape)
-        self.std = torch.as_tensor(std, dtype=torch.float32, device=self.device).view(self._stat_shape)
-
-    def to(self, device: torch.device, resident: bool = True) -> TensorLoader:
-        """Batches on ``device``. ``resident``: the whole set lives there (no copy per batch).
-        Otherwise it stays in host memory, pinned when the device is CUDA, and each uint8 batch
-        is copied without blocking, so the copy overlaps the previous batch's compute."""
-        self.device = device
-        if resident or device.type == "cpu":
-            self.x, self.y = self.x.to(device), self.y.to(device)
-        else:
-            self.x, self.y = self.x.cpu(), self.y.cpu()
-            if device.type == "cuda":
-                self.x, self.y = self.x.pin_memory(), self.y.pin_memory()
-        if self.mean is not None:
-            self.mean, self.std = self.mean.to(device), self.std.to(device)
-        return self
-
-    @property
-    def resident(self) -> bool:
-        return self.x.device == self.device or self.x.device.type == self.device.type == "cpu"
-
-    def __len__(self) -> int:
-        n = len(self.x)
-        return n // self.bs if self.drop_last else -(-n // self.bs)
-
-    channels_last = False  # hand batches out in NHWC memory order (the GPU path sets it)
-
-    def normalize(self, xb: torch.Tensor) -> torch.Tensor:
-        """uint8 ``(B, C, H, W)`` -> scaled to [0, 1]; float ``(B, C, ...)`` as it is; then
-        normalised when the loader has statistics. Always a new tensor, never ``xb`` changed."""
-        if xb.dtype == torch.uint8:
-            out = xb.float().div_(255.0)  # in place on the float copy: xb is untouched
-        else:
-            # Not in place: .float() of a float32 batch is the batch itself, and an unshuffled
-            # loader's batches are views of the stored tensor.
-            out = xb.float()
-        if self.mean is not None:
-            out = (out - self.mean) / self.std
-        elif out is xb:
-            out = out.clone()  # the caller may change it; the stored tensor must not change
-        channels_last = self.channels_last and out.ndim == 4
-        return out.contiguous(memory_format=torch.channels_last) if channels_last else out
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        n = len(self.x)
-        order = torch.randperm(n, generator=self.generator).to(self.x.device) if self.shuffle else None
-        for b in range(len(self)):
-            idx = slice(b * self.bs, (b + 1) * self.bs)
-            if order is not None:
-                idx = order[idx]
-            xb, yb = self.x[idx], self.y[idx]
-            if not self.resident:  # a gathered batch is not pinned: pin it so the copy is asynchronous
-                pinned = self.device.type == "cuda"
-                xb = (xb.pin_memory() if pinned else xb).to(self.device, non_blocking=pinned)
-                yb = (yb.pin_memory() if pinned else yb).to(self.device, non_blocking=pinned)
-            yield self.normalize(xb), yb
-
-
 class ImageLoaders:
-    """What every in-memory image bunch (labels, points, masks) shares: normalisation statistics
-    and moving its two TensorLoaders to a device. Subclasses set ``train``, ``valid``,
-    ``n_channels`` and ``device``."""
+    """What every image bunch (labels, points, masks) shares: normalisation statistics and moving
+    its two loaders to a device. Subclasses set ``train``, ``valid``, ``n_channels`` and ``device``.
+
+    Images that are not in memory (``data.cache=disk|none``) get their statistics when they are
+    first needed (``mean``, ``std``, ``to``, a pass over a loader): a pretrained body's
+    statistics, set before that, spare the pass over the whole set."""
 
     train: TensorLoader
     valid: TensorLoader
     n_channels: int
     device: torch.device
+    _pending = None  # training images whose statistics are still to be computed
+    _mean = _std = None
+
+    @property
+    def mean(self) -> list[float] | None:
+        self._settle_stats()
+        return self._mean
+
+    @mean.setter
+    def mean(self, value: list[float] | None) -> None:
+        self._mean = value
+
+    @property
+    def std(self) -> list[float] | None:
+        self._settle_stats()
+        return self._std
+
+    @std.setter
+    def std(self, value: list[float] | None) -> None:
+        self._std = value
+
+    def defer_stats(self, x) -> None:
+        """Compute the statistics of ``x`` (``LazyImages``) when first needed."""
+        self._pending = x
+        for loader in (self.train, self.valid):
+            loader.pending_stats = self._settle_stats
+
+    def _settle_stats(self) -> None:
+        if self._pending is not None:
+            x = self._pending
+            self.set_stats(*channel_stats(x))
 
     def set_stats(self, mean: Sequence[float], std: Sequence[float]) -> None:
         """Normalise with these per-channel statistics (e.g. a pretrained model's) from now on."""
         if len(mean) != self.n_channels or len(std) != self.n_channels:
             raise ConfigError(f"normalisation stats have {len(mean)}/{len(std)} values but the images have "
                               f"{self.n_channels} channel(s): give one value per channel")
-        self.mean, self.std = [float(m) for m in mean], [float(s) for s in std]
+        self._pending = None
+        self._mean, self._std = [float(m) for m in mean], [float(s) for s in std]
         for loader in (self.train, self.valid):
-            loader.set_stats(torch.tensor(self.mean, device=self.device), torch.tensor(self.std, device=self.device))
+            loader.pending_stats = None
+            loader.set_stats(torch.tensor(self._mean, device=self.device), torch.tensor(self._std, device=self.device))
 
     def to(self, device: torch.device | str, max_resident_gb: float | None = None) -> ImageLoaders:
         """Move the data to ``device``: all of it when it takes at most ``max_resident_gb`` (or
         no limit is given), else batch by batch from pinned host memory."""
+        self._settle_stats()
         self.device = torch.device(device)
-        nbytes = sum(t.numel() * t.element_size() for loader in (self.train, self.valid) for t in (loader.x, loader.y))
+        # Images that are not in memory (data.cache=disk or none) are read batch by batch anyway.
+        nbytes = sum(t.numel() * t.element_size() for loader in (self.train, self.valid) for t in (loader.x, loader.y)
+                     if isinstance(t, torch.Tensor))
         resident = max_resident_gb is None or nbytes <= max_resident_gb * 2**30
         self.train.to(self.device, resident)
         self.valid.to(self.device, resident)
@@ -180,15 +138,18 @@ class DataBunch(ImageLoaders):
         self.n_channels = x_train.shape[1]
         # The side the model sees: the validation images' (presized training images are larger).
         self.size = x_valid.shape[-1] if x_valid.ndim == 4 else None
-        if mean is None and x_train.dtype == torch.uint8:
+        deferred = mean is None and isinstance(x_train, LazyImages)
+        if mean is None and x_train.dtype == torch.uint8 and not deferred:
             mean, std = channel_stats(x_train)
-        self.train = TensorLoader(x_train, y_train, bs, shuffle=True, drop_last=True,
-                                  generator=torch.Generator().manual_seed(seed))
-        self.valid = TensorLoader(x_valid, y_valid, bs * 2)
+        self.train = loader_for(x_train, y_train, bs, shuffle=True, drop_last=True,
+                                generator=torch.Generator().manual_seed(seed))
+        self.valid = loader_for(x_valid, y_valid, bs * 2)
         self.device = torch.device("cpu")
         self.mean = self.std = None
         if mean is not None:
             self.set_stats(mean, std)
+        elif deferred:
+            self.defer_stats(x_train)
 
     def _encode(self, source: Source, targets: str) -> tuple[torch.Tensor, torch.Tensor]:
         if targets == "category":
@@ -318,10 +279,28 @@ def float_targets(labels: Sequence, items: Sequence[str]) -> torch.Tensor:
     return torch.tensor(out, dtype=torch.float32).view(len(out), *((len(labels[0]),) if several else ()))
 
 
-def channel_stats(x: torch.Tensor) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of images ``(N, C, H, W)``: uint8 scaled to [0, 1], float as
-    they are. ``x`` is not changed."""
-    xf = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()  # div_ on the uint8 copy only
-    xf = xf.transpose(0, 1).reshape(x.shape[1], -1)  # (C, N*H*W)
-    std = xf.std(dim=1).clamp_min(1e-6)
-    return xf.mean(dim=1).tolist(), std.tolist()
+def channel_stats(x) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std (unbiased) of images ``(N, C, H, W)``: uint8 scaled to [0, 1],
+    float as they are. ``x`` is not changed. uint8 images, in memory or not
+    (``fastlab.data.images.lazy``), are streamed in chunks of about 4 MiB and counted exactly
+    (a histogram of the 256 values per channel), so the statistics never need the whole set in
+    memory and are the same to the last bit however the images are stored."""
+    if x.dtype != torch.uint8:
+        xf = x.float().transpose(0, 1).reshape(x.shape[1], -1)  # (C, N*H*W)
+        return xf.mean(dim=1).tolist(), xf.std(dim=1).clamp_min(1e-6).tolist()
+    n_img, c = x.shape[0], x.shape[1]
+    counts = torch.zeros(c, 256, dtype=torch.int64)  # (C, 256): how often each value occurs
+    step = max(1, 2**22 // max(1, math.prod(x.shape[1:])))
+    for i in range(0, n_img, step):
+        chunk = x[i:i + step]  # (b, C, H, W) uint8
+        for ch in range(c):
+            counts[ch] += torch.bincount(chunk[:, ch].reshape(-1), minlength=256)
+    values = torch.arange(256, dtype=torch.int64)
+    means, stds = [], []
+    for ch in range(c):
+        # Exact integer sums: mean and variance in one rounding each.
+        n, s1, s2 = int(counts[ch].sum()), int((counts[ch] * values).sum()), int((counts[ch] * values * values).sum())
+        means.append(s1 / n / 255.0)
+        var = (n * s2 - s1 * s1) / (n * (n - 1)) if n > 1 else 0.0
+        stds.append(max(math.sqrt(var) / 255.0, 1e-6))
+    return means, stds

@@ -10,6 +10,7 @@ the images are already square).
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Any
 
 import torch
@@ -18,10 +19,16 @@ import torch.nn.functional as F
 from fastlab import registry
 from fastlab.config import DataConfig
 
+log = logging.getLogger("fastlab")
+
 
 def resize_images(x: torch.Tensor, size: int) -> torch.Tensor:
     """uint8 images ``(N, C, H, W)`` -> ``(N, C, size, size)`` uint8, bilinear with antialiasing
-    (a downscale by 1.25 without it would alias). Done in chunks to bound the float copy."""
+    (a downscale by 1.25 without it would alias). Done in chunks to bound the float copy. Images
+    that are not in memory (``fastlab.data.images.lazy``) stay so: resized chunk by chunk into a
+    cache of their own, or resized as each file is decoded."""
+    if not isinstance(x, torch.Tensor):
+        return x.resized(size)
     if tuple(x.shape[-2:]) == (size, size) or x.dtype != torch.uint8:
         return x
     out = torch.empty((*x.shape[:2], size, size), dtype=torch.uint8)
@@ -45,6 +52,9 @@ def build_source(cfg: DataConfig) -> Any:
     ``cfg.presize`` is set: training images at ``presize``, validation images (and masks) at
     ``size``. The split is the same either way: it depends on ``data.seed`` only."""
     builder = registry.get("data", cfg.name).builder
+    if cfg.cache in ("disk", "none") and not type(cfg).streams:
+        log.info("data.cache=%s reads images batch by batch from folder, name_re and csv data; data=%s keeps "
+                 "its images in memory", cfg.cache, cfg.name)
     if cfg.presize is None or cfg.presize == cfg.size:
         return builder(cfg)
     source = builder(dataclasses.replace(cfg, size=cfg.presize))

@@ -6,7 +6,9 @@ validation set depends only on the files and ``data.seed``.
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 import math
 import re
 from collections.abc import Sequence
@@ -19,7 +21,10 @@ import torch.nn.functional as F
 
 from fastlab.config import DataConfig
 from fastlab.data.generated.points import image_sizes, make_points, scale_points
-from fastlab.data.images.decode import is_image, read_images
+from fastlab.data.images import storage
+from fastlab.data.images.cache import image_cache
+from fastlab.data.images.decode import is_image, read_images, report_bad, unreadable
+from fastlab.data.images.lazy import DiskImages, FileImages, LazyImages
 from fastlab.data.split import seeded_split
 from fastlab.errors import ConfigError, DataError
 from fastlab.registry import register
@@ -171,17 +176,45 @@ def from_files(cfg: DataConfig, root: Path, paths: Sequence[Path], labels: Seque
         raise DataError(f"data in '{root}' gives {len(train)} training and {len(valid)} validation "
                         "images: both need at least one (add images or change data.valid_pct)")
 
+    mode = storage.current().mode(cfg.cache, len(paths), cfg.size)
+    images = None if mode == "memory" else lazy_images(mode, paths, cfg)
+
     def part(idx: list[int]):
-        loaded = read_images([paths[i] for i in idx], cfg.size, cfg.on_bad_file)
-        idx = [idx[k] for k in loaded.kept]  # with on_bad_file=skip, the readable ones
+        if images is None:
+            loaded = read_images([paths[i] for i in idx], cfg.size, cfg.on_bad_file)
+            idx = [idx[k] for k in loaded.kept]  # with on_bad_file=skip, the readable ones
+            x = loaded.x
+        else:
+            idx = [i for i in idx if i not in images.bad]
+            x = images.take(idx)
         items = [str(paths[i].relative_to(root)) if paths[i].is_relative_to(root) else str(paths[i]) for i in idx]
-        return loaded.x, [labels[i] for i in idx], items
+        return x, [labels[i] for i in idx], items
 
     train_part, valid_part = part(train), part(valid)
     if not train_part[2] or not valid_part[2]:
         raise DataError(f"data in '{root}' has no readable {'training' if not train_part[2] else 'validation'} "
                         "images left after data.on_bad_file=skip: fix the files")
     return Source(*train_part, *valid_part, points=points)
+
+
+def lazy_images(mode: str, paths: Sequence[Path], cfg: DataConfig) -> LazyImages:
+    """All ``paths`` as images read when indexed: rows of the cache of their decoded images
+    (``disk``: built once, reused after) or the files decoded at each read (``none``). ``bad``
+    holds the unreadable ones (``data.on_bad_file=skip``; with ``error`` the first stops the run)."""
+    store = storage.current()
+    if mode == "disk":
+        cache = image_cache(paths, cfg.size, cfg.on_bad_file, store.cache_root)
+        images: LazyImages = DiskImages(cache)
+        bad = cache.bad
+    else:
+        images, bad = FileImages(paths, cfg.size, workers=store.n_workers()), {}
+        if cfg.on_bad_file == "skip":  # cheap: headers only (a file that fails later stops the run)
+            bad = {i: why for i, why in ((i, unreadable(p)) for i, p in enumerate(paths)) if why}
+    if bad and cfg.on_bad_file == "error":  # a cache built with skip, read by a run that says error
+        raise DataError(bad[min(bad)])
+    report_bad([(str(paths[i]), why) for i, why in sorted(bad.items())], len(paths))
+    images.bad = bad
+    return images
 
 
 def _class_folders(folder: Path) -> list[tuple[Path, str]]:
@@ -202,6 +235,7 @@ def _class_folders(folder: Path) -> list[tuple[Path, str]]:
 class FolderData(DataConfig):
     """ImageNet layout (``train/<class>/*``, ``valid/<class>/*``) or one folder per class."""
 
+    streams: ClassVar[bool] = True
     name: str = "folder"
     train: str = "train"
     valid: str = "valid"
@@ -229,6 +263,7 @@ def folder(cfg: FolderData) -> Source:
 class NameReData(DataConfig):
     """Images in one folder, labelled by a regex over the file name (group 1 is the label)."""
 
+    streams: ClassVar[bool] = True
     name: str = "name_re"
     pattern: str = r"^(.+)_\d+\.\w+$"
 
@@ -324,6 +359,7 @@ def from_table(cfg: CsvData, root: Path, columns: Sequence[str], rows: Sequence[
 class CsvData(DataConfig):
     """A CSV of file names (relative to ``path``) and labels."""
 
+    streams: ClassVar[bool] = True
     name: str = "csv"
     csv: str = "labels.csv"  # relative to ``path`` unless absolute
     fn_col: str = "fname"
@@ -333,10 +369,18 @@ class CsvData(DataConfig):
     # targets, and label_col is not read
     target_cols: list[str] | None = None
     points: bool = False  # target_cols are pixel (x, y) pairs, scaled to [-1, 1] by each image's size
+    # the CSV's text encoding: utf-8 (a byte-order mark is skipped), or e.g. latin-1 / cp1252 for
+    # files saved by older spreadsheet tools
+    encoding: str = "utf-8"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_target_cols(self)
+        try:
+            codecs.lookup(self.encoding)
+        except (LookupError, TypeError):
+            raise ConfigError(f"data.encoding={self.encoding!r} is not a text encoding: use e.g. "
+                              "data.encoding=utf-8, latin-1 or cp1252") from None
 
 
 @register("data", "csv", CsvData)
@@ -345,9 +389,29 @@ def csv_source(cfg: CsvData) -> Source:
     csv_path = Path(cfg.csv) if Path(cfg.csv).is_absolute() else root / cfg.csv
     if not csv_path.is_file():
         raise DataError(f"data.csv '{csv_path}' does not exist: set data.csv=<csv file, relative to data.path>")
-    with open(csv_path, newline="") as f:
-        reader = csv.DictReader(f)
-        rows = list(reader)
-        columns = reader.fieldnames or []
+    columns, rows = read_csv_rows(csv_path, cfg.encoding)
     return from_table(cfg, root, columns, rows, f"csv '{csv_path}'")
+
+
+def read_csv_rows(path: Path, encoding: str = "utf-8") -> tuple[list[str], list[dict]]:
+    """A label CSV as spreadsheets and scripts write it: its header (names stripped of spaces)
+    and its rows as dicts. A UTF-8 byte-order mark is skipped (Excel writes one), quoted fields
+    may hold commas, quotes and newlines, and blank lines (the trailing ones tools leave) are
+    dropped. Text that is not in ``encoding`` is one ``DataError`` naming the file and the fix."""
+    raw = path.read_bytes()
+    codec = codecs.lookup(encoding).name
+    try:
+        text = raw.decode("utf-8-sig" if codec == "utf-8" else codec)
+    except UnicodeDecodeError as e:
+        raise DataError(f"csv '{path}' is not {encoding} text (byte {raw[e.start]:#04x} at offset {e.start}): "
+                        "save it as UTF-8, or set data.encoding to its encoding (e.g. data.encoding=latin-1 "
+                        "or cp1252)") from None
+    reader = csv.DictReader(io.StringIO(text.removeprefix("\ufeff"), newline=""), skipinitialspace=True)
+    try:
+        columns = [name.strip() for name in reader.fieldnames or []]
+        reader.fieldnames = columns
+        rows = [r for r in reader if any((v or "").strip() for k, v in r.items() if k is not None)]
+    except csv.Error as e:
+        raise DataError(f"csv '{path}' cannot be parsed ({e}, line {reader.line_num}): fix the file") from None
+    return columns, rows
 

@@ -1,0 +1,66 @@
+"""fast.ai's lesson 1 as an experiment (+experiment=pets): a small folder named like Oxford-IIIT
+Pets, a seeded stand-in for torchvision's ResNet-34 ImageNet weights where torchvision keeps them
+(TORCH_HOME in tmp_path), the network blocked, shrunk to 32 px (presized at 40) and one epoch."""
+
+from __future__ import annotations
+
+import pytest
+
+from fastlab.config import to_run_config
+from fastlab.errors import DataError
+from fastlab.inference.predictor import Predictor
+from fastlab.models.zoo import read_checkpoint
+from fastlab.prepare import prepare
+from fastlab.train import train
+from tests.conftest import compose_cfg, one_thread
+from tests.offline import block_network, pets_folder, torch_home, torchvision_weights, tv_file_name
+
+SHRINK = ["data.size=32", "data.presize=40", "data.bs=8", "schedule.epochs=1", "trainer.plots=false",
+          "trainer.progress=none"]
+
+
+@pytest.fixture
+def no_network(monkeypatch) -> list:
+    """The network blocked; the connects attempted (none, if all is well)."""
+    return block_network(monkeypatch)
+
+
+@pytest.fixture
+def lesson(tmp_path, monkeypatch, tmp_path_factory, no_network):
+    """The images and the weights where the experiment finds them; the working directory in tmp_path."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TORCH_HOME", str(torch_home(tmp_path / "torch", {
+        tv_file_name("resnet34"): torchvision_weights(tmp_path_factory, "resnet34")})))
+    return pets_folder(tmp_path / "oxford-iiit-pet" / "images"), no_network
+
+
+def test_lesson_one_fine_tunes_the_imagenet_resnet34(lesson, tmp_path):
+    images, attempts = lesson
+    with one_thread():
+        m = train(compose_cfg("+experiment=pets", f"data.path={images}", *SHRINK, small=False), run_dir=tmp_path / "run")
+    assert m["status"] == "completed", m.get("error")
+    assert m["pretrained"]["path"].endswith("resnet34-b627a593.pth") and m["pretrained"]["loaded"] > 100
+    # fine_tune: the head alone (groups 0 and 1 frozen), then all three groups at fastai's
+    # slice(base_lr / 2 / 100, base_lr / 2)
+    assert [st["frozen"] for st in m["stages"]] == [2, 0] and m["layer_groups"] == 3
+    assert m["group_lrs"] == pytest.approx([1e-5, 1e-4, 1e-3])
+    meta = read_checkpoint(tmp_path / "run" / "model.pt")["meta"]
+    assert meta["classes"] == ["Abyssinian", "yorkshire_terrier"]
+    assert meta["mean"] == pytest.approx([0.485, 0.456, 0.406]) and meta["std"] == pytest.approx([0.229, 0.224, 0.225])
+    # the trained model carries its own weights: predicting needs the ImageNet file no more
+    for cached in (tmp_path / "torch" / "hub" / "checkpoints").iterdir():
+        cached.unlink()
+    out = Predictor.load(tmp_path / "run").predict(str(images / "Abyssinian_1.jpg"))
+    assert out["label"] in meta["classes"]
+    assert attempts == []
+
+
+def test_the_experiment_is_lesson_ones_recipe():
+    run = to_run_config(compose_cfg("+experiment=pets", small=False))
+    assert (run.data.name, run.data.size, run.data.presize, run.data.pattern) == ("name_re", 224, 460, r"^(.+)_\d+\.jpg$")
+    assert (run.arch.name, run.arch.pretrained, run.aug.name, run.schedule.name) == ("resnet34", "imagenet", "fastai", "fine_tune")
+
+
+def test_without_data_path_one_line_says_to_give_it(lesson):
+    with pytest.raises(DataError, match=r"^data.path is required for data=name_re: pass data.path=<folder>$"):
+        prepare(to_run_config(compose_cfg("+experiment=pets", *SHRINK, small=False)))
