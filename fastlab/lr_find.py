@@ -196,6 +196,7 @@ def run_lr_find(cfg, run_dir: Path | None = None) -> LRFindResult:
     """Build the run ``cfg`` describes, run the range test in its first stage's freezing, and
     write ``lr_find.json`` and ``plots/lr_find.png`` to the run dir."""
     from fastlab.config import to_run_config
+    from fastlab.data.images import storage
     from fastlab.prepare import prepare
     from fastlab.run.plan import find_lr
     from fastlab.rundir import write_json
@@ -204,7 +205,8 @@ def run_lr_find(cfg, run_dir: Path | None = None) -> LRFindResult:
     run = to_run_config(cfg)
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
-    result = find_lr(prepare(run).learn, run.schedule)
+    with storage.using(storage.Storage.of(run)):  # the run's cache settings (paths.cache, data.cache)
+        result = find_lr(prepare(run).learn, run.schedule)
     write_json(run_dir / "lr_find.json", result.to_json())
     plot_lr_find(result, run_dir / "plots" / "lr_find.png")
     for name, lr in result.suggestions.items():
