@@ -60,10 +60,7 @@ def minimum(lrs: Sequence[float], losses: Sequence[float]) -> float:
 def rise(lrs: Sequence[float], losses: Sequence[float], num_it: int) -> float:
     """The rate where the curve starts to rise: its lowest smoothed loss, on the same trimmed
     curve as :func:`suggest` (the course's second finder reads this point, then divides by 10)."""
-    lo, hi = num_it // 10, len(lrs) - 5
-    if hi - lo < 5:
-        lo, hi = 0, len(lrs)
-    lrs, losses = list(lrs[lo:hi]), list(losses[lo:hi])
+    lrs, losses = trimmed(lrs, losses, num_it)
     return float(lrs[int(np.argmin(losses))])
 
 
@@ -81,13 +78,18 @@ def slide(lrs: Sequence[float], losses: Sequence[float], lr_diff: int = 15, thre
     return float(found)
 
 
-def suggest(lrs: Sequence[float], losses: Sequence[float], num_it: int) -> dict[str, float]:
-    """All suggestions, on the curve without its first tenth and last five points (fastai): the
-    start is flat noise and the end is the blow-up."""
+def trimmed(lrs: Sequence[float], losses: Sequence[float], num_it: int) -> tuple[list[float], list[float]]:
+    """The curve without its first tenth and last five points (fastai): the start is flat noise
+    and the end is the blow-up. A finder that stopped very early keeps all it has."""
     lo, hi = num_it // 10, len(lrs) - 5
-    if hi - lo < 5:  # stopped very early: use what there is
+    if hi - lo < 5:
         lo, hi = 0, len(lrs)
-    lrs, losses = list(lrs[lo:hi]), list(losses[lo:hi])
+    return list(lrs[lo:hi]), list(losses[lo:hi])
+
+
+def suggest(lrs: Sequence[float], losses: Sequence[float], num_it: int) -> dict[str, float]:
+    """All suggestions, on the :func:`trimmed` curve."""
+    lrs, losses = trimmed(lrs, losses, num_it)
     if len(lrs) < 2:
         raise ValueError("the LR finder recorded fewer than 2 points: give it more iterations or data")
     return {"valley": valley(lrs, losses), "steep": steep(lrs, losses),

@@ -67,7 +67,10 @@ def fit(run: RunConfig, run_dir: Path, state: dict | None, ctx: Context, cbs: Se
         learn.add_cbs([*build_callbacks(run.trainer, run_dir, task, meta, writes=ctx.main, seed=run.seed), *cbs])
         if run.trainer.plots and ctx.main:
             write_batch_plot(learn, run, run_dir / "plots" / "batch.png")
-        stages, found, decided = (plan(learn, run.schedule) + ([],)) if state is None else saved_plan(state)
+        if state is None:
+            (stages, found), decided = plan(learn, run.schedule), []
+        else:
+            stages, found, decided = saved_plan(state)
         # Each rank found a rate on its own shard: all train at rank 0's, or their models part.
         stages, found = from_main((stages, found), ctx)
         checkpointer = Checkpointer(run_dir / LAST_CHECKPOINT, run.trainer.checkpoint_every_n_steps, resume=state,

@@ -71,6 +71,12 @@ def test_course_rates_arithmetic() -> None:
     assert stages[0].lrs == pytest.approx((0.005, 0.005, 0.05)) and stages[1].lrs == ()
 
 
+def test_a_model_of_one_layer_group_is_refused_in_one_line() -> None:
+    with pytest.raises(ConfigError, match="schedule=course trains a frozen body") as e:
+        plan_stages("course", 3, [1e-3], 1)
+    assert "\n" not in str(e.value)
+
+
 def test_rise_is_the_lowest_point_of_the_trimmed_curve() -> None:
     lrs = [10 ** (-6 + 6 * i / 99) for i in range(100)]
     losses = [2.0 - i / 100 if i < 70 else 1.3 + (i - 70) ** 2 / 50 for i in range(100)]
