@@ -27,6 +27,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from fastlab import registry
 from fastlab.errors import ConfigError
+from fastlab.tracking.names import parse_loggers
 
 # ----------------------------------------------------------------------------- value checks
 
@@ -280,20 +281,44 @@ class CallbacksConfig:
 
 
 @dataclass
+class MlflowConfig:
+    """Where ``trainer.logger=[..., mlflow]`` logs (``fastlab.tracking.mlflow_store``)."""
+
+    # null: $MLFLOW_TRACKING_URI, else sqlite:///outputs/mlruns/mlflow.db (artifacts beside it)
+    uri: str | None = None
+    experiment: str = "fastlab"
+
+    def __post_init__(self) -> None:
+        check(self.uri is None or (isinstance(self.uri, str) and self.uri.strip() != ""),
+              f"trainer.mlflow.uri={self.uri!r} is not a tracking URI: e.g. trainer.mlflow.uri=http://host:5000, "
+              "or null for the local store")
+        check(isinstance(self.experiment, str) and self.experiment.strip() != "",
+              f"trainer.mlflow.experiment={self.experiment!r} is not a name: e.g. trainer.mlflow.experiment=pets")
+
+
+@dataclass
 class TrainerConfig:
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "32"  # 32 | bf16-mixed | 16-mixed
     progress: str = "auto"  # auto (a bar on a terminal, else a line per epoch) | bar | log | none
-    plots: bool = True
-    save_model: bool = True
+    # Run-dir outputs: null = on for a run alone, off for a trial of a fastlab sweep
+    # (fastlab.run.trial: the sweep's trials.db is its record); true or false to choose
+    plots: bool | None = None
+    save_model: bool | None = None
     # CPU threads for torch: null = torch's default, or the cores shared out among the parallel
     # jobs of a joblib multirun (N jobs x all-core threads would fight over the same cores)
     threads: int | None = None
-    logger: str = "none"  # none | tensorboard (writes <run dir>/tensorboard)
+    # A list of csv (history.csv every epoch), tensorboard (<run dir>/tensorboard) and mlflow
+    # (trainer.mlflow); the old strings none and tensorboard still work (fastlab.tracking.names)
+    logger: Any = field(default_factory=lambda: ["csv"])
+    mlflow: MlflowConfig = field(default_factory=lambda: MlflowConfig())
     # Continue an interrupted run from its last.pt: a run dir (or its last.pt), or true for this
     # run dir (a sweep's job re-run); the run's own config is used, whatever else is composed
     resume: Any = None
-    save_last: bool = True  # write last.pt (everything a resume needs) after every epoch
+    save_last: bool | None = None  # write last.pt (everything a resume needs) after every epoch; null as plots
+    # epoch (validate after every epoch) | final (after the last one only: a sweep objective's) |
+    # auto (final for a trial of a fastlab sweep, unless a callback monitors every epoch; else epoch)
+    validate: str = "auto"
     checkpoint_every_n_steps: int | None = None  # also write last.pt every this many batches
     timeout: float | None = None  # seconds: stop the run with a clear error past this (last.pt stays)
     # image data up to this size lives on the device; larger sets stay in pinned host memory and
@@ -315,6 +340,11 @@ class TrainerConfig:
     tta_n: int = 4
     tta_beta: float = 0.25
 
+    @property
+    def loggers(self) -> tuple[str, ...]:
+        """The loggers ``trainer.logger`` (and the old ``trainer.callbacks.csv_logger``) ask for."""
+        return parse_loggers(self.logger, self.callbacks.csv_logger)
+
     def __post_init__(self) -> None:
         check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
               f"trainer.device={self.device!r} is not known: use auto, cpu or cuda")
@@ -333,7 +363,8 @@ class TrainerConfig:
         check(math.isfinite(self.max_resident_gb) and self.max_resident_gb >= 0,
               f"trainer.max_resident_gb must be a number >= 0, got {self.max_resident_gb}")
         check_choice("trainer.strategy", self.strategy, ("single", "ddp"))
-        check_choice("trainer.logger", self.logger, ("none", "tensorboard"))
+        check_choice("trainer.validate", self.validate, ("auto", "epoch", "final"))
+        parse_loggers(self.logger)  # one ConfigError line for a name that is not a logger
         check(isinstance(self.tta, bool), f"trainer.tta must be true or false, got {self.tta!r}: e.g. trainer.tta=true")
         check(isinstance(self.tta_n, int) and not isinstance(self.tta_n, bool) and self.tta_n >= 1,
               f"trainer.tta_n must be a positive integer (augmented passes), got {self.tta_n}: e.g. trainer.tta_n=4")

@@ -142,6 +142,7 @@ class Learner:
         self.add_cbs([self.recorder, ProgressCallback(progress), TerminateOnNaN(), *cbs])
         self.epoch, self.n_epoch, self.train_iter, self.training = 0, 0, 0, False
         self.epoch_offset, self.diverged = 0, False
+        self.total_epochs: int | None = None  # all stages' epochs while fit_stages runs them
         self.lr_finding = False  # set while the LR finder runs (callbacks that stay in it read it)
         # Where a resumed run re-enters the loop (set by the Checkpointer when it restores).
         self.stage, self.start_epoch, self.start_batch = 0, 0, 0
@@ -346,6 +347,14 @@ class Learner:
         (``fastlab.run.stage_start``: new image sides, rates decided then)."""
         self.stop_requested, self.diverged = False, False
         self.epoch_offset = sum(stage.epochs for stage in stages[:start_stage])
+        self.total_epochs = sum(stage.epochs for stage in stages)
+        try:
+            self._fit_stages(stages, cbs, start_stage, before_stage)
+        finally:
+            self.total_epochs = None
+
+    def _fit_stages(self, stages: Sequence[Stage], cbs: Sequence[Callback], start_stage: int,
+                    before_stage: Callable[[int, Stage], Stage] | None) -> None:
         for k, stage in enumerate(stages):
             if k < start_stage:
                 continue

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -29,6 +30,7 @@ from fastlab.learner import Learner
 from fastlab.models.imagenet import read_imagenet
 from fastlab.models.zoo import LoadReport, load_pretrained, read_checkpoint, zoo_path
 from fastlab.rng import random_states, restore_random_states, seed_everything
+from fastlab.run import reuse
 from fastlab.tasks import Task, get_task
 from fastlab.tta import check_tta
 
@@ -151,10 +153,15 @@ def prepare(run: RunConfig, cbs: Sequence[Callback] = (), ctx: Context | None = 
     if run.arch.pretrained == IMAGENET:
         # The architecture's published weights, from its library's cache or arch.weights: found
         # and read here, before the data, so a missing file stops the run at once (never a download).
-        imagenet = read_imagenet(run.arch)
+        # read once per sweep worker (fastlab.run.reuse), from the caches these variables name
+        where = tuple(os.environ.get(k) for k in ("TORCH_HOME", "HF_HOME", "HF_HUB_CACHE", "XDG_CACHE_HOME"))
+        imagenet = reuse.kept("imagenet", (repr(run.arch), where), lambda: read_imagenet(run.arch))
     elif run.arch.pretrained:
         ckpt_path = zoo_path(run.arch.pretrained, run.paths.models)
-        ckpt = read_checkpoint(ckpt_path)
+        # read once per sweep worker (fastlab.run.reuse): the weights are copied into each model
+        stat = ckpt_path.stat()
+        ckpt = reuse.kept("checkpoint", (str(ckpt_path.resolve()), stat.st_mtime_ns, stat.st_size),
+                          lambda: read_checkpoint(ckpt_path))
     # what the data is normalised for: ImageNet's statistics, or the zoo checkpoint's data
     pretrained_meta = imagenet.meta if imagenet is not None else ckpt["meta"] if ckpt is not None else None
     data = task.build_data(data_run, pretrained_meta)

@@ -27,8 +27,10 @@ from fastlab.data.images import storage
 from fastlab.distributed import setup, teardown
 from fastlab.errors import FastlabError
 from fastlab.guards import deadline
+from fastlab.run import reuse
 from fastlab.run.fit import fit_retrying
 from fastlab.run.plan import resumed_config
+from fastlab.run.trial import in_fastlab_sweep, trial_profile
 from fastlab.rundir import clean_stale_temps
 
 log = logging.getLogger("fastlab")
@@ -58,6 +60,8 @@ def train(cfg: DictConfig | RunConfig, run_dir: str | Path | None = None, cbs: S
     start = time.perf_counter()
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir()
     run = cfg if isinstance(cfg, RunConfig) else to_run_config(cfg)
+    trial = in_fastlab_sweep()  # a trial does only what the sweep needs (fastlab.run.trial)
+    run = trial_profile(run, trial)
     ctx = setup(run.trainer.strategy, run.trainer.device)
     state, run_dir = find_resume(run.trainer.resume, run_dir)
     if state is not None:
@@ -70,7 +74,8 @@ def train(cfg: DictConfig | RunConfig, run_dir: str | Path | None = None, cbs: S
     try:
         # trainer.timeout counts from here: data, model, training and outputs, the whole job
         # decoded images live where paths.cache and trainer.max_resident_gb say (data.cache)
-        with deadline(run.trainer.timeout, run_dir), storage.using(storage.Storage.of(run)):
+        # a sweep worker keeps decoded data and read checkpoints for its next trials (fastlab.run.reuse)
+        with deadline(run.trainer.timeout, run_dir), storage.using(storage.Storage.of(run)), reuse.using(trial):
             return fit_retrying(run, run_dir, state, ctx, cbs, start).to_dict()
     except BaseException:
         teardown(ctx, barrier=False)  # a failed rank must not wait for the others

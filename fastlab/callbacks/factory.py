@@ -14,6 +14,7 @@ from fastlab.callbacks.tensorboard import TensorBoardLogger
 from fastlab.config import TrainerConfig
 from fastlab.errors import ConfigError
 from fastlab.tasks import Task
+from fastlab.tracking.names import require_packages
 
 BEST_CHECKPOINT = "best.pt"
 HISTORY = "history.csv"
@@ -51,9 +52,11 @@ def build_callbacks(trainer_cfg: TrainerConfig, run_dir: Path, task: Task, meta:
     """The callbacks ``trainer.callbacks`` and ``trainer.logger`` ask for, to pass as the
     Learner's ``cbs``. ``meta`` is ``model.pt``'s metadata, saved with the best model too.
 
-    Writes go into ``run_dir``: ``best.pt`` (save_best), ``history.csv`` (csv_logger, every
-    epoch) and ``tensorboard/`` (logger=tensorboard); with ``writes=False`` (the other ranks of
-    a data-parallel run) only the callbacks that steer training are built. ``seed`` (the run's)
+    Writes go into ``run_dir``: ``best.pt`` (save_best), ``history.csv`` (logger csv, every
+    epoch) and ``tensorboard/`` (logger tensorboard); logger mlflow copies the run to MLflow
+    (``fastlab.tracking.mlflow_logger``). With ``writes=False`` (the other ranks of a
+    data-parallel run) only the callbacks that steer training are built. A logger whose package
+    is missing is a ``ConfigError`` naming the extra. ``seed`` (the run's)
     seeds mixup's and cutmix's draws. Raises ``ConfigError`` for a monitor the task does not
     record, or a mixing the task cannot take, before any training.
     """
@@ -77,8 +80,17 @@ def build_callbacks(trainer_cfg: TrainerConfig, run_dir: Path, task: Task, meta:
     if c.cutmix.alpha:
         check_mixable("cutmix", c.cutmix.alpha, task)
         cbs.append(CutMix(c.cutmix.alpha, seed, masks=task.targets == "mask"))
-    if c.csv_logger and writes:
+    loggers = trainer_cfg.loggers
+    require_packages(loggers)  # a missing package stops here, before any training
+    if not writes:  # data-parallel: only rank 0 logs
+        return cbs
+    if "csv" in loggers:
         cbs.append(CSVLogger(run_dir / HISTORY, list(task.metrics)))
-    if trainer_cfg.logger == "tensorboard" and writes:
+    if "tensorboard" in loggers:
         cbs.append(TensorBoardLogger(run_dir / TENSORBOARD_DIR))
+    if "mlflow" in loggers:
+        # imported when asked for; mlflow itself loads only at the first fit
+        from fastlab.tracking.mlflow_logger import MlflowLogger
+
+        cbs.append(MlflowLogger(trainer_cfg.mlflow, run_dir, meta.get("config")))
     return cbs

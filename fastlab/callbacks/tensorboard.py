@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from fastlab.callbacks.core import Callback
+from fastlab.callbacks.tracker import Tracker
 
 
-class TensorBoardLogger(Callback):
+class TensorBoardLogger(Tracker):
     """Writes ``log_dir`` for ``tensorboard --logdir``.
 
     Per epoch: ``epoch/<key>`` for every number in the Recorder's row (``train_loss``,
@@ -18,12 +18,15 @@ class TensorBoardLogger(Callback):
     floats: logging inside the batch loop would force a device-to-host sync every step.
 
     Steps keep counting across successive fits (the stages of ``fine_tune``); each fit opens its
-    own event file in ``log_dir``, which TensorBoard reads as one run.
+    own event file in ``log_dir``, which TensorBoard reads as one run. A write that fails (a full
+    disk) is logged once and the run goes on without TensorBoard (``Tracker``).
     """
 
     order = 57  # after the Recorder (50) has written the epoch's row
+    tracker = "tensorboard"
 
     def __init__(self, log_dir: str | Path):
+        super().__init__()
         self.log_dir = Path(log_dir)
         self.writer = None
         self.epoch_step = 0
@@ -32,6 +35,9 @@ class TensorBoardLogger(Callback):
         self._seen = 0
 
     def before_fit(self) -> None:
+        self.guarded(f"opening {self.log_dir}", self._open)
+
+    def _open(self) -> None:
         # Imported here: tensorboard takes a second to import, and most runs do not log to it.
         from torch.utils.tensorboard import SummaryWriter
 
@@ -39,9 +45,11 @@ class TensorBoardLogger(Callback):
         self.writer = SummaryWriter(log_dir=str(self.log_dir))
 
     def after_epoch(self) -> None:
+        if self.writer is not None:
+            self.guarded(f"writing to {self.log_dir}", self._write_epoch)
+
+    def _write_epoch(self) -> None:
         rec = self.learn.recorder
-        if self.writer is None:
-            return
         # The Recorder starts new lists at every fit: notice it by identity and read from 0.
         if rec.smooth_losses is not self._seen_list:
             self._seen_list, self._seen = rec.smooth_losses, 0
@@ -58,6 +66,6 @@ class TensorBoardLogger(Callback):
         self.writer.flush()  # a running job can be watched
 
     def after_fit(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
+        writer, self.writer = self.writer, None
+        if writer is not None:
+            self.guarded(f"closing {self.log_dir}", writer.close)

@@ -273,6 +273,7 @@ class MetaAnalysis(BaseEstimator):
             "importance": {name: self.importance_[name] for name in order},
             "importance_std": {name: self.importance_std_[name] for name in order},
             "recommendation": rec,
+            "focus_curve": self.focus_curve(),
             "conditional_optimum": None if self.pd2d_ is None else {
                 "param": self.pd2d_["a"], "given": self.pd2d_["b"],
                 "rows": self.conditional_rows(), "at_best": self.conditional_at_best()},
@@ -284,6 +285,16 @@ class MetaAnalysis(BaseEstimator):
                          "importance_folds": self.n_splits, "importance_repeats": self.n_repeats,
                          "random_state": self.random_state, "diverged": self.diverged},
         })
+
+    def focus_curve(self) -> dict[str, Any] | None:
+        """The focus's partial dependence as plain lists, ``{param, values, mean, lo, hi}``
+        (grid points; the band is the bootstrap's): what a cross-study figure overlays
+        without refitting (:mod:`fastlab.meta.matrix`)."""
+        if self.focus_ is None:
+            return None
+        p = self.pd_[self.focus_]
+        return {"param": self.focus_, "values": [float(v) for v in p["values"]],
+                "mean": p["mean"], "lo": p["lo"], "hi": p["hi"]}
 
     def matters(self, name: str) -> bool:
         """Whether a parameter's held-out importance is clearly above zero."""

@@ -20,7 +20,7 @@ from fastlab.meta.derive import parse_derive
 from fastlab.meta.direction import DIRECTIONS
 from fastlab.meta.encode import DIVERGED_POLICIES
 from fastlab.meta.progress import ProgressLine
-from fastlab.meta.trials import read_trials
+from fastlab.meta.trials import default_out, read_trials, tracker_source
 
 
 def parser() -> argparse.ArgumentParser:
@@ -28,8 +28,13 @@ def parser() -> argparse.ArgumentParser:
         prog="fastlab-meta",
         description="Random-forest meta-analysis of a sweep: which hyperparameters matter, and "
                     "where the focus parameter's best value lies (with a bootstrap interval).")
-    p.add_argument("path", type=Path, help="a fastlab sweep dir (trials.db) or any Hydra "
-                   "multirun dir (job dirs with .hydra/overrides.yaml and metrics.json)")
+    p.add_argument("path", type=_source, help="a fastlab sweep dir (trials.db), any Hydra "
+                   "multirun dir (job dirs with .hydra/overrides.yaml and metrics.json), "
+                   "mlflow:EXPERIMENT[#PARENT_RUN] (the store at $MLFLOW_TRACKING_URI, else "
+                   "outputs/mlruns) or optuna:STORAGE_URL[#STUDY], e.g. "
+                   "'optuna:sqlite:///study.db#my_study'")
+    p.add_argument("--metric", default=None, help="with mlflow:...: the metric that is the "
+                   "objective (default: objective, which fastlab's runs log)")
     p.add_argument("--focus", default=None, help="the parameter to recommend a value for "
                    "(default: schedule.lr_ratio when swept, else the most important numeric one)")
     p.add_argument("--reference", type=float, default=None,
@@ -68,8 +73,21 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--confirm-override", action="append", default=[], metavar="KEY=VALUE",
                    help="extra fastlab-train override for the grid, e.g. hydra/launcher=joblib "
                         "(repeatable)")
+    p.add_argument("--stability", action="store_true",
+                   help="also refit on random subsamples of the trials (50, 100, 200, all) and "
+                        "report how far the best value and the verdict move (report.md "
+                        "'Stability', summary.json 'stability')")
+    p.add_argument("--matrix", action="store_true",
+                   help="PATH is a study matrix dir (scripts/study.sh matrix): build the "
+                        "cross-study report from its cells' meta outputs into PATH (or --out)")
     p.add_argument("--quiet", action="store_true", help="no progress line")
     return p
+
+
+def _source(text: str) -> Path | str:
+    """A dir as a Path; a tracker's study (mlflow:..., optuna:...) as typed (a Path would fold
+    the slashes of sqlite:///)."""
+    return text if tracker_source(text) else Path(text)
 
 
 def _floats(text: str) -> list[float]:
@@ -92,13 +110,17 @@ def _conf_dir(args: argparse.Namespace) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.matrix:  # the cross-study report reads the cells' reports; it fits nothing
+        from fastlab.meta.matrix import run_matrix
+
+        return run_matrix(args.path, args.out)
     if args.apply:  # a bad preset name fails before minutes of analysis, not after
         from fastlab.meta.preset import preset_path
 
         preset_path(args.apply, _conf_dir(args))
     for spec in args.derive:  # a malformed expression fails before the trials are read
         parse_derive(spec)
-    table = read_trials(args.path)
+    table = read_trials(args.path, args.metric)
     # scikit-learn and matplotlib load only once there is something to analyse
     from fastlab.meta.analysis import MetaAnalysis
     from fastlab.meta.report import conclusion, write_report
@@ -110,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
                      n_jobs=args.jobs, derive=tuple(args.derive),
                      progress=None if args.quiet else ProgressLine("fastlab-meta: bootstrap"))
     m.fit(table)
-    out = args.out if args.out is not None else args.path / "meta"
+    out = args.out if args.out is not None else default_out(args.path)
     summary = write_report(m, out)
     if args.confirm:
         from fastlab.meta.confirm import confirm
@@ -118,6 +140,11 @@ def run(args: argparse.Namespace) -> int:
         result = confirm(m, out, args.confirm_seeds, args.confirm_lrs, args.confirm_override,
                          args.quiet)
         summary = write_report(m, out, confirmation=result)
+    if args.stability:
+        from fastlab.meta.stability import stability
+
+        summary = write_report(m, out, confirmation=summary.get("confirmation"),
+                               stability=stability(m, table, seed=args.seed))
     print(f"fastlab-meta: report: {out / 'report.md'} (summary.json and figures beside it)")
     for w in summary["warnings"]:
         print(f"fastlab-meta: warning: {w}", file=sys.stderr)

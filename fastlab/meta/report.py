@@ -36,10 +36,12 @@ def write_figures(m: MetaAnalysis, out: Path) -> list[Path]:
 
 
 def write_report(m: MetaAnalysis, out: str | Path,
-                 confirmation: dict[str, Any] | None = None) -> dict[str, Any]:
+                 confirmation: dict[str, Any] | None = None,
+                 stability: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write the report of a fitted analysis into ``out``; returns the summary written.
 
-    ``confirmation`` (from :mod:`fastlab.meta.confirm`) adds its section and summary key.
+    ``confirmation`` (from :mod:`fastlab.meta.confirm`) and ``stability`` (from
+    :mod:`fastlab.meta.stability`) add their sections and summary keys.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -47,6 +49,8 @@ def write_report(m: MetaAnalysis, out: str | Path,
     summary = m.summary()
     if confirmation is not None:
         summary["confirmation"] = confirmation
+    if stability is not None:
+        summary["stability"] = stability
     write_json(out / "summary.json", summary)
     atomic_write_text(out / "report.md", markdown(m, summary))
     return summary
@@ -163,6 +167,8 @@ def markdown(m: MetaAnalysis, s: dict[str, Any]) -> str:
 
     if s.get("confirmation") is not None:
         parts += confirmation_section(s["confirmation"], obj)
+    if s.get("stability") is not None:
+        parts += stability_section(s["stability"])
 
     st = s["settings"]
     parts += ["## Method", "",
@@ -223,7 +229,27 @@ def conclusion(s: dict[str, Any]) -> str:
     c = s.get("confirmation")
     lines.append(f"**Confirmation:** {c['verdict']}" if c is not None else
                  "**Confirmation:** not run (add --confirm for a controlled grid).")
+    if s.get("stability") is not None:
+        lines.append(f"**Stability:** {s['stability']['text']}")
     return "  \n".join(lines)
+
+
+def stability_section(st: dict[str, Any]) -> list[str]:
+    """How far the best value and the verdict move over random subsamples of the trials."""
+    unit = "log10" if st["log"] else "value"
+    rows = []
+    for r in st["sizes"]:
+        verdicts = ", ".join(f"{k} x{v}" for k, v in r["verdicts"].items()) or "none usable"
+        rows.append([str(r["n"]), str(r["repeats"]), fmt(r["median"]),
+                     f"{fmt(r['lo'])} to {fmt(r['hi'])}", fmt(r["spread"]), verdicts,
+                     "n/a" if r["agree"] is None else f"{r['agree']:.0%}"])
+    return ["## Stability", "",
+            f"The analysis refitted on random subsamples of the trials ({st['repeats']} per size, "
+            "without replacement, cheaper forests): how far the best "
+            f"`{st['param']}` and the verdict move with the number of trials. Spread = standard "
+            f"deviation of the best ({unit}) across the subsamples; the last row is all trials.", "",
+            _table(["trials", "subsamples", "median best", "best from/to", f"spread ({unit})",
+                    "verdicts", "agree with all"], rows), "", st["text"], ""]
 
 
 def confirmation_section(c: dict[str, Any], obj: str) -> list[str]:

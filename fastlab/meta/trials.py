@@ -1,13 +1,16 @@
 """The trials table: one row per trial of a sweep, whichever sweeper made it.
 
-:func:`read_trials` reads a fastlab sweep dir (``trials.db``, see :mod:`fastlab.meta.trials_db`)
-or any Hydra multirun dir (job dirs with ``.hydra/overrides.yaml`` and ``metrics.json``, see
-:mod:`fastlab.meta.multirun`) into a :class:`TrialsTable`.
+:func:`read_trials` reads a fastlab sweep dir (``trials.db``, see :mod:`fastlab.meta.trials_db`),
+any Hydra multirun dir (job dirs with ``.hydra/overrides.yaml`` and ``metrics.json``, see
+:mod:`fastlab.meta.multirun`), an MLflow experiment (``mlflow:EXPERIMENT``, see
+:mod:`fastlab.meta.mlflow_source`) or an Optuna study (``optuna:STORAGE_URL#STUDY``, see
+:mod:`fastlab.meta.optuna_source`) into a :class:`TrialsTable`.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,8 +50,8 @@ class TrialsTable:
     fixed : overrides every trial shared, ``{key: value}``.
     job_dirs : length n: each trial's job dir, or None.
     config : the composed app config of the sweep (a dict), or None: the base of ``--apply``.
-    source : ``trials.db`` or ``job dirs``.
-    path : the sweep dir.
+    source : ``trials.db``, ``job dirs``, ``an MLflow experiment`` or ``an Optuna study``.
+    path : the sweep dir; for a tracker's study the source as typed (``mlflow:...``, a string).
     metrics : length n (or empty): each trial's facts from its ``metrics.json``, the top-level
         numbers only (e.g. ``layer_groups``, ``epochs``; see :func:`numeric_facts`), ``{}`` for a
         trial without one. ``--derive`` can read them; they are never features by themselves.
@@ -85,21 +88,58 @@ class TrialsTable:
         return out
 
 
-def read_trials(path: str | Path) -> TrialsTable:
-    """The trials of the sweep in ``path``: ``trials.db`` when there is one, else the job dirs.
+# Sources that are not a dir: ``<prefix>:<what the reader takes>``.
+SOURCES = ("mlflow:", "optuna:")
+
+
+def tracker_source(path: str | Path) -> str | None:
+    """``path``'s prefix when it names a tracker's study (``mlflow:``, ``optuna:``), else None."""
+    text = str(path) if isinstance(path, str) else None
+    return next((p for p in SOURCES if text is not None and text.startswith(p)), None)
+
+
+def default_out(path: str | Path) -> Path:
+    """Where the report goes without ``--out``: ``PATH/meta``; for a tracker's study
+    ``outputs/meta/<mlflow|optuna>-<study>``."""
+    prefix = tracker_source(path)
+    if prefix is None:
+        return Path(path) / "meta"
+    name = str(path).rpartition("#")[2] if "#" in str(path) else str(path)[len(prefix):]
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "study"
+    return Path("outputs") / "meta" / f"{prefix[:-1]}-{safe}"
+
+
+def read_trials(path: str | Path, metric: str | None = None) -> TrialsTable:
+    """The trials of the sweep in ``path``: ``trials.db`` when there is one, else the job dirs;
+    or, for ``mlflow:EXPERIMENT[#PARENT]`` and ``optuna:STORAGE_URL[#STUDY]``, that tracker's
+    study (``metric``: the MLflow metric that is the objective, default ``objective``).
 
     Raises
     ------
     MetaError
-        ``path`` does not exist, is a single run rather than a sweep, or holds no trials.
+        ``path`` does not exist, is a single run rather than a sweep, or holds no trials;
+        ``metric`` given for a source that has no choice of metric.
     """
     from fastlab.meta.multirun import read_multirun
     from fastlab.meta.trials_db import read_trials_db
 
+    prefix = tracker_source(path)
+    if prefix == "mlflow:":
+        from fastlab.meta.mlflow_source import read_mlflow
+
+        return read_mlflow(str(path)[len(prefix):], metric)
+    if metric is not None:
+        raise MetaError(f"--metric picks an MLflow metric: {path} records its own objective; leave "
+                        "--metric out")
+    if prefix == "optuna:":
+        from fastlab.meta.optuna_source import read_optuna
+
+        return read_optuna(str(path)[len(prefix):])
     path = Path(path)
     if not path.exists():
         raise MetaError(f"{path} does not exist: pass a sweep dir (hydra.sweep.dir of a multirun, "
-                        "e.g. outputs/sweeps/<date>/<time>)")
+                        "e.g. outputs/sweeps/<date>/<time>), mlflow:EXPERIMENT or "
+                        "optuna:STORAGE_URL#STUDY")
     if not path.is_dir():
         raise MetaError(f"{path} is not a directory: pass a sweep dir, not a file in it")
     if (path / "trials.db").is_file():

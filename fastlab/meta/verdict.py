@@ -195,3 +195,13 @@ def judge(param: str, best: float, interval: tuple[float, float], level: float,
         "reference_in_interval": in_iv,
         "reference_text": ref_text,
     }
+
+
+def verdict_label(clear: bool, reference_inside: bool | None, reference: float | None) -> str:
+    """The verdict in three words, to count agreement between refits (stability, the matrix):
+    ``clear, 2.6 inside`` / ``clear, 2.6 outside`` / ``clear`` / ``no clear optimum``."""
+    if not clear:
+        return "no clear optimum"
+    if reference is None or reference_inside is None:
+        return "clear"
+    return f"clear, {fmt(reference)} {'inside' if reference_inside else 'outside'}"

@@ -14,6 +14,8 @@ import torch
 from fastlab.callbacks.checkpoint import LAST_CHECKPOINT, Checkpointer, epoch_start_state
 from fastlab.callbacks.core import Callback
 from fastlab.callbacks.factory import build_callbacks
+from fastlab.callbacks.tracker import finish_tracking
+from fastlab.callbacks.validate import ValidateFinal
 from fastlab.config import RunConfig
 from fastlab.diagnostics import dead_filter_fraction, diagnose
 from fastlab.distributed import Context, from_main
@@ -59,12 +61,16 @@ def fit(run: RunConfig, run_dir: Path, state: dict | None, ctx: Context, cbs: Se
     metrics = RunMetrics(objective_name=objective, direction=get_task(run.task).direction(objective))
     if tried:
         metrics.auto_bs = {"out_of_memory": list(tried), "bs": run.data.bs}
+    built: list[Callback] = []  # the config's callbacks; its trackers are finished below
     try:
         metrics.threads = set_threads(run.trainer.threads)
         prep = prepare(run, ctx=ctx)
         learn, task = prep.learn, prep.task
         meta = {**prep.meta, "config": run.to_dict()}
-        learn.add_cbs([*build_callbacks(run.trainer, run_dir, task, meta, writes=ctx.main, seed=run.seed), *cbs])
+        built = build_callbacks(run.trainer, run_dir, task, meta, writes=ctx.main, seed=run.seed)
+        learn.add_cbs([*built, *cbs])
+        if run.trainer.validate == "final":  # settled by fastlab.run.trial: a sweep's objective needs no more
+            learn.add_cbs([ValidateFinal()])
         if run.trainer.plots and ctx.main:
             write_batch_plot(learn, run, run_dir / "plots" / "batch.png")
         if state is None:
@@ -103,6 +109,7 @@ def fit(run: RunConfig, run_dir: Path, state: dict | None, ctx: Context, cbs: Se
     finally:
         if ctx.main:
             write_metrics(metrics, run_dir, start)
+            finish_tracking(built, run_dir)  # MLflow's final values and artifacts, from the run dir
     if ctx.main:
         # Finished, and metrics.json says so: a leftover last.pt would only invite resuming a run
         # that is over. (Removed last, so a kill at any moment leaves a run that resumes or is done.)

@@ -20,7 +20,8 @@ def write_outputs(run: RunConfig, task: Task, learn: Learner, meta: dict, found:
     """Write the run's outputs into ``run_dir``; ``meta`` is what ``model.pt`` records;
     ``decided``: the records of stages whose rates a later LR finder decided (``schedule=course``)."""
     write_history(run_dir / "history.csv", learn.recorder.history, list(task.metrics))
-    checkpoint = model_checkpoint(learn.model, meta)
+    # weights copied to the CPU only when written (a sweep's trials write none)
+    checkpoint = model_checkpoint(learn.model, meta) if run.trainer.save_model or run.save_as else None
     if run.trainer.save_model:
         save_checkpoint(run_dir / "model.pt", checkpoint)
     if run.save_as:

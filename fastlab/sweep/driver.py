@@ -5,8 +5,9 @@ numbered from a given index and returns one ``Outcome`` per job (``hydra_glue`` 
 launchers). The loop's state lives in ``trials.db`` alone, so running the same sweep again resumes:
 
 - finished trials are kept and not re-run; ``n_trials`` is the total for the sweep;
-- trials left ``running`` by a driver that died are run again, with the same params, in a new job
-  dir: job numbers only grow, so no job dir is ever overwritten.
+- trials left ``running`` by a driver that died are recorded from their job's ``metrics.json``
+  when the job had finished, else run again, with the same params, in a new job dir: job numbers
+  only grow, so no job dir is ever overwritten.
 """
 
 import logging
@@ -78,12 +79,14 @@ def run_sweep(
         # Past the highest job dir on disk too: a job dir is never reused, whatever the db says.
         next_job = max(store.get("next_job") or 0, _highest_job_dir(sweep_dir) + 1)
 
+        _recover_finished(store, sweep_dir)
         trials = store.trials()
         queue = [t for t in trials if t.status == "running"]
         if settings.retry_failed:
             queue += [t for t in trials if t.status == "failed"]
         queue.sort(key=lambda t: t.number)
         _log_resume(trials, queue, n_total)
+        checked: set[tuple] = set()  # the shapes of trial whose composition was checked
 
         try:
             while True:
@@ -109,7 +112,7 @@ def run_sweep(
                 if not runs:
                     break
                 next_job = _run_batch(
-                    store, space, runs, next_job, launch, job_dir_for, validate, sweep_dir
+                    store, space, runs, next_job, launch, job_dir_for, validate, sweep_dir, checked
                 )
         finally:
             trials = store.trials()
@@ -157,6 +160,27 @@ def _check_identity(
     return int(seed)
 
 
+def _recover_finished(store: TrialStore, sweep_dir: Path) -> None:
+    """Record the trials a driver that died left ``running`` although their job had finished:
+    fastlab-train's ``metrics.json`` in the job dir says how it ended (a batch's results reach the
+    store only when its last job returns). Failed ones, and jobs that write no metrics.json, run
+    again."""
+    for trial in store.trials():
+        if trial.status != "running" or not trial.job_dir:
+            continue
+        metrics = _read_metrics(str(sweep_dir / trial.job_dir))
+        status = metrics.get("status") if metrics else None
+        value = metrics.get("objective") if metrics else None
+        if status == "completed" and isinstance(value, int | float) and math.isfinite(value):
+            store.finish(trial.number, status="completed", value=float(value), metrics=metrics, job_dir=None,
+                         error=None)
+        elif status == "diverged":
+            store.finish(trial.number, status="diverged", value=None, metrics=metrics, job_dir=None, error=None)
+        else:
+            continue
+        log.info(f"trial {trial.number}: {status} (its job finished before the driver stopped; from its metrics.json)")
+
+
 def _total(settings: SweepSettings, space: SearchSpace) -> int:
     """n_trials, or its default; a grid never runs more trials than it has points."""
     if settings.strategy != "grid":
@@ -201,11 +225,19 @@ def _run_batch(
     job_dir_for: Callable[[int], str],
     validate: Callable[[list[list[str]]], None] | None,
     sweep_dir: Path,
+    checked: set[tuple],
 ) -> int:
-    """Launch one batch and record it; return the next free job number."""
+    """Launch one batch and record it; return the next free job number. ``checked``: the
+    shapes (``_shape``) of trial already composed by ``validate``; this batch's new ones are added."""
     overrides = [space.overrides(params) for _, params in runs]
     if validate is not None:
-        validate(overrides)  # before anything is marked running: a typo fails the sweep at once
+        # Before anything is marked running: a typo fails the sweep at once. Each shape once: the
+        # driver composing every trial would leave the workers idle while it does.
+        fresh = {_shape(params): o for (_, params), o in zip(runs, overrides, strict=True)}
+        fresh = {shape: o for shape, o in fresh.items() if shape not in checked}
+        if fresh:
+            validate(list(fresh.values()))
+            checked.update(fresh)
     jobs = list(range(next_job, next_job + len(runs)))
     store.start(
         [
@@ -241,6 +273,13 @@ def _run_batch(
         shown = f"{outcome.value:.6g}" if outcome.value is not None else _last_line(outcome.error)
         log.info(f"trial {number}: {status} {shown}")
     return next_job + len(runs)
+
+
+def _shape(params: dict[str, Any]) -> tuple:
+    """What decides whether a trial's overrides compose: a number's type (any int fits where one
+    does), other values themselves (a string may be a config group's option, a list a shape)."""
+    return tuple(sorted((k, type(v).__name__ if isinstance(v, int | float) and not isinstance(v, bool) else repr(v))
+                        for k, v in params.items()))
 
 
 def _export(

@@ -17,6 +17,7 @@ from fastlab.sweep.driver import Outcome, run_sweep
 from fastlab.sweep.errors import SweepError
 from fastlab.sweep.settings import SweepSettings
 from fastlab.sweep.space import parse_space
+from fastlab.tracking.sweep import close_sweep, open_sweep
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ def run_hydra_sweep(
     """Run the sweep ``hydra.sweeper`` describes, with Hydra's launcher and config loader."""
     options = SweepSettings(**settings).validate()
     if options.batch_size is None:
-        options.batch_size = auto_batch_size(config.hydra.get("launcher"))
+        options.batch_size = auto_batch_size(config.hydra.get("launcher"), options.strategy)
     space = parse_space(params, arguments, config_loader=config_loader)
     direction, source = resolve_direction(options.direction, task_node(config), space.names)
     options = dataclasses.replace(options, direction=direction)
@@ -51,15 +52,22 @@ def run_hydra_sweep(
                              "not start; run the same command again to resume (completed trials are kept)") from None
         return [outcome_of(r) for r in returns]
 
-    run_sweep(
-        options,
-        space,
-        str(config.hydra.sweep.dir),
-        launch,
-        job_dir_for=lambda num: job_dir_for(config, num),
-        validate=validate,
-        context=app_config_text(config),
-    )
+    # MLflow's parent run and TensorBoard's HParams, when the trials log there (fastlab.tracking)
+    tracking = open_sweep(config, str(config.hydra.sweep.dir), space, options)
+    ok = False
+    try:
+        run_sweep(
+            options,
+            space,
+            str(config.hydra.sweep.dir),
+            launch,
+            job_dir_for=lambda num: job_dir_for(config, num),
+            validate=validate,
+            context=app_config_text(config),
+        )
+        ok = True
+    finally:
+        close_sweep(tracking, ok)
 
 
 def task_node(config: DictConfig) -> dict[str, Any] | None:
@@ -88,8 +96,16 @@ def app_config_text(config: DictConfig) -> str:
     return OmegaConf.to_yaml(app)
 
 
-def auto_batch_size(launcher: Any) -> int:
-    """Jobs the configured launcher runs at once: joblib's ``n_jobs``, else 1.
+# Trials per worker in one batch for strategies whose proposals do not depend on results: a batch
+# ends when its slowest trial does and costs the driver a turn-around, so a few trials per worker
+# share that wait (joblib hands each worker its next trial as soon as it is free).
+TRIALS_PER_WORKER = 4
+ADAPTIVE = ("forest",)  # proposes from every finished trial: a batch is one round of proposals
+
+
+def auto_batch_size(launcher: Any, strategy: str = "forest") -> int:
+    """Trials launched at once: the jobs the configured launcher runs at once (joblib's
+    ``n_jobs``, else 1), times ``TRIALS_PER_WORKER`` unless the strategy is adaptive.
 
     Other launchers (submitit, ray) do not say how many workers will really be free, so with
     them set ``hydra.sweeper.batch_size`` to that number.
@@ -98,8 +114,8 @@ def auto_batch_size(launcher: Any) -> int:
     if not isinstance(n_jobs, int) or n_jobs == 0:
         return 1
     if n_jobs < 0:  # joblib's convention: -1 = all CPUs, -2 = all but one, ...
-        return max(1, (os.cpu_count() or 1) + 1 + n_jobs)
-    return n_jobs
+        n_jobs = max(1, (os.cpu_count() or 1) + 1 + n_jobs)
+    return n_jobs if strategy in ADAPTIVE else n_jobs * TRIALS_PER_WORKER
 
 
 def job_dir_for(config: DictConfig, num: int) -> str:

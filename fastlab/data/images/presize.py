@@ -18,6 +18,8 @@ import torch.nn.functional as F
 
 from fastlab import registry
 from fastlab.config import DataConfig
+from fastlab.data.images import storage
+from fastlab.run import reuse
 
 log = logging.getLogger("fastlab")
 
@@ -51,6 +53,13 @@ def build_source(cfg: DataConfig) -> Any:
     """The registered image source ``cfg.name`` (a ``Source`` or ``MaskSource``), presized when
     ``cfg.presize`` is set: training images at ``presize``, validation images (and masks) at
     ``size``. The split is the same either way: it depends on ``data.seed`` only."""
+    # A sweep worker decodes its trials' images once (fastlab.run.reuse): the source depends on
+    # data.* (not the batch size) and where decoded images live, and no run changes it.
+    key = (repr(dataclasses.replace(cfg, bs=1)), repr(storage.current()))
+    return reuse.kept("image source", key, lambda: _build_source(cfg))
+
+
+def _build_source(cfg: DataConfig) -> Any:
     builder = registry.get("data", cfg.name).builder
     if cfg.cache in ("disk", "none") and not type(cfg).streams:
         log.info("data.cache=%s reads images batch by batch from folder, name_re and csv data; data=%s keeps "

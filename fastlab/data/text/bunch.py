@@ -3,6 +3,7 @@ batches, wrapped in a :class:`TextBunch` that meets the ``fastlab.data.base.Bunc
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -13,6 +14,7 @@ from fastlab.data.images.bunch import _label_key
 from fastlab.data.text.sources import TextData, TextSource
 from fastlab.data.text.tokens import PAD_ID, make_vocab, numericalize, tokenize
 from fastlab.errors import ConfigError, DataError
+from fastlab.run import reuse
 
 
 class LMLoader:
@@ -128,6 +130,14 @@ def _vocab(train_tokens: list[list[str]], cfg: TextData, pretrained_meta: dict |
     return [str(t) for t in vocab]
 
 
+def _read_tokens(cfg: TextData, language_model: bool) -> tuple[TextSource, list[list[str]], list[list[str]]]:
+    """``cfg``'s source and the tokens of its training texts (with the unlabelled ones for a
+    language model) and validation texts."""
+    src: TextSource = registry.get("data", cfg.name).builder(cfg)
+    train_texts = src.train_texts + (src.unlabelled_texts if language_model else [])
+    return src, [tokenize(t) for t in train_texts], [tokenize(t) for t in src.valid_texts]
+
+
 def text_bunch(cfg: TextData, language_model: bool, seed: int, pretrained_meta: dict | None = None) -> TextBunch:
     """Read ``cfg``'s source and build the loaders of a language model or a classifier.
 
@@ -135,11 +145,11 @@ def text_bunch(cfg: TextData, language_model: bool, seed: int, pretrained_meta: 
     the validation texts: the classifier's validation texts stay unread by both. Training order
     is drawn from a generator seeded with ``seed`` (the training seed).
     """
-    src: TextSource = registry.get("data", cfg.name).builder(cfg)
-    train_texts = src.train_texts + (src.unlabelled_texts if language_model else [])
+    # A sweep worker reads and tokenizes its trials' texts once (fastlab.run.reuse): they depend on
+    # data.* but the batch size, and no run changes them.
+    key = (repr(dataclasses.replace(cfg, bs=1)), language_model)
+    src, train_tok, valid_tok = reuse.kept("text tokens", key, lambda: _read_tokens(cfg, language_model))
     train_items = src.train_items + (src.unlabelled_items if language_model else [])
-    train_tok = [tokenize(t) for t in train_texts]
-    valid_tok = [tokenize(t) for t in src.valid_texts]
     vocab = _vocab(train_tok, cfg, pretrained_meta)
     stoi = {t: i for i, t in enumerate(vocab)}
     gen = torch.Generator().manual_seed(seed)

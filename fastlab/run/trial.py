@@ -1,0 +1,57 @@
+"""What a run does differently as a trial of a fastlab sweep: only what the sweep needs.
+
+A study's trials are small (a tenth of a second of training each) and the sweep, not the trial,
+is the unit of resume and the record (``trials.db``), so for a trial the defaults drop what only
+a run alone needs (``trainer.plots``, ``trainer.save_model``, ``trainer.save_last``: null = on
+alone, off in a sweep) and validate only after the last epoch (``trainer.validate=auto``), unless a
+callback reads every epoch's validation. None of it changes training: a trial's final metrics are
+the same run's alone (``tests/sweep/test_trial_equals_run.py``). Set any of them to keep it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+
+from fastlab.config import RunConfig
+from fastlab.errors import ConfigError
+
+SWEEPER = "FastlabSweeper"
+
+
+def in_fastlab_sweep() -> bool:
+    """Whether this process runs a job of a ``hydra/sweeper=fastlab`` multirun."""
+    if not HydraConfig.initialized():
+        return False
+    hydra = HydraConfig.get()
+    return hydra.mode == RunMode.MULTIRUN and str(hydra.sweeper.get("_target_", "")).endswith(SWEEPER)
+
+
+def epoch_monitors(run: RunConfig) -> list[str]:
+    """The callbacks that read the validation of every epoch."""
+    c = run.trainer.callbacks
+    return [name for name, on in (("save_best", c.save_best.enabled), ("early_stopping", c.early_stopping.enabled))
+            if on]
+
+
+def trial_profile(run: RunConfig, trial: bool) -> RunConfig:
+    """``run`` with ``trainer``'s auto values settled: for a sweep trial (``trial``) or a run alone.
+    Refuses ``trainer.validate=final`` with a callback that monitors every epoch, in one line."""
+    t = run.trainer
+    monitors = epoch_monitors(run)
+    validate = t.validate
+    if validate == "auto":
+        validate = "final" if trial and not monitors else "epoch"
+    if validate == "final" and monitors:
+        raise ConfigError(f"trainer.validate=final validates after the last epoch only, but "
+                          f"trainer.callbacks.{monitors[0]} monitors every epoch: set trainer.validate=epoch "
+                          f"(or auto), or disable trainer.callbacks.{monitors[0]}")
+    alone = not trial
+    settled = dataclasses.replace(
+        t, validate=validate,
+        plots=alone if t.plots is None else t.plots,
+        save_model=alone if t.save_model is None else t.save_model,
+        save_last=alone if t.save_last is None else t.save_last)
+    return dataclasses.replace(run, trainer=settled)
