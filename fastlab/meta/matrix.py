@@ -32,9 +32,10 @@ OVERLAY_FILE = "pd_overlay.png"
 # The answers a cell can give, in the order the conclusion lists them.
 HOLDS = "2.6 holds"
 ELSEWHERE = "discrimination helps, best ratio elsewhere"
+UNPINNED = "discrimination helps, best ratio not pinned down"
 NO_GAIN = "no measurable gain over ratio 1"
 HURTS = "ratio 1 does better"
-ANSWERS = (HOLDS, ELSEWHERE, NO_GAIN, HURTS)
+ANSWERS = (HOLDS, ELSEWHERE, UNPINNED, NO_GAIN, HURTS)
 SHAKY_AGREE = 0.8  # a cell whose verdict agrees with itself in fewer subsamples is "still moving"
 
 
@@ -65,8 +66,10 @@ def cell_answer(s: dict[str, Any], reference: float = REFERENCE) -> dict[str, An
 
     The forest *helps* when its optimum is clear (the verdict rule); the grid *helps* when the
     tested ratio beats 1 by more than two standard errors (``confirmation.beats``). The answer
-    takes the grid's side when both exist. "2.6 holds" needs a gain over ratio 1 and 2.6 inside
-    the interval of the best ratio (or 2.6 itself the ratio the grid confirmed).
+    takes the grid's side when both exist. "2.6 holds" needs a gain over ratio 1 and either the
+    grid confirming 2.6 itself, or a clear forest optimum whose interval holds 2.6: a wide
+    interval from a forest that found no clear optimum holds 2.6 without saying anything about
+    it, so such a cell answers "not pinned down".
     """
     rec = s["recommendation"]
     if rec is None:
@@ -89,7 +92,10 @@ def cell_answer(s: dict[str, Any], reference: float = REFERENCE) -> dict[str, An
     ref_in = lo <= reference <= hi
     if decided == "helps":
         confirmed_ref = tested is not None and abs(tested - reference) < 1e-9
-        answer = HOLDS if ref_in or confirmed_ref else ELSEWHERE
+        if confirmed_ref or (rec["clear_optimum"] and ref_in):
+            answer = HOLDS
+        else:
+            answer = ELSEWHERE if rec["clear_optimum"] else UNPINNED
     else:
         answer = HURTS if decided == "hurts" else NO_GAIN
     st = s.get("stability")
@@ -150,6 +156,9 @@ def conclusion(rows: list[dict[str, Any]], missing: list[str]) -> str:
         out.append(f"2.6 holds in {len(by[HOLDS])} of {n} cells: {_names(by[HOLDS])}.")
     for a, why in ((ELSEWHERE, "Discrimination helps, but the best ratio's interval leaves 2.6 "
                                "out, in"),
+                   (UNPINNED, "Discrimination helps, but the forest found no clear optimum, so "
+                              "the best ratio is not pinned down (2.6 neither confirmed nor ruled "
+                              "out), in"),
                    (NO_GAIN, "No measurable gain over ratio 1 (2.6 neither confirmed nor ruled "
                              "out) in"),
                    (HURTS, "Ratio 1 does better than discrimination in")):

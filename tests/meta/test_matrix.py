@@ -11,7 +11,7 @@ import pytest
 
 from fastlab.meta.analysis import MetaAnalysis
 from fastlab.meta.cli import main
-from fastlab.meta.matrix import ELSEWHERE, HOLDS, NO_GAIN, build_matrix, cell_answer
+from fastlab.meta.matrix import ELSEWHERE, HOLDS, NO_GAIN, UNPINNED, build_matrix, cell_answer
 from fastlab.meta.report import write_report
 from fastlab.meta.stability import stability
 from fastlab.meta.synthetic import planted_trials
@@ -48,11 +48,15 @@ def matrix(tmp_path_factory):
     root = tmp_path_factory.mktemp("matrix")
     # g3: planted at 2.6 and confirmed; g5: planted at 6 (2.6 left out) and confirmed;
     # l30: flat in the ratio, the grid cannot tell; text: planted at 2.6 (the forest finds it)
-    # but the grid cannot tell it from 1: a disagreement, decided by the grid.
+    # but the grid cannot tell it from 1: a disagreement, decided by the grid; l30g: flat in the
+    # ratio (no clear optimum, a wide interval that holds 2.6) yet the grid beats 1: helps, but
+    # the ratio is not pinned down, so 2.6 does not "hold" by the interval alone.
     cells = {"g3": write_cell(root, "g3", 2.6, True, 0.05, 1, task="vision", groups=3, labels=10),
              "g5": write_cell(root, "g5", 6.0, True, 0.04, 2, task="vision", groups=5, labels=10),
              "l30": write_cell(root, "l30", None, None, 0.0, 3, task="vision", groups=3,
                                labels=30),
+             "l30g": write_cell(root, "l30g", None, True, 0.03, 5, task="vision", groups=3,
+                                labels=30),
              "text": write_cell(root, "text", 2.6, None, 0.003, 4, task="text", groups=5)}
     return root, cells, build_matrix(root)
 
@@ -65,6 +69,8 @@ def test_cells_answer_from_their_numbers(matrix):
     assert ans["g3"] == HOLDS
     assert ans["g5"] == ELSEWHERE
     assert ans["l30"] == NO_GAIN
+    assert not cells["l30g"]["recommendation"]["clear_optimum"]
+    assert ans["l30g"] == UNPINNED
     assert ans["text"] == NO_GAIN  # ...but the grid decides
     rows = {r["name"]: r for r in summary["cells"]}
     assert rows["text"]["disagree"] and rows["text"]["forest"] == "helps"
@@ -77,13 +83,15 @@ def test_cells_answer_from_their_numbers(matrix):
 def test_conclusion_follows_the_numbers(matrix):
     _, _, summary = matrix
     text = summary["conclusion"]
-    assert text.startswith("2.6 holds in 1 of 4 cells: g3.")
+    assert text.startswith("2.6 holds in 1 of 5 cells: g3.")
     assert "leaves 2.6 out, in: g5" in text
     assert "No measurable gain over ratio 1" in text and "l30" in text
+    assert "the forest found no clear optimum, so the best ratio is not pinned down" in text
+    assert "not pinned down (2.6 neither confirmed nor ruled out), in: l30g" in text
     disagree = text[text.index("disagree in"):]
     assert "text (forest: helps, grid: cannot tell" in disagree and "rest on the grid" in disagree
     assert "g3 (" not in disagree  # forest and grid agree there
-    assert "it holds in g3, not in g5; l30; text." in text
+    assert "it holds in g3, not in g5; l30; text; l30g." in text
     assert "With more layer groups: the best ratio rises" in text  # 2.6-ish at 3, 6-ish at 5
 
 
@@ -98,7 +106,7 @@ def test_report_files(matrix):
 def test_missing_cell_is_named_and_cli_prints_conclusion(matrix, tmp_path, capsys):
     root, _, _ = matrix
     (root / "g4").mkdir(exist_ok=True)
-    (root / "g4" / "cell.json").write_text(json.dumps({"name": "g4", "order": 5}))
+    (root / "g4" / "cell.json").write_text(json.dumps({"name": "g4", "order": 6}))
     out = tmp_path / "report"
     with pytest.raises(SystemExit) as info:
         main(["--matrix", str(root), "--out", str(out)])
