@@ -1,4 +1,4 @@
-"""Run every fault case (tests/faults/cases.py) and print a table: case, outcome, data lost.
+"""Run every fault case (tests/faults/suite.py) and print a table: case, outcome, data lost.
 
     python scripts/fault_report.py [--only NAME ...]
 
@@ -18,7 +18,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.faults.cases import CASES, Result  # noqa: E402  (after the path is set)
+from tests.faults.cases import Result  # noqa: E402  (after the path is set)
+from tests.faults.suite import CASES  # noqa: E402
 
 
 def main() -> int:

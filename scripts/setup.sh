@@ -25,6 +25,10 @@ fi
 # editable_mode=compat: Hydra finds plugins by scanning the hydra_plugins namespace package,
 # which a PEP 660 editable install hides.
 pip_install --config-settings editable_mode=compat -e ".[dev]"
+# hydra/launcher=ray (tests/sweep/test_ray.py): Ray comes with dev (the ray extra); the launcher is
+# installed without its dependencies, because hydra-ray-launcher 1.2.2 pins cloudpickle<3 (for its
+# AWS launcher alone), which joblib >= 1.5 (hydra/launcher=joblib) cannot run with.
+pip_install --no-deps "hydra-ray-launcher>=1.2,<1.3"
 
 echo "$want" > "$STAMP"
 echo "fastlab is set up in $VENV"

@@ -89,6 +89,33 @@ def image_dirs(tmp_path_factory) -> dict[str, Path]:
     return layouts
 
 
+@pytest.fixture(scope="session")
+def postgres():
+    """A throwaway PostgreSQL server for the session (``tests/pgserver.py``): a fresh cluster in
+    a temporary folder on a unix socket, stopped and deleted at the end. No server binaries is a
+    failure that says to run ``bash scripts/test.sh``, which installs them."""
+    from tests.pgserver import PgServer
+
+    try:
+        server = PgServer().start()
+    except RuntimeError as e:
+        pytest.fail(str(e), pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres, request) -> str:
+    """A URL to an empty database of its own on the session's PostgreSQL server."""
+    import re
+
+    name = "t_" + re.sub(r"[^a-z0-9_]", "_", request.node.name.lower())[:40]
+    name += f"_{abs(hash(request.node.nodeid)) % 10**6}"
+    return postgres.fresh_database(name)
+
+
 def pytest_collection_modifyitems(config, items) -> None:
     """``@pytest.mark.gpu`` tests skip, saying why, on a machine without CUDA (CI has none)."""
     import torch

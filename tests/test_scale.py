@@ -158,12 +158,13 @@ def test_the_cluster_launcher_configs_compose() -> None:
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
     assert (launcher.gpus_per_node, launcher.timeout_min, launcher.partition) == (1, 120, "gpu")
-    # The Ray launcher's plugin is not installed here: its file is checked as YAML against the
-    # keys hydra-ray-launcher documents.
-    import yaml
-
-    ray = yaml.safe_load((config_dir() / "hydra" / "launcher" / "ray_cluster.yaml").read_text())
-    assert ray["defaults"] == ["ray"] and ray["ray"]["remote"]["num_gpus"] == 1
+    # The Ray preset composes against hydra-ray-launcher's own schema (installed by setup.sh).
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        cfg = compose("train", overrides=["hydra/launcher=ray_cluster", "hydra/sweeper=fastlab"],
+                      return_hydra_config=True)
+    ray = cfg.hydra.launcher
+    assert ray._target_.endswith("RayLauncher") and ray.ray.remote.num_gpus == 1
+    assert ray.ray.init.address == "auto" and ray.ray.init.object_store_memory is None
 
 
 @pytest.mark.gpu  # pinned host memory and async copies need CUDA

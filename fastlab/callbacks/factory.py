@@ -9,9 +9,11 @@ from fastlab.callbacks.csv_logger import CSVLogger
 from fastlab.callbacks.early_stopping import EarlyStopping
 from fastlab.callbacks.grad_clip import GradientClip
 from fastlab.callbacks.mixup import CutMix, MixUp
+from fastlab.callbacks.prune import Prune
 from fastlab.callbacks.save_best import SaveBestModel
 from fastlab.callbacks.tensorboard import TensorBoardLogger
 from fastlab.config import TrainerConfig
+from fastlab.distributed import Context
 from fastlab.errors import ConfigError
 from fastlab.tasks import Task
 from fastlab.tracking.names import require_packages
@@ -47,8 +49,30 @@ def check_mixable(name: str, alpha: float, task: Task) -> None:
                       f"set trainer.callbacks.{name}.alpha=0")
 
 
+def build_prune(objective: str, main: bool = True, ctx: Context | None = None) -> Prune | None:
+    """The pruning callback of a trial of a fastlab sweep with ``hydra.sweeper.pruner`` set
+    (None otherwise). Rank 0 reports through the trial link; the other ranks of a data-parallel
+    trial get one without a link, which stops when rank 0's does."""
+    # imported here: callbacks sit below fastlab.run, which builds them
+    from fastlab.run.trial import sweep_pruner
+
+    if sweep_pruner() == "none":
+        return None
+    ctx = ctx or Context()
+    if not main:
+        return Prune(None, objective, ctx)
+    # the trial store's side: loaded in a pruned sweep only
+    from fastlab.sweep.link import trial_link
+
+    link = trial_link()
+    if link is None and not ctx.distributed:  # not a trial the store knows: nothing to report to
+        return None
+    return Prune(link, objective, ctx)
+
+
 def build_callbacks(trainer_cfg: TrainerConfig, run_dir: Path, task: Task, meta: dict,
-                    writes: bool = True, seed: int = 0) -> list[Callback]:
+                    writes: bool = True, seed: int = 0, objective: str | None = None,
+                    ctx: Context | None = None) -> list[Callback]:
     """The callbacks ``trainer.callbacks`` and ``trainer.logger`` ask for, to pass as the
     Learner's ``cbs``. ``meta`` is ``model.pt``'s metadata, saved with the best model too.
 
@@ -59,6 +83,10 @@ def build_callbacks(trainer_cfg: TrainerConfig, run_dir: Path, task: Task, meta:
     is missing is a ``ConfigError`` naming the extra. ``seed`` (the run's)
     seeds mixup's and cutmix's draws. Raises ``ConfigError`` for a monitor the task does not
     record, or a mixing the task cannot take, before any training.
+
+    ``objective`` (the run's ``task.objective``) turns on pruning in a trial of a fastlab sweep
+    with ``hydra.sweeper.pruner`` set (:func:`build_prune`); ``ctx`` is the run's place in a
+    data-parallel run, whose ranks all stop when rank 0 is pruned.
     """
     run_dir = Path(run_dir)
     c = trainer_cfg.callbacks
@@ -71,6 +99,8 @@ def build_callbacks(trainer_cfg: TrainerConfig, run_dir: Path, task: Task, meta:
         es = c.early_stopping
         mode = resolve_monitor("early_stopping", es.monitor, es.mode, task)
         cbs.append(EarlyStopping(es.monitor, mode, es.patience, es.min_delta))
+    if objective is not None and (prune := build_prune(objective, writes, ctx)) is not None:
+        cbs.append(prune)
     if c.grad_clip is not None:
         cbs.append(GradientClip(c.grad_clip))
     # CallbacksConfig refuses both on at once

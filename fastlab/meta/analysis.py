@@ -30,7 +30,7 @@ from fastlab.meta.errors import MetaError
 from fastlab.meta.forest import fit_quietly, make_forest, oob_r2
 from fastlab.meta.importance import heldout_importance
 from fastlab.meta.recommend import MIN_IMPORTANCE, NEUTRAL, recommend, round3
-from fastlab.meta.trials import TrialsTable
+from fastlab.meta.trials import EPOCHS_RUN, PRUNED, PRUNED_POLICIES, TrialsTable, keep_pruned
 from fastlab.meta.verdict import trust, trust_warning
 
 DEFAULT_FOCUS = "schedule.lr_ratio"
@@ -56,6 +56,9 @@ class MetaAnalysis(BaseEstimator):
     reference : a value to test against the interval (e.g. 2.6, ULMFiT's ratio), or None.
     direction : ``maximize`` or ``minimize``; None: what the sweep recorded.
     diverged : ``worst`` (score diverged trials as the worst completed value) or ``drop``.
+    pruned : ``drop`` (pruned trials say nothing about a full training: left out) or ``keep``
+        (scored by the value they were stopped at, with ``epochs_run`` as a feature;
+        :func:`fastlab.meta.trials.keep_pruned`).
     n_estimators : trees of the main forest (OOB R^2, partial dependence, the 2-D surface).
     min_samples_leaf : of every forest.
     n_boot : bootstrap refits for the bands and intervals.
@@ -73,7 +76,7 @@ class MetaAnalysis(BaseEstimator):
 
     def __init__(self, focus: str | None = None, level: float = 0.9, neutral: Any = "auto",
                  reference: float | None = None, direction: str | None = None,
-                 diverged: str = "worst", n_estimators: int = 300, min_samples_leaf: int = 3,
+                 diverged: str = "worst", pruned: str = "drop", n_estimators: int = 300, min_samples_leaf: int = 3,
                  n_boot: int = 100, n_boot_estimators: int = 100, grid_size: int = 50, n_splits: int = 5, n_repeats: int = 5,
                  random_state: int = 0, n_jobs: int | None = None,
                  progress: Progress | None = None, derive: tuple[str, ...] = ()) -> None:
@@ -83,6 +86,7 @@ class MetaAnalysis(BaseEstimator):
         self.reference = reference
         self.direction = direction
         self.diverged = diverged
+        self.pruned = pruned
         self.n_estimators = n_estimators
         self.min_samples_leaf = min_samples_leaf
         self.n_boot = n_boot
@@ -112,6 +116,12 @@ class MetaAnalysis(BaseEstimator):
     def fit(self, table: TrialsTable) -> MetaAnalysis:
         """Analyse ``table``; returns ``self``. Raises ``MetaError`` (one line) on unusable input."""
         self._check_params()
+        if self.pruned not in PRUNED_POLICIES:
+            raise MetaError(f"--pruned {self.pruned!r} is not known: use drop or keep")
+        n_pruned = table.counts().get(PRUNED, 0)
+        if self.pruned == "keep":
+            table, n_pruned = keep_pruned(table)
+        self.pruned_policy_ = pruned_policy(self.pruned, n_pruned)
         self.table_ = table = with_derived(table, self.derive)
         self.direction_ = check_direction(self.direction or table.direction, table.objective,
                                           str(table.path), table.direction_note)
@@ -136,7 +146,9 @@ class MetaAnalysis(BaseEstimator):
         self.importance_ = dict(zip(enc.names, (float(v) for v in mean)))
         self.importance_std_ = dict(zip(enc.names, (float(v) for v in std)))
         if self.focus_ is None:  # the default focus was not swept: take the most important
-            numeric = [f.name for f in enc.features if f.numeric]
+            # hyperparameter; epochs_run (--pruned keep) says how long a trial ran, not what to set
+            numeric = [f.name for f in enc.features if f.numeric and f.name != EPOCHS_RUN] or \
+                [f.name for f in enc.features if f.numeric]
             self.focus_ = max(numeric, key=self.importance_.get) if numeric else None
         self.neutral_ = (NEUTRAL.get(self.focus_) if self.neutral == "auto" else self.neutral)
 
@@ -258,6 +270,7 @@ class MetaAnalysis(BaseEstimator):
             "n_trials": self.n_trials_,
             "trials": self.table_.counts(),
             "policy": enc.policy,
+            "pruned": self.pruned_policy_,
             "features": {f.name: {"kind": f.kind, "scale": "log10" if f.log else
                                   ("linear" if f.numeric else "codes"), "why": f.why,
                                   **({"range": [f.low, f.high]} if f.numeric else
@@ -283,7 +296,8 @@ class MetaAnalysis(BaseEstimator):
                          "n_boot_estimators": self.n_boot_estimators,
                          "min_samples_leaf": self.min_samples_leaf, "grid_size": self.grid_size,
                          "importance_folds": self.n_splits, "importance_repeats": self.n_repeats,
-                         "random_state": self.random_state, "diverged": self.diverged},
+                         "random_state": self.random_state, "diverged": self.diverged,
+                         "pruned": self.pruned},
         })
 
     def focus_curve(self) -> dict[str, Any] | None:
@@ -337,6 +351,18 @@ def _values(f, x) -> list[Any]:
 
 def _plain(v: Any) -> Any:
     return v.item() if isinstance(v, np.generic) else v
+
+
+def pruned_policy(policy: str, n: int) -> dict[str, Any]:
+    """What the report says of pruned trials: ``{"policy", "n", "text"}``."""
+    if n == 0:
+        text = "no trial was pruned"
+    elif policy == "keep":
+        text = (f"{n} pruned trial(s) kept with the objective they were stopped at; the epochs each "
+                "trial trained are the feature `epochs_run`")
+    else:
+        text = f"{n} pruned trial(s) left out (they did not train to the end)"
+    return {"policy": policy, "n": n, "text": text}
 
 
 def _json_safe(obj: Any) -> Any:

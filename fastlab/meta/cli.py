@@ -20,7 +20,7 @@ from fastlab.meta.derive import parse_derive
 from fastlab.meta.direction import DIRECTIONS
 from fastlab.meta.encode import DIVERGED_POLICIES
 from fastlab.meta.progress import ProgressLine
-from fastlab.meta.trials import default_out, read_trials, tracker_source
+from fastlab.meta.trials import PRUNED_POLICIES, default_out, read_trials, tracker_source
 
 
 def parser() -> argparse.ArgumentParser:
@@ -28,10 +28,10 @@ def parser() -> argparse.ArgumentParser:
         prog="fastlab-meta",
         description="Random-forest meta-analysis of a sweep: which hyperparameters matter, and "
                     "where the focus parameter's best value lies (with a bootstrap interval).")
-    p.add_argument("path", type=_source, help="a fastlab sweep dir (trials.db), any Hydra "
+    p.add_argument("path", type=_source, help="a fastlab sweep dir (trials.db or storage.json), any Hydra "
                    "multirun dir (job dirs with .hydra/overrides.yaml and metrics.json), "
                    "mlflow:EXPERIMENT[#PARENT_RUN] (the store at $MLFLOW_TRACKING_URI, else "
-                   "outputs/mlruns) or optuna:STORAGE_URL[#STUDY], e.g. "
+                   "sqlite:///outputs/mlruns/mlflow.db) or optuna:STORAGE_URL[#STUDY], e.g. "
                    "'optuna:sqlite:///study.db#my_study'")
     p.add_argument("--metric", default=None, help="with mlflow:...: the metric that is the "
                    "objective (default: objective, which fastlab's runs log)")
@@ -54,6 +54,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--diverged", choices=DIVERGED_POLICIES, default="worst",
                    help="diverged trials: score them as the worst completed value (default) or "
                         "leave them out; failed trials are always left out")
+    p.add_argument("--pruned", choices=PRUNED_POLICIES, default="drop",
+                   help="trials a sweep's pruner stopped early: leave them out (default) or keep "
+                        "them, scored by their last value, with the epochs they trained as a feature")
     p.add_argument("--out", type=Path, default=None, help="report dir (default: PATH/meta)")
     p.add_argument("--n-boot", type=int, default=100, help="bootstrap refits (default 100)")
     p.add_argument("--trees", type=int, default=300, help="trees of the main forest (default 300)")
@@ -128,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
     neutral = "auto" if args.neutral is None else args.neutral
     m = MetaAnalysis(focus=args.focus, level=args.level, neutral=neutral,
                      reference=args.reference, direction=args.direction, diverged=args.diverged,
+                     pruned=args.pruned,
                      n_estimators=args.trees, n_boot=args.n_boot, random_state=args.seed,
                      n_jobs=args.jobs, derive=tuple(args.derive),
                      progress=None if args.quiet else ProgressLine("fastlab-meta: bootstrap"))

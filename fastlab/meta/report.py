@@ -184,7 +184,8 @@ def markdown(m: MetaAnalysis, s: dict[str, Any]) -> str:
               f"- Partial dependence: `sklearn.inspection.partial_dependence` on a "
               f"{st['grid_size']}-point grid over the observed range.",
               f"- Failed and diverged trials: {s['policy']['text']} (`--diverged "
-              f"{st['diverged']}`).", "",
+              f"{st['diverged']}`).",
+              f"- Pruned trials: {s['pruned']['text']} (`--pruned {st['pruned']}`).", "",
               "Reproduce: `fastlab-meta " + s["source"]["path"] + _cli_flags(m)
               + (" --confirm" if s.get("confirmation") is not None else "") + "`.", ""]
     return "\n".join(parts)
@@ -204,6 +205,8 @@ def _cli_flags(m: MetaAnalysis) -> str:
         flags += f" --level {m.level:g}"
     if m.diverged != "worst":
         flags += f" --diverged {m.diverged}"
+    if m.pruned != "drop":
+        flags += f" --pruned {m.pruned}"
     return flags
 
 

@@ -11,17 +11,22 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from fastlab.meta.errors import MetaError
+from fastlab.sweep.store import STORAGE_FILE
 
 # A trial's status: completed and diverged are results; anything else (failed, running, missing)
-# says nothing about the response and is dropped, with a count in the report.
-COMPLETED, DIVERGED = "completed", "diverged"
+# says nothing about the response and is dropped, with a count in the report. A pruned trial (a
+# sweep's pruner stopped it early) is dropped too, unless --pruned keep (see keep_pruned).
+COMPLETED, DIVERGED, PRUNED = "completed", "diverged", "pruned"
+PRUNED_POLICIES = ("drop", "keep")
+# The feature --pruned keep adds: the epochs each trial trained (metrics.json's "epochs").
+EPOCHS_RUN = "epochs_run"
 
 # Keys that replicate a trial rather than change it: never features.
 REPLICATE_KEYS = frozenset({"seed"})
@@ -36,9 +41,10 @@ class TrialsTable:
     names : the swept parameters (override keys, e.g. ``schedule.lr_ratio``), in sweep order.
     params : one ``{name: value}`` per trial, values typed as the override gave them (int, float,
         str, bool, list), length n.
-    values : (n,) float: the objective, NaN where a trial has none (diverged, failed, running).
-    status : length n: ``completed``, ``diverged``, ``failed``, ``running`` or ``missing`` (a job
-        dir without ``metrics.json``).
+    values : (n,) float: the objective, NaN where a trial has none (diverged, failed, running);
+        a pruned trial's is its objective at the epoch it was stopped after.
+    status : length n: ``completed``, ``diverged``, ``pruned``, ``failed``, ``running`` or
+        ``missing`` (a job dir without ``metrics.json``).
     numbers : length n: trial numbers (job numbers for a plain multirun).
     objective : the objective's name (``metrics.json``'s ``objective_name``), or None.
     direction : ``maximize`` or ``minimize`` as the sweep recorded it (see
@@ -142,7 +148,7 @@ def read_trials(path: str | Path, metric: str | None = None) -> TrialsTable:
                         "optuna:STORAGE_URL#STUDY")
     if not path.is_dir():
         raise MetaError(f"{path} is not a directory: pass a sweep dir, not a file in it")
-    if (path / "trials.db").is_file():
+    if (path / "trials.db").is_file() or (path / STORAGE_FILE).is_file():  # SQLite, or PostgreSQL
         return read_trials_db(path)
     if (path / ".hydra" / "overrides.yaml").is_file():
         raise MetaError(f"{path} is a single run, not a sweep: pass the multirun dir that holds "
@@ -184,6 +190,27 @@ def numeric_facts(metrics: dict[str, Any] | None) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items()
             if k not in OUTCOME_KEYS and isinstance(v, int | float) and not isinstance(v, bool)
             and math.isfinite(v)}
+
+
+def keep_pruned(table: TrialsTable) -> tuple[TrialsTable, int]:
+    """``--pruned keep``: pruned trials count as results, with the value they had when they were
+    stopped, and every trial gets the feature ``epochs_run`` (the epochs it trained, from its
+    ``metrics.json``) so that the forest can tell a short trial's value from a full one's.
+    Returns the table and how many pruned trials it kept."""
+    pruned = [s == PRUNED and math.isfinite(v) for s, v in zip(table.status, table.values, strict=True)]
+    if not any(pruned):
+        return table, 0
+    epochs = [m.get("epochs") for m in table.metrics] if table.metrics else [None] * len(table)
+    if any(e is None for e, p in zip(epochs, pruned, strict=True) if p):
+        raise MetaError(f"--pruned keep needs each pruned trial's epochs (metrics.json's \"epochs\"), "
+                        f"which {table.path} does not record: use --pruned drop")
+    if EPOCHS_RUN in table.names:
+        raise MetaError(f"--pruned keep adds the column {EPOCHS_RUN}, which {table.path} already has: "
+                        "use --pruned drop")
+    params = tuple({**p, EPOCHS_RUN: e} if e is not None else dict(p)
+                   for p, e in zip(table.params, epochs, strict=True))
+    status = tuple(COMPLETED if p else s for s, p in zip(table.status, pruned, strict=True))
+    return replace(table, names=(*table.names, EPOCHS_RUN), params=params, status=status), sum(pruned)
 
 
 def require_trials(table: TrialsTable) -> TrialsTable:

@@ -1,4 +1,5 @@
-"""Read a fastlab sweep dir: ``trials.db``, through the trial store's read-only API.
+"""Read a fastlab sweep dir: ``trials.db`` (or the PostgreSQL study its ``storage.json`` names),
+through the trial store's read-only API.
 
 ``fastlab.sweep.store`` is the one module that knows the database; its ``read_sweep`` takes no
 lock, so a sweep that is still running can be analysed. The recorded state gives the search space
@@ -73,7 +74,8 @@ def read_trials_db(sweep_dir: Path) -> TrialsTable:
         params.append(t.params)
         status.append(t.status)
         numbers.append(t.number)
-        usable = t.value is not None and t.status == "completed"
+        # a pruned trial keeps its last value: dropped or kept by the analysis's --pruned policy
+        usable = t.value is not None and t.status in ("completed", "pruned")
         values.append(float(t.value) if usable else math.nan)
         job_dirs.append(None if t.job_dir is None else sweep_dir / t.job_dir)
         if objective is None and t.metrics:

@@ -14,6 +14,7 @@ import torch
 from fastlab.callbacks.checkpoint import LAST_CHECKPOINT, Checkpointer, epoch_start_state
 from fastlab.callbacks.core import Callback
 from fastlab.callbacks.factory import build_callbacks
+from fastlab.callbacks.prune import Prune
 from fastlab.callbacks.tracker import finish_tracking
 from fastlab.callbacks.validate import ValidateFinal
 from fastlab.config import RunConfig
@@ -67,7 +68,8 @@ def fit(run: RunConfig, run_dir: Path, state: dict | None, ctx: Context, cbs: Se
         prep = prepare(run, ctx=ctx)
         learn, task = prep.learn, prep.task
         meta = {**prep.meta, "config": run.to_dict()}
-        built = build_callbacks(run.trainer, run_dir, task, meta, writes=ctx.main, seed=run.seed)
+        built = build_callbacks(run.trainer, run_dir, task, meta, writes=ctx.main, seed=run.seed, objective=objective,
+                                ctx=ctx)
         learn.add_cbs([*built, *cbs])
         if run.trainer.validate == "final":  # settled by fastlab.run.trial: a sweep's objective needs no more
             learn.add_cbs([ValidateFinal()])
@@ -131,8 +133,12 @@ def report(metrics: RunMetrics, prep, stages, found, learn, start: float) -> Non
         # Dead filters are a convnet's symptom: measured on image batches only.
         dead = dead_filter_fraction(prep.model, xb) if isinstance(xb, torch.Tensor) and xb.ndim == 4 else None
         metrics.diagnostics += diagnose(history, metrics.objective_name, metrics.direction, dead)
-    metrics.status = "diverged" if learn.diverged else "completed"
+    pruned = pruned_by(learn)
+    metrics.status = "diverged" if learn.diverged else "pruned" if pruned is not None else "completed"
+    # a pruned run's last epoch is the one it was pruned after: its objective is the one reported
     metrics.objective = None if learn.diverged else finite_or_none(final.get(metrics.objective_name))
+    if pruned is not None and not learn.diverged:
+        metrics.pruned = {"epoch": pruned.pruned_epoch, "value": pruned.pruned_value}
     metrics.final, metrics.best, metrics.epochs = final, best, len(history)
     metrics.layer_groups = len(learn.layer_groups)
     metrics.group_lrs = list(stages[-1].lrs)  # the last stage's: the one in which every group trains
@@ -147,3 +153,8 @@ def report(metrics: RunMetrics, prep, stages, found, learn, start: float) -> Non
     if prep.pretrained is not None:
         metrics.pretrained = {"path": str(prep.pretrained.path), "loaded": len(prep.pretrained.loaded),
                               "new": len(prep.pretrained.new)}
+
+
+def pruned_by(learn) -> Prune | None:
+    """The sweep's pruning callback, when it stopped this run (a trial of a pruned sweep)."""
+    return next((cb for cb in learn.cbs if isinstance(cb, Prune) and cb.pruned_epoch is not None), None)

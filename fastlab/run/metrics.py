@@ -19,18 +19,20 @@ log = logging.getLogger("fastlab")
 METRICS = "metrics.json"
 
 # Keys written only when they say something (a run that used no LR finder has no "lr_find").
-_OPTIONAL = ("threads", "stages", "stopped_early", "lr_find", "pretrained", "auto_bs", "sizes", "course", "tta", "error",
-             "traceback")
+_OPTIONAL = ("threads", "stages", "stopped_early", "pruned", "lr_find", "pretrained", "auto_bs", "sizes", "course",
+             "tta", "error", "traceback")
 
 
 @dataclass
 class RunMetrics:
-    """What a run reports. ``objective`` is ``final[objective_name]`` of a completed run (null
-    when diverged or failed) and ``direction`` says which way it is better, as the task knows it."""
+    """What a run reports. ``objective`` is ``final[objective_name]`` of a completed or pruned run
+    (null when diverged or failed) and ``direction`` says which way it is better, as the task
+    knows it. A pruned run (a sweep trial its pruner stopped) ends after the epoch it was pruned
+    after, so its ``final`` and ``objective`` are that epoch's."""
 
     objective_name: str
     direction: str  # "maximize" | "minimize"
-    status: str = "failed"  # "completed" | "diverged" | "failed"
+    status: str = "failed"  # "completed" | "pruned" | "diverged" | "failed"
     objective: float | None = None
     final: dict[str, float] = field(default_factory=dict)  # the last epoch's values
     best: dict[str, Any] | None = None  # the epoch best by the objective, with its "epoch"
@@ -42,6 +44,7 @@ class RunMetrics:
     threads: int | None = None
     stages: list[dict] | None = None
     stopped_early: bool | None = None
+    pruned: dict | None = None  # {"epoch": 1-based epoch it was pruned after, "value": the objective then}
     lr_find: dict[str, float] | None = None  # the LR finder's suggestions
     pretrained: dict | None = None  # {"path", "loaded", "new"}
     auto_bs: dict | None = None  # {"out_of_memory": [sizes], "bs": size used}

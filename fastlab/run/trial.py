@@ -4,7 +4,8 @@ A study's trials are small (a tenth of a second of training each) and the sweep,
 is the unit of resume and the record (``trials.db``), so for a trial the defaults drop what only
 a run alone needs (``trainer.plots``, ``trainer.save_model``, ``trainer.save_last``: null = on
 alone, off in a sweep) and validate only after the last epoch (``trainer.validate=auto``), unless a
-callback reads every epoch's validation. None of it changes training: a trial's final metrics are
+callback reads every epoch's validation, or the sweep has a pruner (``hydra.sweeper.pruner``: the
+trial reports its objective after every epoch). None of it changes training: a trial's final metrics are
 the same run's alone (``tests/sweep/test_trial_equals_run.py``). Set any of them to keep it.
 """
 
@@ -29,6 +30,14 @@ def in_fastlab_sweep() -> bool:
     return hydra.mode == RunMode.MULTIRUN and str(hydra.sweeper.get("_target_", "")).endswith(SWEEPER)
 
 
+def sweep_pruner() -> str:
+    """``hydra.sweeper.pruner`` of the fastlab sweep this process runs a job of ("none" outside
+    one). Read off Hydra's config: cheap, and the same on every rank of a data-parallel trial."""
+    if not in_fastlab_sweep():
+        return "none"
+    return str(HydraConfig.get().sweeper.get("pruner", None) or "none")
+
+
 def epoch_monitors(run: RunConfig) -> list[str]:
     """The callbacks that read the validation of every epoch."""
     c = run.trainer.callbacks
@@ -38,12 +47,18 @@ def epoch_monitors(run: RunConfig) -> list[str]:
 
 def trial_profile(run: RunConfig, trial: bool) -> RunConfig:
     """``run`` with ``trainer``'s auto values settled: for a sweep trial (``trial``) or a run alone.
-    Refuses ``trainer.validate=final`` with a callback that monitors every epoch, in one line."""
+    Refuses ``trainer.validate=final`` with a callback that monitors every epoch, or in a sweep
+    whose pruner judges every epoch, in one line."""
     t = run.trainer
     monitors = epoch_monitors(run)
+    pruner = sweep_pruner() if trial else "none"
     validate = t.validate
     if validate == "auto":
-        validate = "final" if trial and not monitors else "epoch"
+        validate = "final" if trial and not monitors and pruner == "none" else "epoch"
+    if validate == "final" and pruner != "none":
+        raise ConfigError(f"trainer.validate=final validates after the last epoch only, but "
+                          f"hydra.sweeper.pruner={pruner} judges the objective of every epoch: set "
+                          f"trainer.validate=epoch (or auto), or hydra.sweeper.pruner=none")
     if validate == "final" and monitors:
         raise ConfigError(f"trainer.validate=final validates after the last epoch only, but "
                           f"trainer.callbacks.{monitors[0]} monitors every epoch: set trainer.validate=epoch "

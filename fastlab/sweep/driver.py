@@ -1,20 +1,31 @@
-"""The sweep loop: propose a batch, record it as running, launch it, record the results.
+"""The sweep loop: claim trials, launch them, record the results; many drivers may share one study.
 
-Independent of Hydra: ``launch`` is any function that runs a batch of override lists as jobs
+Independent of Hydra: ``launch`` is any function that runs a list of override lists as jobs
 numbered from a given index and returns one ``Outcome`` per job (``hydra_glue`` adapts Hydra's
-launchers). The loop's state lives in ``trials.db`` alone, so running the same sweep again resumes:
+launchers). The loop's state lives in the trial store alone (``store.py``), so running the same
+sweep again resumes, and running it twice at once shares it:
 
-- finished trials are kept and not re-run; ``n_trials`` is the total for the sweep;
-- trials left ``running`` by a driver that died are recorded from their job's ``metrics.json``
-  when the job had finished, else run again, with the same params, in a new job dir: job numbers
-  only grow, so no job dir is ever overwritten.
+- a driver *claims* its next trials in one transaction: it reads every trial, proposes from all
+  the finished ones (running ones count as pending), and writes the new ones running under its
+  name with their reserved job numbers. ``n_trials`` is the total for the study;
+- asynchronous (the default): a new trial is claimed and launched as soon as one of the
+  ``batch_size`` running ones ends, each in its own ``launch`` call on a thread of its own; with
+  ``async=false`` a batch of ``batch_size`` is launched at once and waits for its slowest trial;
+- a trial left ``running`` by a driver that died (its lock file free, or no heartbeat for
+  ``heartbeat_s``) is recorded from its job's ``metrics.json`` when the job had finished, else run
+  again, once, with the same params, in a new job dir: job numbers only grow, so no job dir is
+  ever overwritten;
+- a driver runs until every trial of the study has finished, so each one's exports are whole.
 """
 
 import logging
 import math
 import secrets
+import threading
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +33,15 @@ from fastlab.run.metrics import read_metrics
 from fastlab.sweep.direction import HOW_TO_SET
 from fastlab.sweep.errors import SweepError
 from fastlab.sweep.export import best_table, best_trials, write_exports
+from fastlab.sweep.lease import DriverLease
 from fastlab.sweep.settings import DEFAULT_N_TRIALS, SweepSettings
 from fastlab.sweep.space import SearchSpace
-from fastlab.sweep.store import FINISHED, Trial, TrialStore
+from fastlab.sweep.store import FINISHED, Trial, TrialStore, now, open_store
 from fastlab.sweep.strategies import Observation, grid_size, propose
 
 log = logging.getLogger(__name__)
+# How often a driver with nothing to launch looks again at trials other drivers run.
+POLL_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -43,6 +57,24 @@ class Outcome:
 Launch = Callable[[list[list[str]], int], Sequence[Outcome]]
 
 
+@dataclass
+class _Sweep:
+    """What one driver's loop carries: the study, the settings and its own bookkeeping."""
+
+    settings: SweepSettings
+    space: SearchSpace
+    sweep_dir: Path
+    store: TrialStore
+    lease: DriverLease
+    seed: int
+    n_total: int
+    job_dir_for: Callable[[int], str]
+    validate: Callable[[list[list[str]]], None] | None
+    started: str  # when this driver started: failed trials before it are retried (retry_failed)
+    checked: set[tuple] = field(default_factory=set)  # trial shapes whose composition was checked
+    retried: set[int] = field(default_factory=set)  # failed trials this driver already ran again
+
+
 def run_sweep(
     settings: SweepSettings,
     space: SearchSpace,
@@ -53,13 +85,13 @@ def run_sweep(
     echo: Callable[[str], None] = print,
     context: str = "",
 ) -> list[Trial]:
-    """Run (or resume) a sweep in ``sweep_dir``; return its trials.
+    """Run (or resume, or join) a sweep in ``sweep_dir``; return its trials.
 
     Parameters
     ----------
     job_dir_for : job number -> the job's dir, recorded while the trial runs (the launcher's
         answer replaces it when the job returns).
-    validate : raises if a batch of override lists cannot be composed, before anything runs.
+    validate : raises if a list of override lists cannot be composed, before anything runs.
     echo : where the best-trials table goes.
     context : anything else a resume must match (the app's composed config), besides the space.
 
@@ -71,54 +103,215 @@ def run_sweep(
         raise SweepError(f"hydra.sweeper.direction is not set; {HOW_TO_SET}")
     sweep_dir = Path(sweep_dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    with TrialStore(sweep_dir / "trials.db") as store:
-        seed = _check_identity(store, space, context, settings, sweep_dir)
-        n_total = _total(settings, space)
-        allowed_failures = math.floor(settings.max_failure_rate * n_total)
-        batch_size = settings.batch_size or 1
-        # Past the highest job dir on disk too: a job dir is never reused, whatever the db says.
-        next_job = max(store.get("next_job") or 0, _highest_job_dir(sweep_dir) + 1)
-
-        _recover_finished(store, sweep_dir)
-        trials = store.trials()
-        queue = [t for t in trials if t.status == "running"]
-        if settings.retry_failed:
-            queue += [t for t in trials if t.status == "failed"]
-        queue.sort(key=lambda t: t.number)
-        _log_resume(trials, queue, n_total)
-        checked: set[tuple] = set()  # the shapes of trial whose composition was checked
-
+    store = open_store(settings.storage, sweep_dir, settings.study, settings.storage_timeout_s)
+    trials: list[Trial] = []
+    try:
+        with DriverLease(sweep_dir) as lease:
+            seed = store.claim(lambda: _check_identity(store, space, context, settings, sweep_dir))
+            sweep = _Sweep(settings, space, sweep_dir, store, lease, seed, _total(settings, space),
+                           job_dir_for, validate, now())
+            _log_resume(store.trials(), sweep.n_total)
+            with _Heartbeat(settings, sweep_dir, lease.id):
+                concurrency = settings.batch_size or 1
+                if settings.asynchronous and concurrency > 1:
+                    _run_async(sweep, launch, concurrency)
+                else:
+                    _run_batches(sweep, launch, concurrency)
+    finally:
         try:
-            while True:
-                trials = store.trials()
-                queued = {t.number for t in queue}
-                finished = [t for t in trials if t.status in FINISHED and t.number not in queued]
-                failed = [t for t in finished if t.status == "failed"]
-                if len(failed) > allowed_failures:
-                    raise SweepError(
-                        f"sweep stopped: {len(failed)} of {len(finished)} trials failed, more than "
-                        f"max_failure_rate={settings.max_failure_rate} of n_trials={n_total} allows "
-                        f"(last error: {_last_line(failed[-1].error)}); fix the task and rerun with "
-                        "hydra.sweeper.retry_failed=true, or raise hydra.sweeper.max_failure_rate"
-                    )
-                todo = n_total - len(finished)
-                if todo <= 0:
-                    break
-                size = min(batch_size, todo)
-                rerun, queue = queue[:size], queue[size:]
-                n_new = max(0, min(size - len(rerun), n_total - len(trials)))
-                runs = [(t.number, t.params) for t in rerun]
-                runs += _new_runs(space, settings, seed, trials, len(trials), n_new, rerun)
-                if not runs:
-                    break
-                next_job = _run_batch(
-                    store, space, runs, next_job, launch, job_dir_for, validate, sweep_dir, checked
-                )
-        finally:
             trials = store.trials()
-            if trials:
-                _export(sweep_dir, space, settings, trials, echo)
+        finally:
+            store.close()
+        if trials:
+            _export(sweep_dir, space, settings, trials, echo)
     return trials
+
+
+class _Heartbeat:
+    """A thread that beats this driver's heartbeat every ``heartbeat_s / 4``, on its own store
+    connection: the main thread may sit in a launcher call for as long as a batch runs."""
+
+    def __init__(self, settings: SweepSettings, sweep_dir: Path, driver: str) -> None:
+        self.settings, self.sweep_dir, self.driver = settings, sweep_dir, driver
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="fastlab-heartbeat", daemon=True)
+
+    def __enter__(self) -> "_Heartbeat":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+    def _run(self) -> None:
+        s = self.settings
+        store = None
+        while not self.stop.wait(s.heartbeat_s / 4):
+            try:
+                if store is None:
+                    store = open_store(s.storage, self.sweep_dir, s.study, s.storage_timeout_s)
+                store.beat(self.driver)
+            except Exception as e:  # the main thread meets the same store and says so
+                log.debug(f"heartbeat: {e}")
+        if store is not None:
+            store.close()
+
+
+def _run_batches(sweep: _Sweep, launch: Launch, size: int) -> None:
+    """Batch-synchronous: claim up to ``size`` trials, launch them at once, record them."""
+    while True:
+        runs = _claim(sweep, size)
+        if not runs:
+            if not _wait_for_others(sweep):
+                return
+            continue
+        overrides = [sweep.space.overrides(params) for _, params, _ in runs]
+        _log_launch(runs)
+        outcomes = launch(overrides, runs[0][2])
+        if len(outcomes) != len(runs):
+            raise SweepError(f"the launcher returned {len(outcomes)} results for {len(runs)} jobs; check "
+                             "the hydra/launcher settings")
+        for run, outcome in zip(runs, outcomes, strict=True):
+            _record(sweep, run[0], outcome)
+
+
+def _run_async(sweep: _Sweep, launch: Launch, concurrency: int) -> None:
+    """No batch barrier: keep ``concurrency`` trials running, one launch call each, claiming the
+    next one whenever one ends. A launcher that fails stops new launches; the trials still running
+    are waited for and recorded before the error goes on."""
+    running: dict[Future, tuple[int, dict[str, Any], int]] = {}
+    error: BaseException | None = None
+    with ThreadPoolExecutor(concurrency, thread_name_prefix="fastlab-launch") as pool:
+        while True:
+            free = concurrency - len(running)
+            if free > 0 and error is None:
+                # one job per launch call: each trial starts when a worker frees up
+                for run in _claim(sweep, free):
+                    _log_launch([run])
+                    overrides = [sweep.space.overrides(run[1])]
+                    running[pool.submit(launch, overrides, run[2])] = run
+            if not running:
+                if error is not None or not _wait_for_others(sweep):
+                    break
+                continue
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                run = running.pop(future)
+                try:
+                    outcomes = future.result()
+                except BaseException as e:  # the trial stays running in the store: a resume reruns it
+                    error = error or e
+                    continue
+                if len(outcomes) != 1:
+                    error = error or SweepError(f"the launcher returned {len(outcomes)} results for 1 job; "
+                                                "check the hydra/launcher settings")
+                    continue
+                _record(sweep, run[0], outcomes[0])
+    if error is not None:
+        raise error
+
+
+def _wait_for_others(sweep: _Sweep) -> bool:
+    """With nothing to claim: whether other drivers still run trials of the study (then wait a
+    little: one may die and leave its trial to run again). False when every trial has finished."""
+    trials = sweep.store.trials()
+    others = [t for t in trials if t.status == "running"]
+    if not others:
+        return False
+    time.sleep(POLL_S)
+    return True
+
+
+def _claim(sweep: _Sweep, count: int) -> list[tuple[int, dict[str, Any], int]]:
+    """Up to ``count`` trials claimed for this driver: (number, params, job number), in one
+    transaction. Orphaned trials first (recorded from their job when it finished, else run again),
+    then failed ones to retry, then new proposals. Their composition is checked before they
+    launch; a typo releases them again and stops the sweep."""
+    runs = sweep.store.claim(lambda: _claim_in_transaction(sweep, count))
+    if runs and sweep.validate is not None:
+        # Each shape once: the driver composing every trial would leave the workers idle while it does.
+        fresh = {_shape(params): sweep.space.overrides(params) for _, params, _ in runs}
+        fresh = {shape: o for shape, o in fresh.items() if shape not in sweep.checked}
+        if fresh:
+            try:
+                sweep.validate(list(fresh.values()))
+            except BaseException:
+                sweep.store.forget(number for number, _, _ in runs)
+                raise
+            sweep.checked.update(fresh)
+    return runs
+
+
+def _claim_in_transaction(sweep: _Sweep, count: int) -> list[tuple[int, dict[str, Any], int]]:
+    store, settings = sweep.store, sweep.settings
+    trials = store.trials()
+    rerun: list[Trial] = []
+    for t in trials:
+        if t.status != "running" or sweep.lease.alive(t.driver, t.heartbeat_at, settings.heartbeat_s):
+            continue
+        if not _recover_finished(store, sweep.sweep_dir, t):
+            rerun.append(t)
+    if settings.retry_failed:
+        rerun += [t for t in trials if t.status == "failed" and t.number not in sweep.retried
+                  and (t.finished_at or "") <= sweep.started]
+    trials = store.trials()
+    finished = [t for t in trials if t.status in FINISHED and t.number not in {r.number for r in rerun}]
+    failed = [t for t in finished if t.status == "failed"]
+    allowed_failures = math.floor(settings.max_failure_rate * sweep.n_total)
+    if len(failed) > allowed_failures:
+        raise SweepError(
+            f"sweep stopped: {len(failed)} of {len(finished)} trials failed, more than "
+            f"max_failure_rate={settings.max_failure_rate} of n_trials={sweep.n_total} allows "
+            f"(last error: {_last_line(failed[-1].error)}); fix the task and rerun with "
+            "hydra.sweeper.retry_failed=true, or raise hydra.sweeper.max_failure_rate"
+        )
+    rerun.sort(key=lambda t: t.number)
+    rerun = rerun[:count]
+    n_new = max(0, min(count - len(rerun), sweep.n_total - len(trials)))
+    runs = [(t.number, t.params) for t in rerun]
+    runs += _new_runs(sweep.space, settings, sweep.seed, trials, len(trials) and max(t.number for t in trials) + 1,
+                      n_new, rerun)
+    if not runs:
+        return []
+    sweep.retried.update(t.number for t in rerun if t.status == "failed")
+    # Past the highest job dir on disk too: a job dir is never reused, whatever the store says.
+    next_job = max(store.get("next_job") or 0, _highest_job_dir(sweep.sweep_dir) + 1)
+    jobs = list(range(next_job, next_job + len(runs)))
+    store.start([(number, params, _relative(sweep.job_dir_for(job), sweep.sweep_dir))
+                 for (number, params), job in zip(runs, jobs, strict=True)],
+                next_job=next_job + len(runs), driver=sweep.lease.id)
+    for t in rerun:
+        log.info(f"trial {t.number}: run again ({'failed before' if t.status == 'failed' else 'its driver stopped'})")
+    return [(number, params, job) for (number, params), job in zip(runs, jobs, strict=True)]
+
+
+def _record(sweep: _Sweep, number: int, outcome: Outcome) -> None:
+    """Record one job's outcome for trial ``number`` (fastlab-train's metrics.json tells a failed
+    run from a diverged one, and a pruned one from a completed one)."""
+    job_dir = outcome.job_dir
+    metrics = _read_metrics(job_dir)
+    status = outcome.status
+    if status == "diverged" and metrics and metrics.get("status") == "failed":
+        status = "failed"
+    if status == "completed" and metrics and metrics.get("status") == "pruned":
+        status = "pruned"
+    kept = sweep.store.finish(number, status=status, value=outcome.value, metrics=metrics,
+                              job_dir=None if job_dir is None else _relative(job_dir, sweep.sweep_dir),
+                              error=outcome.error, driver=sweep.lease.id)
+    shown = f"{outcome.value:.6g}" if outcome.value is not None else _last_line(outcome.error)
+    if kept:
+        log.info(f"trial {number}: {status} {shown}")
+    else:
+        log.warning(f"trial {number}: {status} {shown}, but another driver took the trial over (this "
+                    "driver missed its heartbeat); its run is the one recorded")
+
+
+def _log_launch(runs: Sequence[tuple[int, dict[str, Any], int]]) -> None:
+    numbers = ", ".join(str(n) for n, _, _ in runs)
+    jobs = [j for _, _, j in runs]
+    where = f"job {jobs[0]}" if len(jobs) == 1 else f"jobs {jobs[0]}-{jobs[-1]}"
+    log.info(f"launching trial{'s' if len(runs) > 1 else ''} {numbers} ({where})")
 
 
 def _check_identity(
@@ -160,25 +353,23 @@ def _check_identity(
     return int(seed)
 
 
-def _recover_finished(store: TrialStore, sweep_dir: Path) -> None:
-    """Record the trials a driver that died left ``running`` although their job had finished:
-    fastlab-train's ``metrics.json`` in the job dir says how it ended (a batch's results reach the
-    store only when its last job returns). Failed ones, and jobs that write no metrics.json, run
-    again."""
-    for trial in store.trials():
-        if trial.status != "running" or not trial.job_dir:
-            continue
-        metrics = _read_metrics(str(sweep_dir / trial.job_dir))
-        status = metrics.get("status") if metrics else None
-        value = metrics.get("objective") if metrics else None
-        if status == "completed" and isinstance(value, int | float) and math.isfinite(value):
-            store.finish(trial.number, status="completed", value=float(value), metrics=metrics, job_dir=None,
-                         error=None)
-        elif status == "diverged":
-            store.finish(trial.number, status="diverged", value=None, metrics=metrics, job_dir=None, error=None)
-        else:
-            continue
-        log.info(f"trial {trial.number}: {status} (its job finished before the driver stopped; from its metrics.json)")
+def _recover_finished(store: TrialStore, sweep_dir: Path, trial: Trial) -> bool:
+    """Record a trial a dead driver left ``running`` although its job had finished: fastlab-train's
+    ``metrics.json`` in the job dir says how it ended. Returns whether it was recorded; failed
+    ones, and jobs that wrote no metrics.json, run again."""
+    if not trial.job_dir:
+        return False
+    metrics = _read_metrics(str(sweep_dir / trial.job_dir))
+    status = metrics.get("status") if metrics else None
+    value = metrics.get("objective") if metrics else None
+    if status in ("completed", "pruned") and isinstance(value, int | float) and math.isfinite(value):
+        store.finish(trial.number, status=status, value=float(value), metrics=metrics, job_dir=None, error=None)
+    elif status == "diverged":
+        store.finish(trial.number, status="diverged", value=None, metrics=metrics, job_dir=None, error=None)
+    else:
+        return False
+    log.info(f"trial {trial.number}: {status} (its job finished before its driver stopped; from its metrics.json)")
+    return True
 
 
 def _total(settings: SweepSettings, space: SearchSpace) -> int:
@@ -216,65 +407,6 @@ def _new_runs(
     return list(zip(numbers, params, strict=True))
 
 
-def _run_batch(
-    store: TrialStore,
-    space: SearchSpace,
-    runs: list[tuple[int, dict[str, Any]]],
-    next_job: int,
-    launch: Launch,
-    job_dir_for: Callable[[int], str],
-    validate: Callable[[list[list[str]]], None] | None,
-    sweep_dir: Path,
-    checked: set[tuple],
-) -> int:
-    """Launch one batch and record it; return the next free job number. ``checked``: the
-    shapes (``_shape``) of trial already composed by ``validate``; this batch's new ones are added."""
-    overrides = [space.overrides(params) for _, params in runs]
-    if validate is not None:
-        # Before anything is marked running: a typo fails the sweep at once. Each shape once: the
-        # driver composing every trial would leave the workers idle while it does.
-        fresh = {_shape(params): o for (_, params), o in zip(runs, overrides, strict=True)}
-        fresh = {shape: o for shape, o in fresh.items() if shape not in checked}
-        if fresh:
-            validate(list(fresh.values()))
-            checked.update(fresh)
-    jobs = list(range(next_job, next_job + len(runs)))
-    store.start(
-        [
-            (number, params, _relative(job_dir_for(job), sweep_dir))
-            for (number, params), job in zip(runs, jobs, strict=True)
-        ],
-        next_job=next_job + len(runs),
-    )
-    numbers = ", ".join(str(n) for n, _ in runs)
-    where = f"job {jobs[0]}" if len(jobs) == 1 else f"jobs {jobs[0]}-{jobs[-1]}"
-    log.info(f"launching trial{'s' if len(runs) > 1 else ''} {numbers} ({where})")
-    outcomes = launch(overrides, next_job)
-    if len(outcomes) != len(runs):
-        raise SweepError(
-            f"the launcher returned {len(outcomes)} results for {len(runs)} jobs; check the "
-            "hydra/launcher settings"
-        )
-    for (number, _), outcome in zip(runs, outcomes, strict=True):
-        job_dir = outcome.job_dir
-        metrics = _read_metrics(job_dir)
-        status = outcome.status
-        # fastlab-train's metrics.json can tell a failed run from a diverged one (both NaN).
-        if status == "diverged" and metrics and metrics.get("status") == "failed":
-            status = "failed"
-        store.finish(
-            number,
-            status=status,
-            value=outcome.value,
-            metrics=metrics,
-            job_dir=None if job_dir is None else _relative(job_dir, sweep_dir),
-            error=outcome.error,
-        )
-        shown = f"{outcome.value:.6g}" if outcome.value is not None else _last_line(outcome.error)
-        log.info(f"trial {number}: {status} {shown}")
-    return next_job + len(runs)
-
-
 def _shape(params: dict[str, Any]) -> tuple:
     """What decides whether a trial's overrides compose: a number's type (any int fits where one
     does), other values themselves (a string may be a config group's option, a list a shape)."""
@@ -290,20 +422,23 @@ def _export(
     echo: Callable[[str], None],
 ) -> None:
     """Write trials.csv and best.yaml, then echo the best-trials table."""
-    best = best_trials(trials, settings.sign, 1)
+    best = best_trials(trials, settings.sign, 1, settings.pruned)
     overrides = space.overrides(best[0].params) if best else None
-    write_exports(sweep_dir, trials, space.names, settings.sign, settings.direction, overrides)
+    write_exports(sweep_dir, trials, space.names, settings.sign, settings.direction, overrides,
+                  settings.pruned)
     if settings.top_k:
-        echo(best_table(trials, space.names, settings.sign, settings.top_k))
+        echo(best_table(trials, space.names, settings.sign, settings.top_k, settings.pruned))
     echo(f"trials: {sweep_dir / 'trials.csv'}  best: {sweep_dir / 'best.yaml'}")
 
 
-def _log_resume(trials: Sequence[Trial], queue: Sequence[Trial], n_total: int) -> None:
+def _log_resume(trials: Sequence[Trial], n_total: int) -> None:
     if not trials:
         log.info(f"new sweep of {n_total} trials")
         return
-    done = sum(t.status in FINISHED for t in trials) - sum(t.status == "failed" for t in queue)
-    log.info(f"resuming: {done} of {n_total} trials finished, {len(queue)} to run again")
+    done = sum(t.status in FINISHED for t in trials)
+    running = sum(t.status == "running" for t in trials)
+    log.info(f"resuming: {done} of {n_total} trials finished, {running} left running (run again unless "
+             "another driver still runs them)")
 
 
 def _highest_job_dir(sweep_dir: Path) -> int:

@@ -17,9 +17,12 @@ from fastlab.rundir import atomic_write_text
 from fastlab.sweep.store import Trial
 
 
-def best_trials(trials: Sequence[Trial], sign: float, k: int | None = None) -> list[Trial]:
-    """Completed trials, best first (``sign`` +1 maximizes, -1 minimizes); ties by number."""
-    done = [t for t in trials if t.status == "completed" and t.value is not None]
+def best_trials(trials: Sequence[Trial], sign: float, k: int | None = None,
+                pruned: str = "drop") -> list[Trial]:
+    """Completed trials, best first (``sign`` +1 maximizes, -1 minimizes); ties by number.
+    ``pruned="keep"`` ranks pruned trials too, by the value at their last epoch."""
+    ranked = ("completed", "pruned") if pruned == "keep" else ("completed",)
+    done = [t for t in trials if t.status in ranked and t.value is not None]
     done.sort(key=lambda t: (-sign * t.value, t.number))
     return done if k is None else done[:k]
 
@@ -56,10 +59,11 @@ def trials_csv(trials: Sequence[Trial], names: Sequence[str]) -> str:
 
 
 def best_yaml(
-    trials: Sequence[Trial], sign: float, direction: str, overrides: list[str] | None
+    trials: Sequence[Trial], sign: float, direction: str, overrides: list[str] | None,
+    pruned: str = "drop",
 ) -> str:
     """The best trial and the overrides that reproduce it (``overrides`` of the best, or None)."""
-    ranked = best_trials(trials, sign, 1)
+    ranked = best_trials(trials, sign, 1, pruned)
     best = ranked[0] if ranked else None
     doc = {
         "direction": direction,
@@ -69,18 +73,22 @@ def best_yaml(
         "params": None if best is None else best.params,
         "overrides": overrides,
         "trials": counts(trials),
+        "pruned_trials": pruned,  # the policy: dropped from the ranking, or kept in it
     }
     return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)
 
 
-def best_table(trials: Sequence[Trial], names: Sequence[str], sign: float, k: int) -> str:
+def best_table(trials: Sequence[Trial], names: Sequence[str], sign: float, k: int,
+               pruned: str = "drop") -> str:
     """The ``k`` best completed trials as a fixed-width text table."""
-    ranked = best_trials(trials, sign, k)
+    ranked = best_trials(trials, sign, k, pruned)
     direction = "maximize" if sign > 0 else "minimize"
     c = counts(trials)
+    n_pruned = (f", {c['pruned']} pruned ({'ranked by their last epoch' if pruned == 'keep' else 'not ranked'})"
+                if c.get("pruned") else "")
     title = (
         f"best {len(ranked)} of {len(trials)} trials ({direction}; {c['completed']} completed, "
-        f"{c['diverged']} diverged, {c['failed']} failed)"
+        f"{c['diverged']} diverged, {c['failed']} failed{n_pruned})"
     )
     if not ranked:
         return title
@@ -114,7 +122,8 @@ def write_exports(
     sign: float,
     direction: str,
     best_overrides: list[str] | None,
+    pruned: str = "drop",
 ) -> None:
     """Write ``trials.csv`` and ``best.yaml`` into the sweep dir."""
     atomic_write_text(sweep_dir / "trials.csv", trials_csv(trials, names))
-    atomic_write_text(sweep_dir / "best.yaml", best_yaml(trials, sign, direction, best_overrides))
+    atomic_write_text(sweep_dir / "best.yaml", best_yaml(trials, sign, direction, best_overrides, pruned))

@@ -32,9 +32,10 @@ def run_hydra_sweep(
     validate: Any,
 ) -> None:
     """Run the sweep ``hydra.sweeper`` describes, with Hydra's launcher and config loader."""
-    options = SweepSettings(**settings).validate()
+    options = SweepSettings.from_config(settings).validate()  # `async` is a config key
     if options.batch_size is None:
-        options.batch_size = auto_batch_size(config.hydra.get("launcher"), options.strategy)
+        options.batch_size = auto_batch_size(config.hydra.get("launcher"), options.strategy,
+                                             options.asynchronous)
     space = parse_space(params, arguments, config_loader=config_loader)
     direction, source = resolve_direction(options.direction, task_node(config), space.names)
     options = dataclasses.replace(options, direction=direction)
@@ -103,9 +104,10 @@ TRIALS_PER_WORKER = 4
 ADAPTIVE = ("forest",)  # proposes from every finished trial: a batch is one round of proposals
 
 
-def auto_batch_size(launcher: Any, strategy: str = "forest") -> int:
-    """Trials launched at once: the jobs the configured launcher runs at once (joblib's
-    ``n_jobs``, else 1), times ``TRIALS_PER_WORKER`` unless the strategy is adaptive.
+def auto_batch_size(launcher: Any, strategy: str = "forest", asynchronous: bool = True) -> int:
+    """Trials running at once: the jobs the configured launcher runs at once (joblib's
+    ``n_jobs``, else 1); batch-synchronous, times ``TRIALS_PER_WORKER`` unless the strategy is
+    adaptive (asynchronously a worker never waits for a batch, so one trial each is enough).
 
     Other launchers (submitit, ray) do not say how many workers will really be free, so with
     them set ``hydra.sweeper.batch_size`` to that number.
@@ -115,7 +117,7 @@ def auto_batch_size(launcher: Any, strategy: str = "forest") -> int:
         return 1
     if n_jobs < 0:  # joblib's convention: -1 = all CPUs, -2 = all but one, ...
         n_jobs = max(1, (os.cpu_count() or 1) + 1 + n_jobs)
-    return n_jobs if strategy in ADAPTIVE else n_jobs * TRIALS_PER_WORKER
+    return n_jobs if strategy in ADAPTIVE or asynchronous else n_jobs * TRIALS_PER_WORKER
 
 
 def job_dir_for(config: DictConfig, num: int) -> str:

@@ -4,12 +4,16 @@ The plugin's config dataclass extends ``SweepSettings`` (adding ``_target_`` and
 fields, their defaults and their documentation live in one place.
 """
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
 
 from fastlab.sweep.direction import DIRECTIONS, HOW_TO_SET
 from fastlab.sweep.errors import SweepError
 
 STRATEGIES = ("grid", "random", "forest")
+PRUNERS = ("none", "median", "asha")
+PRUNED_POLICIES = ("drop", "keep")
 
 # Trials a random or forest sweep runs when ``n_trials`` is not set (a grid runs all its points).
 DEFAULT_N_TRIALS = 20
@@ -28,8 +32,34 @@ class SweepSettings:
     direction: str | None = None
     # The total for the sweep, resumes included (None: the whole grid, or 20 trials otherwise).
     n_trials: int | None = None
-    # Trials handed to the launcher at once (None: the joblib launcher's n_jobs, otherwise 1).
+    # Trials running at once (None: the joblib launcher's n_jobs, otherwise 1). With
+    # asynchronous=true (the config key `async`) a new trial starts whenever one ends; with
+    # async=false they are launched in batches of this size, each waiting for its slowest trial.
     batch_size: int | None = None
+    # `hydra.sweeper.async`: no batch barrier (false: batch-synchronous launching, for launchers
+    # that cannot run several launch calls at once).
+    asynchronous: bool = True
+    # Where the study lives: None = the sweep dir's trials.db (SQLite), or a postgresql:// URL
+    # (psycopg 3) that many drivers, on one machine or many, share.
+    storage: str | None = None
+    # The study's name in a PostgreSQL storage (None: from the sweep dir's absolute path).
+    study: str | None = None
+    # A running trial whose driver has not beaten its heartbeat for this long is run again by
+    # another driver (drivers on one host notice a dead one at once, by its lock file).
+    heartbeat_s: float = 60.0
+    # How long a driver retries a storage it cannot reach (a PostgreSQL restart) before it stops.
+    storage_timeout_s: float = 120.0
+    # Stop unpromising trials early: none, median or asha (fastlab-train reports its objective
+    # after every epoch). asha: rungs at min_epochs * reduction_factor**k epochs, where the top
+    # 1/reduction_factor go on; median: from min_epochs on, a trial worse than the median of the
+    # others at the same epoch stops, once pruner_startup trials have finished.
+    pruner: str = "none"
+    min_epochs: int = 1
+    reduction_factor: int = 3
+    pruner_startup: int = 4
+    # What the best-trials table, best.yaml and fastlab-meta do with pruned trials: drop them,
+    # or keep them (fastlab-meta then adds their epochs run as a feature).
+    pruned: str = "drop"
     # Seeds the Sobol sequence and the forest (None: drawn once and kept in trials.db).
     seed: int | None = None
     # forest: random trials before the surrogate takes over.
@@ -42,6 +72,16 @@ class SweepSettings:
     retry_failed: bool = False
     # Rows of the best-trials table printed at the end.
     top_k: int = 5
+
+    @classmethod
+    def from_config(cls, values: Mapping[str, Any]) -> "SweepSettings":
+        """The settings in a ``hydra.sweeper`` node (``async`` is the key of ``asynchronous``, a
+        Python keyword; keys that are not settings, ``_target_`` and ``params``, are ignored)."""
+        names = {f.name for f in fields(cls)}
+        out = {k: v for k, v in dict(values).items() if k in names}
+        if "async" in values:
+            out["asynchronous"] = values["async"]
+        return cls(**out)
 
     def validate(self) -> "SweepSettings":
         """Check every field; raise ``SweepError`` naming the bad one and the fix."""
@@ -58,6 +98,24 @@ class SweepSettings:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise SweepError(f"hydra.sweeper.{name}={value} must be at least 1 (or null)")
+        if not isinstance(self.asynchronous, bool):
+            raise SweepError(f"hydra.sweeper.async={self.asynchronous!r} must be true or false")
+        for name, allowed in (("pruner", PRUNERS), ("pruned", PRUNED_POLICIES)):
+            if getattr(self, name) not in allowed:
+                raise SweepError(f"hydra.sweeper.{name}={getattr(self, name)!r} is unknown; use one of "
+                                 f"{', '.join(allowed)}")
+        if self.storage is not None and not str(self.storage).startswith(("postgresql://", "postgres://")):
+            raise SweepError(f"hydra.sweeper.storage={self.storage!r} is not a storage: use null (the sweep "
+                             "dir's trials.db) or a postgresql://user@host/db URL")
+        for name in ("min_epochs", "pruner_startup"):
+            if getattr(self, name) < (1 if name == "min_epochs" else 0):
+                raise SweepError(f"hydra.sweeper.{name}={getattr(self, name)} must be at least "
+                                 f"{1 if name == 'min_epochs' else 0}")
+        if self.reduction_factor < 2:
+            raise SweepError(f"hydra.sweeper.reduction_factor={self.reduction_factor} must be at least 2")
+        for name in ("heartbeat_s", "storage_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise SweepError(f"hydra.sweeper.{name}={getattr(self, name)} must be positive")
         if self.n_initial < 1:
             raise SweepError(f"hydra.sweeper.n_initial={self.n_initial} must be at least 1")
         for name in ("random_fraction", "max_failure_rate"):

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from fastlab.sweep.settings import SweepSettings
 
@@ -22,6 +23,14 @@ class FastlabSweeperConf(SweepSettings):
     params: dict[str, Any] | None = None
 
 
-ConfigStore.instance().store(
-    group="hydra/sweeper", name="fastlab", node=FastlabSweeperConf, provider="fastlab"
-)
+def _node() -> DictConfig:
+    """The config node: the dataclass's typed fields, with ``asynchronous`` spelled ``async`` as
+    the config key (a Python keyword cannot be a dataclass field; FastlabSweeper maps it back)."""
+    node = OmegaConf.structured(FastlabSweeperConf)
+    with open_dict(node):
+        value = node.pop("asynchronous")
+        node["async"] = value
+    return node
+
+
+ConfigStore.instance().store(group="hydra/sweeper", name="fastlab", node=_node(), provider="fastlab")

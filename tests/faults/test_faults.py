@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.cases import CASES
+from tests.faults.suite import CASES
 
 
 @pytest.fixture(scope="module")

@@ -69,8 +69,7 @@ def test_the_driver_records_the_direction_and_a_resume_may_not_change_it(tmp_pat
 def test_a_store_from_before_directions_were_recorded_takes_the_resumes(tmp_path) -> None:
     _run(tmp_path, "maximize")
     with TrialStore(tmp_path / "trials.db") as store:  # as an older sweeper left it
-        store._db.execute("DELETE FROM sweep WHERE key = 'direction'")
-        store._db.commit()
+        store._write("DELETE FROM sweep WHERE key = 'direction'")
     assert read_sweep(tmp_path / "trials.db").direction is None
     _run(tmp_path, "minimize", n_trials=3)
     assert read_sweep(tmp_path / "trials.db").direction == "minimize"

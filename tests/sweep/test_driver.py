@@ -100,7 +100,10 @@ def test_a_sweep_records_every_trial_and_exports(tmp_path: Path) -> None:
         "started_at",
         "finished_at",
         "error",
+        "driver",
+        "heartbeat_at",
     ]
+    assert [r[1] for r in db.execute("PRAGMA table_info(reports)")] == ["number", "epoch", "value"]
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     # trials.csv: one row per trial, one column per searched key
     rows = list(csv.DictReader(open(tmp_path / "trials.csv")))
@@ -126,9 +129,8 @@ def test_batches_hold_batch_size_distinct_trials_with_increasing_job_numbers(
     tmp_path: Path,
 ) -> None:
     launcher = FakeLauncher(tmp_path, quadratic)
-    trials, _ = sweep(
-        tmp_path, launcher, strategy="forest", n_trials=9, batch_size=4, n_initial=2, seed=1
-    )
+    trials, _ = sweep(tmp_path, launcher, strategy="forest", n_trials=9, batch_size=4, n_initial=2, seed=1,
+                      asynchronous=False)
     assert [len(batch) for batch, _ in launcher.calls] == [4, 4, 1]
     assert [start for _, start in launcher.calls] == [0, 4, 8]
     assert len({t.params["x"] for t in trials}) == 9
@@ -137,14 +139,15 @@ def test_batches_hold_batch_size_distinct_trials_with_increasing_job_numbers(
 def test_resume_after_a_crash_reruns_the_lost_trials_in_new_job_dirs(tmp_path: Path) -> None:
     crashing = FakeLauncher(tmp_path, quadratic, crash_on_call=3)
     with pytest.raises(Crash):
-        sweep(tmp_path, crashing, strategy="random", n_trials=7, batch_size=2, seed=0)
+        sweep(tmp_path, crashing, strategy="random", n_trials=7, batch_size=2, seed=0, asynchronous=False)
     with TrialStore(tmp_path / "trials.db") as store:
         before = store.trials()
     assert [t.status for t in before] == ["completed"] * 4 + ["running"] * 2
     lost = {t.number: t.params for t in before if t.status == "running"}
 
     resumed = FakeLauncher(tmp_path, quadratic)
-    trials, _ = sweep(tmp_path, resumed, strategy="random", n_trials=7, batch_size=2, seed=0)
+    trials, _ = sweep(tmp_path, resumed, strategy="random", n_trials=7, batch_size=2, seed=0,
+                      asynchronous=False)
     assert [t.number for t in trials] == list(range(7))
     assert [t.status for t in trials] == ["completed"] * 7
     assert trials[:4] == before[:4]  # kept, not re-run
@@ -282,11 +285,28 @@ def test_the_seed_drawn_for_an_unseeded_sweep_is_kept_for_its_resume(tmp_path: P
     assert [t.params for t in again] == [t.params for t in trials]
 
 
-def test_two_drivers_cannot_share_a_sweep_dir(tmp_path: Path) -> None:
-    with TrialStore(tmp_path / "trials.db"):
-        with pytest.raises(SweepError, match="another sweep is running"):
-            TrialStore(tmp_path / "trials.db")
-    TrialStore(tmp_path / "trials.db").close()  # free again once the first closed
+def test_asynchronous_launches_one_job_per_call_and_keeps_every_worker_busy(tmp_path: Path) -> None:
+    import threading
+    import time
+
+    live, peak, lock = [0], [0], threading.Lock()
+
+    def slow(p: dict) -> float:  # trial times spread 1-6x: a batch would wait for its slowest
+        with lock:
+            live[0] += 1
+            peak[0] = max(peak[0], live[0])
+        time.sleep(0.01 + 0.05 * p["x"])
+        with lock:
+            live[0] -= 1
+        return quadratic(p)
+
+    launcher = FakeLauncher(tmp_path, slow)
+    trials, _ = sweep(tmp_path, launcher, strategy="forest", n_trials=12, batch_size=3, n_initial=3, seed=1)
+    assert {len(batch) for batch, _ in launcher.calls} == {1}
+    assert sorted(start for _, start in launcher.calls) == list(range(12))  # job numbers unique
+    assert [t.status for t in trials] == ["completed"] * 12
+    assert peak[0] == 3  # never more than batch_size at once, and all three in use
+    assert len({t.params["x"] for t in trials}) == 12  # running trials were pending for the forest
 
 
 def test_metrics_json_is_copied_into_the_store(tmp_path: Path) -> None:
@@ -309,6 +329,7 @@ def test_metrics_json_is_copied_into_the_store(tmp_path: Path) -> None:
         strategy="grid",
         batch_size=2,
         max_failure_rate=1.0,
+        asynchronous=False,
     )
     assert trials[0].metrics["final"] == {"accuracy": 0.9}
     assert [t.status for t in trials] == ["completed", "failed"]

@@ -157,7 +157,8 @@ def test_basic_launcher_sweep_records_failed_and_diverged_jobs_and_goes_on(tmp_p
     assert (sweep_dir / "trials.csv").read_text().count("\n") == 5
 
 
-def test_joblib_launcher_runs_batches_of_n_jobs(tmp_path: Path) -> None:
+@pytest.mark.parametrize("asynchronous", [True, False])
+def test_joblib_launcher_runs_n_jobs_at_once(tmp_path: Path, asynchronous: bool) -> None:
     sweep_dir = tmp_path / "sweep"
     proc = run_app(
         sweep_dir,
@@ -169,13 +170,18 @@ def test_joblib_launcher_runs_batches_of_n_jobs(tmp_path: Path) -> None:
         "x=interval(0,1)",
         "c=a,b,c",
         "opt=glob(*)",
+        f"hydra.sweeper.async={str(asynchronous).lower()}",
     )
     trials = rows(sweep_dir)
     assert [t["status"] for t in trials] == ["completed"] * 4
     assert {json.loads(t["params"])["opt"] for t in trials} <= {"adam", "sgd"}  # a config group
     assert sorted(t["job_dir"] for t in trials) == ["0", "1", "2", "3"]
     log = proc.stdout + proc.stderr
-    assert "launching trials 0, 1 (jobs 0-1)" in log and "launching trials 2, 3 (jobs 2-3)" in log
+    if asynchronous:  # one job per launch call, two calls at once
+        assert all(f"launching trial {n} (job {n})" in log for n in range(4))
+        assert log.count("Joblib.Parallel") == 4
+    else:
+        assert "launching trials 0, 1 (jobs 0-1)" in log and "launching trials 2, 3 (jobs 2-3)" in log
 
 
 def test_submitit_local_launcher_runs_the_sweep(tmp_path: Path) -> None:

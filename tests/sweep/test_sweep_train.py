@@ -37,7 +37,7 @@ def test_every_study_preset_composes_with_a_valid_sweep(study: str) -> None:
     sweeper = OmegaConf.to_container(cfg.hydra.sweeper)
     assert sweeper.pop("_target_") == "hydra_plugins.fastlab_sweeper.fastlab_sweeper.FastlabSweeper"
     space = parse_space(sweeper.pop("params"), [])
-    settings = SweepSettings(**sweeper).validate()
+    settings = SweepSettings.from_config(sweeper).validate()
     assert space.dims, "a study searches something"
     if settings.strategy == "grid":
         assert grid_size(space) >= 2

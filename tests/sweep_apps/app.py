@@ -1,7 +1,7 @@
 """A tiny Hydra app of the sweeper tests' own: any Hydra app can be swept, not only fastlab-train.
 
 It returns a smooth function of x, y and c (maximum 1.0 at x=0.3, y=3, c=b), optionally sleeps
-(so a test can kill a sweep mid-way), raises when x equals ``fail_x`` and returns NaN when x
+(so a test can kill a sweep mid-way; ``spread`` makes the time grow with x), raises when x equals ``fail_x`` and returns NaN when x
 equals ``nan_x``. It writes ``marker.txt`` (the pid that ran it) into its job dir, so a test can
 tell a job dir written by the first run from one written by a resume.
 """
@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 def main(cfg: DictConfig) -> float:
     out = Path(HydraConfig.get().runtime.output_dir)
     (out / "marker.txt").write_text(str(os.getpid()))
-    time.sleep(cfg.sleep)
+    time.sleep(cfg.sleep * (1 + cfg.spread * cfg.x))
     if cfg.fail_x is not None and cfg.x == cfg.fail_x:
         raise RuntimeError(f"boom at x={cfg.x}")
     if cfg.nan_x is not None and cfg.x == cfg.nan_x:
