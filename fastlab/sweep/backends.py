@@ -122,6 +122,12 @@ class SqliteDatabase(Database):
             or isinstance(error, sqlite3.OperationalError) and "no such table" in str(error)
 
 
+# Drivers opening a new study at the same instant would race on `CREATE ... IF NOT EXISTS`, which
+# PostgreSQL does not make atomic (two creators: one fails on a unique index). An advisory lock
+# per study, held to the end of the creating transaction, queues them.
+SETUP_LOCK = "SELECT pg_advisory_xact_lock(hashtext(%s))"
+
+
 def schema_name(study: str) -> str:
     """The PostgreSQL schema holding a study: ``fastlab_`` and the name's letters, digits and _."""
     return "fastlab_" + re.sub(r"[^a-z0-9_]", "_", study.lower())[:50]
@@ -152,7 +158,9 @@ class PostgresDatabase(Database):
             self.db = None
         db = self.psycopg.connect(self.url, autocommit=True, connect_timeout=10)  # may fail: server down
         if not self.readonly:
-            db.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+            with db.transaction():
+                db.execute(SETUP_LOCK, (self.schema,))
+                db.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
         db.execute(f'SET search_path TO "{self.schema}"')
         self.db = db
         self.depth = 0

@@ -42,6 +42,7 @@ from fastlab.sweep.backends import (
     ADDED_COLUMNS,
     SCHEMA_POSTGRES,
     SCHEMA_SQLITE,
+    SETUP_LOCK,
     Database,
     PostgresDatabase,
     SqliteDatabase,
@@ -172,16 +173,22 @@ class TrialStore:
             self._select = ", ".join(c if c in have else f"NULL AS {c}" for c in _COLUMNS.split(", "))
             return
         db = self._db
-        if db.kind == "sqlite":
+        if db.kind == "sqlite":  # the file's write lock makes each statement atomic
             db.db.executescript(SCHEMA_SQLITE)
-        else:
+            self._add_columns()
+            return
+        with db.transaction():  # one driver at a time (SETUP_LOCK): IF NOT EXISTS is not atomic there
+            db.execute(SETUP_LOCK.replace("%s", "?"), (db.schema,))
             for statement in SCHEMA_POSTGRES:
                 db.execute(statement)
             db.execute("INSERT INTO sweep (key, value) VALUES ('lock', '0') ON CONFLICT (key) DO NOTHING")
+            self._add_columns()
+
+    def _add_columns(self) -> None:
         have = self._have_columns()
         for name, kind in ADDED_COLUMNS:
             if name not in have:  # a store from before many drivers: same rows, new columns
-                db.execute(f"ALTER TABLE trials ADD COLUMN {name} {kind}")
+                self._db.execute(f"ALTER TABLE trials ADD COLUMN {name} {kind}")
 
     def _have_columns(self) -> set[str]:
         """The columns the ``trials`` table has."""
