@@ -107,10 +107,9 @@ class SweepSettings:
         if self.storage is not None and not str(self.storage).startswith(("postgresql://", "postgres://")):
             raise SweepError(f"hydra.sweeper.storage={self.storage!r} is not a storage: use null (the sweep "
                              "dir's trials.db) or a postgresql://user@host/db URL")
-        for name in ("min_epochs", "pruner_startup"):
-            if getattr(self, name) < (1 if name == "min_epochs" else 0):
-                raise SweepError(f"hydra.sweeper.{name}={getattr(self, name)} must be at least "
-                                 f"{1 if name == 'min_epochs' else 0}")
+        for name, least in (("min_epochs", 1), ("pruner_startup", 0)):
+            if getattr(self, name) < least:
+                raise SweepError(f"hydra.sweeper.{name}={getattr(self, name)} must be at least {least}")
         if self.reduction_factor < 2:
             raise SweepError(f"hydra.sweeper.reduction_factor={self.reduction_factor} must be at least 2")
         for name in ("heartbeat_s", "storage_timeout_s"):

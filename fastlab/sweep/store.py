@@ -27,6 +27,7 @@ fingerprint), ``config`` (the app's composed config, YAML), ``direction`` (maxim
 for pruning.
 """
 
+import hashlib
 import json
 import math
 import os
@@ -54,8 +55,6 @@ STORAGE_FILE = "storage.json"  # in a sweep dir whose study lives in PostgreSQL:
 _COLUMNS = ("number, status, params, value, metrics, job_dir, started_at, finished_at, error, driver, "
             "heartbeat_at")
 T = TypeVar("T")
-
-
 
 
 class StoreError(SweepError):
@@ -116,7 +115,6 @@ class SweepRecord:
 def now() -> str:
     """A UTC timestamp, ISO 8601 to the second."""
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
 
 
 def _first_line(error: BaseException) -> str:
@@ -453,8 +451,6 @@ def open_store(storage: str | None, sweep_dir: str | os.PathLike, study: str | N
 def study_name(sweep_dir: str | os.PathLike) -> str:
     """A PostgreSQL study's default name: the sweep dir's name and a hash of its absolute path
     (drivers started with the same command, in the same place, share it)."""
-    import hashlib
-
     path = Path(sweep_dir).resolve()
     return f"{path.name}_{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
 
