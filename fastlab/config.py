@@ -71,6 +71,8 @@ class DataConfig:
     name: str = MISSING
     path: str | None = None  # the data's folder; required by every source but the built-in ones
     bs: int = 64
+    # the validation batch (null: twice bs, or more for small items: fastlab.data.base.valid_batch_size)
+    valid_bs: int | None = None
     size: int = 32  # images are resized to (size, size)
     valid_pct: float = 0.2  # used when the source has no explicit validation set
     seed: int = 42  # seeds the validation split, and nothing else
@@ -94,6 +96,8 @@ class DataConfig:
     def __post_init__(self) -> None:
         check_choice("data.cache", self.cache, ("auto", "memory", "disk", "none"))
         check(self.bs > 0, f"data.bs must be a positive integer, got {self.bs}: set e.g. data.bs=64")
+        check(self.valid_bs is None or (isinstance(self.valid_bs, int) and self.valid_bs > 0),
+              f"data.valid_bs must be null or a positive integer, got {self.valid_bs}: e.g. data.valid_bs=256")
         check(self.size > 0, f"data.size must be a positive integer, got {self.size}: set e.g. data.size=32")
         check(0.0 < self.valid_pct < 1.0,
               f"data.valid_pct must lie in (0, 1), got {self.valid_pct}: set e.g. data.valid_pct=0.2")

@@ -74,6 +74,7 @@ def test_hydra_refuses_bad_keys_types_and_options(override, error, fragment):
     [
         ("data.bs=0", "data.bs must be a positive integer"),
         ("data.bs=-3", "data.bs must be a positive integer"),
+        ("data.valid_bs=0", "data.valid_bs must be null or a positive integer"),
         ("data.size=0", "data.size"),
         ("data.valid_pct=1.5", "data.valid_pct"),
         ("schedule.lr_max=-0.1", "schedule.lr_max must be a positive finite number"),

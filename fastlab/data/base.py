@@ -73,3 +73,23 @@ class Bunch(LearnerData, Protocol):
     def to(self, device: torch.device | str) -> Bunch: ...
 
     def meta(self) -> dict[str, Any]: ...
+
+
+# A validation batch holds at least this many input numbers (1 MiB of float32). No gradients or
+# activations are kept for a backward pass, so small items validate in a few big batches: a
+# study's 846 digits at 16 px took 86 ms in batches of 16 and 26 ms in one (1 thread).
+VALID_BATCH_NUMBERS = 2**18
+
+
+def valid_batch_size(bs: int, item_numel: int | None, n_valid: int, valid_bs: int | None = None) -> int:
+    """The validation loader's batch size: ``valid_bs`` when given (``data.valid_bs``); else twice
+    the training batch (fastai's) or, for small items (``item_numel`` numbers each; None for
+    items of varying size, such as texts), as many as make ``VALID_BATCH_NUMBERS``, at most the
+    whole validation set (``n_valid`` items). Validation metrics do not depend on it."""
+    if valid_bs is not None:
+        return valid_bs
+    size = 2 * bs
+    if item_numel:
+        size = max(size, min(n_valid, VALID_BATCH_NUMBERS // item_numel))
+    return max(1, size)
+

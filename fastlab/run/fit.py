@@ -130,8 +130,10 @@ def report(metrics: RunMetrics, prep, stages, found, learn, start: float) -> Non
                                    f"lower schedule.lr_max (the head's peak rate was {stages[-1].lrs[-1]:g})")
     else:
         xb, _ = next(iter(prep.data.valid))
-        # Dead filters are a convnet's symptom: measured on image batches only.
-        dead = dead_filter_fraction(prep.model, xb) if isinstance(xb, torch.Tensor) and xb.ndim == 4 else None
+        # Dead filters are a convnet's symptom: measured on image batches only, of fastai's
+        # validation batch size (2 x bs), however large data.valid_bs makes the first batch.
+        dead = (dead_filter_fraction(prep.model, xb[: 2 * prep.run.data.bs]) if isinstance(xb, torch.Tensor)
+                and xb.ndim == 4 else None)
         metrics.diagnostics += diagnose(history, metrics.objective_name, metrics.direction, dead)
     pruned = pruned_by(learn)
     metrics.status = "diverged" if learn.diverged else "pruned" if pruned is not None else "completed"

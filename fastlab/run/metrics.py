@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from fastlab.errors import OutputError
+from fastlab.run import reuse
 from fastlab.rundir import git_info, versions, write_json
 
 log = logging.getLogger("fastlab")
@@ -116,7 +117,8 @@ def write_metrics(metrics: RunMetrics, run_dir: Path, start: float) -> None:
     code's git commit."""
     if not metrics.seconds.get("total"):
         metrics.seconds = {"total": time.perf_counter() - start, "train": metrics.seconds.get("train", 0.0)}
-    metrics.versions, metrics.git = versions(), git_info()
+    # a sweep worker asks git (a subprocess) and the package metadata once, not every trial
+    metrics.versions, metrics.git = reuse.kept("code", "versions and git", lambda: (versions(), git_info()))
     try:
         write_json(run_dir / METRICS, json_safe(metrics.to_dict()))
     except OutputError as e:  # no room even for metrics.json: the error in flight says more

@@ -1,4 +1,5 @@
-"""What a sweep worker keeps between its trials: decoded data and read checkpoints.
+"""What a sweep worker keeps between its trials: decoded data, read checkpoints, and the code's
+versions and git commit (for ``metrics.json``).
 
 A worker process of a sweep (a joblib worker runs many trials, one after another) sees the same
 ``data.*`` and the same pretrained file trial after trial. Within ``using(True)`` (set by

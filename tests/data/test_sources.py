@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from fastlab.data import DataBunch, seeded_split
-from fastlab.data.images.sources import CsvData, DigitsData, FolderData, NameReData
+from fastlab.data.images.sources import CsvData, DigitsData, FolderData, NameReData, digits_arrays
 from fastlab.errors import DataError
 
 
@@ -24,6 +24,14 @@ def test_digits_bunch():
     assert abs(all_x.mean().item()) < 0.05 and abs(all_x.std().item() - 1) < 0.05
     assert len(data.train) == len(data.train_items) // 32  # ragged last batch dropped
     assert sum(len(y) for _, y in data.valid) == len(data.valid_items)
+
+
+def test_digits_read_without_sklearn_are_sklearns():
+    from sklearn.datasets import load_digits
+
+    images, target = digits_arrays()
+    bunch = load_digits()
+    assert images.shape == (1797, 8, 8) and (images == bunch.images).all() and (target == bunch.target).all()
 
 
 def test_split_depends_on_data_seed_only():

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from fastlab.config import AugConfig, DataConfig
+from fastlab.data.base import valid_batch_size
 from fastlab.data.images.lazy import LazyImages
 from fastlab.data.images.loader import TensorLoader
 from fastlab.data.images.presize import build_source
@@ -125,15 +126,16 @@ class DataBunch(ImageLoaders):
     """
 
     def __init__(self, source: Source, bs: int, targets: str = "category", seed: int = 0,
-                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None):
+                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                 valid_bs: int | None = None):
         self.train_items, self.valid_items = source.train_items, source.valid_items
         self.points, self.y_range = source.points, None
         y_train, y_valid = self._encode(source, targets)
-        self._set_loaders(source.train_x, y_train, source.valid_x, y_valid, bs, seed, mean, std)
+        self._set_loaders(source.train_x, y_train, source.valid_x, y_valid, bs, seed, mean, std, valid_bs)
 
     def _set_loaders(self, x_train: torch.Tensor, y_train: torch.Tensor, x_valid: torch.Tensor,
                      y_valid: torch.Tensor, bs: int, seed: int, mean: Sequence[float] | None,
-                     std: Sequence[float] | None) -> None:
+                     std: Sequence[float] | None, valid_bs: int | None = None) -> None:
         # Statistics of the training images unless given; float inputs are left as they are.
         self.n_channels = x_train.shape[1]
         # The side the model sees: the validation images' (presized training images are larger).
@@ -143,7 +145,8 @@ class DataBunch(ImageLoaders):
             mean, std = channel_stats(x_train)
         self.train = loader_for(x_train, y_train, bs, shuffle=True, drop_last=True,
                                 generator=torch.Generator().manual_seed(seed))
-        self.valid = loader_for(x_valid, y_valid, bs * 2)
+        self.valid = loader_for(x_valid, y_valid, valid_batch_size(bs, math.prod(x_valid.shape[1:]), len(x_valid),
+                                                                   valid_bs))
         self.device = torch.device("cpu")
         self.mean = self.std = None
         if mean is not None:
@@ -203,7 +206,7 @@ class DataBunch(ImageLoaders):
     def from_tensors(cls, x_train: torch.Tensor, y_train: torch.Tensor, x_valid: torch.Tensor,
                      y_valid: torch.Tensor, bs: int = 64, classes: Sequence[str] | None = None,
                      mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                     seed: int = 0) -> DataBunch:
+                     seed: int = 0, valid_bs: int | None = None) -> DataBunch:
         """From tensors in memory (fastai's ``TensorDataLoaders``); they are used, never changed.
 
         Parameters
@@ -216,7 +219,10 @@ class DataBunch(ImageLoaders):
             Integer class indices ``(N,)`` (classification) or float targets ``(N,)`` / ``(N, k)``
             (regression).
         bs : int
-            Training batch size (validation batches are twice as large).
+            Training batch size.
+        valid_bs : int, optional
+            Validation batch size; by default ``fastlab.data.base.valid_batch_size``'s (twice
+            ``bs``, or more for small items).
         classes : list of str, optional
             Class names, indexed by the targets; ``"0" .. "c-1"`` when not given.
         mean, std : list of float, optional
@@ -230,7 +236,7 @@ class DataBunch(ImageLoaders):
         bunch.train_items = [f"train/{i}" for i in range(len(x_train))]
         bunch.valid_items = [f"valid/{i}" for i in range(len(x_valid))]
         bunch.points, bunch.y_range, bunch.classes, bunch.c = False, None, names, c
-        bunch._set_loaders(x_train, y_train, x_valid, y_valid, bs, seed, mean, std)
+        bunch._set_loaders(x_train, y_train, x_valid, y_valid, bs, seed, mean, std, valid_bs)
         return bunch
 
     @staticmethod
@@ -244,7 +250,7 @@ class DataBunch(ImageLoaders):
 
     @classmethod
     def from_config(cls, cfg: DataConfig, targets: str = "category", seed: int = 0) -> DataBunch:
-        return cls(build_source(cfg), cfg.bs, targets, seed, cfg.mean, cfg.std)
+        return cls(build_source(cfg), cfg.bs, targets, seed, cfg.mean, cfg.std, cfg.valid_bs)
 
     @classmethod
     def from_df(cls, df, path: str | Path, fn_col: str = "fname", label_col: str = "label",

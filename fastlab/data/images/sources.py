@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import importlib.util
 import io
 import math
 import re
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -79,18 +81,35 @@ class DigitsData(DataConfig):
     train_per_class: int | None = None  # few-shot: this many training images per class, the rest validate
 
 
+def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits: ``images (1797, 8, 8)`` float64 in 0..16 and ``target (1797,)``.
+
+    Read from the CSV that scikit-learn ships, as its ``load_digits`` reads it, without importing
+    scikit-learn: that import alone took a second of every run's (and every sweep worker's)
+    start-up. Where the file is not found (another layout), ``load_digits`` itself."""
+    spec = importlib.util.find_spec("sklearn")
+    roots = list(spec.submodule_search_locations or []) if spec else []
+    for root in roots:
+        path = Path(root) / "datasets" / "data" / "digits.csv.gz"
+        if path.is_file():
+            data = np.loadtxt(path, delimiter=",")  # (1797, 65): 64 pixels, then the digit
+            return data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(int)
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    return bunch.images, bunch.target
+
+
 @register("data", "digits", DigitsData)
 def digits(cfg: DigitsData) -> Source:
     """scikit-learn's 8x8 digits (values 0..16), scaled to uint8 and resized to ``size``;
     optionally only some ``classes`` and a few-shot ``train_per_class`` split."""
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    x = torch.from_numpy(bunch.images).float().unsqueeze(1) * (255.0 / 16.0)  # (1797, 1, 8, 8)
+    images, target = digits_arrays()
+    x = torch.from_numpy(images).float().unsqueeze(1) * (255.0 / 16.0)  # (1797, 1, 8, 8)
     if cfg.size != 8:
         x = F.interpolate(x, size=(cfg.size, cfg.size), mode="bilinear", align_corners=False)
     x = x.round().clamp(0, 255).to(torch.uint8)
-    labels = [int(t) for t in bunch.target]
+    labels = [int(t) for t in target]
     keep = list(range(len(labels)))
     if cfg.classes is not None:
         unknown = sorted(set(cfg.classes) - set(range(10)))

@@ -7,12 +7,14 @@ the void code's index itself is kept in ``meta()`` for reading predictions.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 from fastlab.config import AugConfig, DataConfig
+from fastlab.data.base import valid_batch_size
 from fastlab.data.images.bunch import ImageLoaders, TensorLoader, channel_stats
 from fastlab.data.images.presize import build_source
 from fastlab.data.masks.sources import MaskSource
@@ -38,7 +40,8 @@ class MaskBunch(ImageLoaders):
     """
 
     def __init__(self, source: MaskSource, bs: int, seed: int = 0,
-                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None):
+                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                 valid_bs: int | None = None):
         self.train_items, self.valid_items = source.train_items, source.valid_items
         # The side the model sees: the validation images' (presized training images are larger).
         self.n_channels, self.size = source.train_x.shape[1], source.valid_x.shape[-1]
@@ -49,7 +52,8 @@ class MaskBunch(ImageLoaders):
         m, s = torch.tensor([float(v) for v in mean]), torch.tensor([float(v) for v in std])
         self.train = TensorLoader(source.train_x, y_train, bs, m, s, shuffle=True, drop_last=True,
                                   generator=torch.Generator().manual_seed(seed))
-        self.valid = TensorLoader(source.valid_x, y_valid, bs * 2, m, s)
+        n_valid, item = len(source.valid_x), math.prod(source.valid_x.shape[1:])
+        self.valid = TensorLoader(source.valid_x, y_valid, valid_batch_size(bs, item, n_valid, valid_bs), m, s)
         self.device = torch.device("cpu")
         self.set_stats(mean, std)
 
@@ -78,4 +82,4 @@ class MaskBunch(ImageLoaders):
 
     @classmethod
     def from_config(cls, cfg: DataConfig, seed: int = 0) -> MaskBunch:
-        return cls(build_source(cfg), cfg.bs, seed, cfg.mean, cfg.std)
+        return cls(build_source(cfg), cfg.bs, seed, cfg.mean, cfg.std, cfg.valid_bs)

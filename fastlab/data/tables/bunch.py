@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from fastlab import registry
+from fastlab.data.base import valid_batch_size
 from fastlab.data.tables.procs import TabularProcs, category_text, fit_normalize, value_key
 from fastlab.data.tables.sources import (
     Table,
@@ -111,7 +112,9 @@ class TableBunch:
         gen = torch.Generator().manual_seed(seed)
         self.train = TableLoader(*self.procs.transform(*rows(train)), y[train], cfg.bs, shuffle=True,
                                  drop_last=True, generator=gen)
-        self.valid = TableLoader(*self.procs.transform(*rows(valid)), y[valid], cfg.bs * 2)
+        x_cat, x_cont = self.procs.transform(*rows(valid))
+        item = x_cat.shape[1] + x_cont.shape[1]  # numbers per row
+        self.valid = TableLoader(x_cat, x_cont, y[valid], valid_batch_size(cfg.bs, item, len(valid), cfg.valid_bs))
 
     def _encode_target(self, table: Table, y_name: str, train: list[int], target: str) -> torch.Tensor:
         raw = table.columns[y_name]

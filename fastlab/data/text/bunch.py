@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from fastlab import registry
+from fastlab.data.base import valid_batch_size
 from fastlab.data.images.bunch import _label_key
 from fastlab.data.text.sources import TextData, TextSource
 from fastlab.data.text.tokens import PAD_ID, make_vocab, numericalize, tokenize
@@ -177,5 +178,6 @@ def text_bunch(cfg: TextData, language_model: bool, seed: int, pretrained_meta: 
     y_train = torch.tensor([index[v] for v in src.train_labels], dtype=torch.long)
     y_valid = torch.tensor([index[src.valid_labels[i]] for i in by_len], dtype=torch.long)
     train = ClassifierLoader(train_ids, y_train, cfg.bs, shuffle=True, generator=gen)
-    valid = ClassifierLoader(valid_ids, y_valid, cfg.bs * 2)
+    # texts vary in length: twice bs, as fastai (unless data.valid_bs)
+    valid = ClassifierLoader(valid_ids, y_valid, valid_batch_size(cfg.bs, None, len(valid_ids), cfg.valid_bs))
     return TextBunch(train, valid, vocab, classes, train_items, valid_items, cfg)
