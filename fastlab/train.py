@@ -30,7 +30,7 @@ from fastlab.guards import deadline
 from fastlab.run import reuse
 from fastlab.run.fit import fit_retrying
 from fastlab.run.plan import resumed_config
-from fastlab.run.trial import in_fastlab_sweep, trial_profile
+from fastlab.run.trial import exit_without_final_collection, in_fastlab_sweep, trial_profile
 from fastlab.rundir import clean_stale_temps
 
 log = logging.getLogger("fastlab")
@@ -62,6 +62,8 @@ def train(cfg: DictConfig | RunConfig, run_dir: str | Path | None = None, cbs: S
     run = cfg if isinstance(cfg, RunConfig) else to_run_config(cfg)
     trial = in_fastlab_sweep()  # a trial does only what the sweep needs (fastlab.run.trial)
     run = trial_profile(run, trial)
+    if trial:
+        exit_without_final_collection()
     ctx = setup(run.trainer.strategy, run.trainer.device)
     state, run_dir = find_resume(run.trainer.resume, run_dir)
     if state is not None:

@@ -20,6 +20,7 @@ sweep again resumes, and running it twice at once shares it:
 
 import logging
 import math
+import os
 import secrets
 import threading
 import time
@@ -215,7 +216,7 @@ def _run_async(sweep: _Sweep, launch: Launch, concurrency: int) -> None:
 def _wait_for_others(sweep: _Sweep) -> bool:
     """With nothing to claim: whether other drivers still run trials of the study (then wait a
     little: one may die and leave its trial to run again). False when every trial has finished."""
-    trials = sweep.store.trials()
+    trials = sweep.store.trials(metrics=False)
     others = [t for t in trials if t.status == "running"]
     if not others:
         return False
@@ -245,17 +246,21 @@ def _claim(sweep: _Sweep, count: int) -> list[tuple[int, dict[str, Any], int]]:
 
 def _claim_in_transaction(sweep: _Sweep, count: int) -> list[tuple[int, dict[str, Any], int]]:
     store, settings = sweep.store, sweep.settings
-    trials = store.trials()
+    trials = store.trials(metrics=False)
     rerun: list[Trial] = []
+    recovered = False
     for t in trials:
         if t.status != "running" or sweep.lease.alive(t.driver, t.heartbeat_at, settings.heartbeat_s):
             continue
-        if not _recover_finished(store, sweep.sweep_dir, t):
+        if _recover_finished(store, sweep.sweep_dir, t):
+            recovered = True
+        else:
             rerun.append(t)
     if settings.retry_failed:
         rerun += [t for t in trials if t.status == "failed" and t.number not in sweep.retried
                   and (t.finished_at or "") <= sweep.started]
-    trials = store.trials()
+    if recovered:
+        trials = store.trials(metrics=False)
     finished = [t for t in trials if t.status in FINISHED and t.number not in {r.number for r in rerun}]
     failed = [t for t in finished if t.status == "failed"]
     allowed_failures = math.floor(settings.max_failure_rate * sweep.n_total)
@@ -442,7 +447,8 @@ def _log_resume(trials: Sequence[Trial], n_total: int) -> None:
 
 
 def _highest_job_dir(sweep_dir: Path) -> int:
-    numbers = [int(p.name) for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()]
+    with os.scandir(sweep_dir) as entries:  # no stat per entry: it runs at every claim
+        numbers = [int(e.name) for e in entries if e.name.isdigit() and e.is_dir()]
     return max(numbers, default=-1)
 
 

@@ -15,6 +15,7 @@ from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from fastlab.run.trial import exit_without_final_collection
 from fastlab.sweep import shipping
 from fastlab.sweep.direction import resolve_direction
 from fastlab.sweep.driver import Outcome, run_sweep
@@ -57,6 +58,7 @@ def run_hydra_sweep(
                              "not start; run the same command again to resume (completed trials are kept)") from None
         return [outcome_of(r) for r in returns]
 
+    exit_without_final_collection()  # the driver's exit, as its workers' (fastlab.run.trial)
     # MLflow's parent run and TensorBoard's HParams, when the trials log there (fastlab.tracking)
     tracking = open_sweep(config, str(config.hydra.sweep.dir), space, options)
     ok = False

@@ -40,7 +40,7 @@ class TrialLink:
     def finished_count(self) -> int:
         """Trials of the study that are completed or pruned."""
         with self._store() as store:
-            return sum(t.status in ("completed", "pruned") for t in store.trials())
+            return sum(t.status in ("completed", "pruned") for t in store.trials(metrics=False))
 
 
 def trial_link() -> TrialLink | None:

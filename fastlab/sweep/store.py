@@ -339,8 +339,12 @@ class TrialStore:
 
     # -- trials --------------------------------------------------------------------------------
 
-    def trials(self) -> list[Trial]:
-        rows = self._read(f"SELECT {self._select} FROM trials ORDER BY number")
+    def trials(self, metrics: bool = True) -> list[Trial]:
+        """Every trial, by number; without ``metrics`` (each trial's ``metrics.json``, the bulk of
+        a row) when the caller needs only statuses, values and params: the driver reads the
+        trials at every claim, and parsing them all made its turn-around grow with the sweep."""
+        select = self._select if metrics else self._select.replace("metrics", "NULL AS metrics", 1)
+        rows = self._read(f"SELECT {select} FROM trials ORDER BY number")
         return [
             Trial(number=r[0], status=r[1], params=json.loads(r[2]), value=r[3],
                   metrics=None if r[4] is None else json.loads(r[4]), job_dir=r[5], started_at=r[6],

@@ -5,6 +5,7 @@ the forest) the finished trials. Trial ``k`` of a grid is grid point ``k``, of a
 point ``k``, so a resumed grid or random sweep proposes exactly what an uninterrupted one would.
 """
 
+import functools
 import itertools
 import math
 from collections.abc import Sequence
@@ -53,9 +54,16 @@ def sobol_units(n_dims: int, count: int, seed: int) -> np.ndarray:
     """
     if n_dims == 0:
         return np.zeros((count, 0))
-    m = max(0, math.ceil(math.log2(max(count, 1))))
+    return _sobol_block(n_dims, max(0, math.ceil(math.log2(max(count, 1)))), seed)[:count]
+
+
+@functools.lru_cache(maxsize=8)
+def _sobol_block(n_dims: int, m: int, seed: int) -> np.ndarray:
+    """The first 2**m points, read-only: the driver asks for them at every claim."""
     sampler = qmc.Sobol(d=n_dims, scramble=True, rng=np.random.default_rng(seed))
-    return sampler.random_base2(m)[:count]
+    block = sampler.random_base2(m)
+    block.flags.writeable = False
+    return block
 
 
 def random_params(space: SearchSpace, numbers: Sequence[int], seed: int) -> list[dict[str, Any]]:
