@@ -7,7 +7,10 @@ one thread per worker) into a temporary dir and reports:
 - worker-seconds per trial: wall time x workers / trials, what a trial costs a worker;
 - the mean training seconds per trial, ``metrics.json["seconds"]["train"]`` (the epochs' training
   loops alone), read from ``trials.db``;
-- their ratio (target <= 3, aim <= 1.5): 1 would mean a trial costs nothing but its training.
+- their ratio (target <= 3, aim <= 1.5): 1 would mean a trial costs nothing but its training;
+- where the rest goes: fastlab-train's own set-up, validation and outputs
+  (``seconds.total - seconds.train``), and what is left (Hydra's per-job set-up, the launcher,
+  the sweep's start-up and exit, spread over its trials).
 
 The glyph source model (``outputs/models/glyphs16.pt``) is made first when missing, as
 ``scripts/study.sh`` does; its time is not counted.
@@ -44,13 +47,14 @@ def ensure_source_model() -> None:
     subprocess.run([*train_command(), *PRETRAIN], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
 
 
-def train_seconds(sweep_dir: Path) -> list[float]:
-    """``metrics.json["seconds"]["train"]`` of every completed trial, from ``trials.db``."""
+def trial_seconds(sweep_dir: Path) -> list[tuple[float, float]]:
+    """``metrics.json["seconds"]`` (``total``, ``train``) of every completed trial, from
+    ``trials.db``: ``total`` is fastlab-train's whole job, ``train`` its training loops."""
     from fastlab.sweep.store import TrialStore
 
     with TrialStore(sweep_dir / "trials.db") as store:
         trials = store.trials()
-    return [t.metrics["seconds"]["train"] for t in trials
+    return [(t.metrics["seconds"]["total"], t.metrics["seconds"]["train"]) for t in trials
             if t.status == "completed" and t.metrics and t.metrics.get("seconds")]
 
 
@@ -67,11 +71,12 @@ def bench(trials: int, workers: int, overrides: list[str]) -> dict[str, float]:
         if done.returncode != 0:
             sys.stderr.write(done.stdout[-2000:] + done.stderr[-2000:])
             raise SystemExit(f"bench: the sweep failed: {' '.join(cmd)}")
-        seconds = train_seconds(sweep_dir)
+        seconds = trial_seconds(sweep_dir)
     per_trial = wall * workers / trials
-    train = statistics.fmean(seconds)
+    total = statistics.fmean(s[0] for s in seconds)
+    train = statistics.fmean(s[1] for s in seconds)
     return {"wall": wall, "per_trial": per_trial, "train": train, "ratio": per_trial / train,
-            "completed": len(seconds)}
+            "in_train": total - train, "outside": per_trial - total, "completed": len(seconds)}
 
 
 def main() -> None:
@@ -86,6 +91,8 @@ def main() -> None:
     print(f"  wall time                  {r['wall']:8.1f} s")
     print(f"  worker-seconds per trial   {r['per_trial']:8.3f} s")
     print(f"  training seconds per trial {r['train']:8.3f} s  (metrics.json seconds.train, mean)")
+    print(f"    fastlab-train besides    {r['in_train']:8.3f} s  (seconds.total - train: set-up, validation, outputs)")
+    print(f"    the rest                 {r['outside']:8.3f} s  (Hydra's job set-up, the launcher, start-up and exit)")
     print(f"  ratio                      {r['ratio']:8.2f}    (target <= 3, aim <= 1.5)")
     print(f"target ratio <= 3: {'met' if r['ratio'] <= 3 else 'NOT met'}")
 

@@ -13,7 +13,7 @@
 # matrix: the study in five cells (vision with 3, 4 and 5 layer groups; 10 and 30 labels per
 # class; the ULMFiT text classifier), each its own sweep, meta report, grid and stability, then
 # one cross-study report in outputs/studies/matrix (report.md, summary.json, pd_overlay.png):
-# about 35-45 minutes on a 2-core CPU. matrix-smoke: the same with 12 trials a cell (minutes).
+# about 20-30 minutes on a 2-core CPU. matrix-smoke: the same with 12 trials a cell (minutes).
 # Everything resumes: run it again and finished trials, grids and reports are kept.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -92,7 +92,7 @@ fi
 # The matrix. Each cell: NAME|LABEL|TASK|GROUPS|LABELS PER CLASS|fastlab-train overrides.
 echo "study: the matrix: 5 cells of $trials trials ($text_trials for text), each with its meta" \
      "report, confirmation grid and stability, then one cross-study report in $root."
-[ "$budget" = matrix ] && echo "study: this takes about 35-45 minutes on a 2-core CPU" \
+[ "$budget" = matrix ] && echo "study: this takes about 20-30 minutes on a 2-core CPU" \
   "(longer on a busy one); it resumes where it stopped when run again."
 CELLS=(
   "g3_l10|vision, 3 groups, 10 labels|vision|3|10|+study=lr_ratio"

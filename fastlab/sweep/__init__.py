@@ -11,5 +11,9 @@ so the plugin imports these modules only when a sweep actually runs. The modules
 - ``store``: ``trials.db`` (SQLite, WAL), the sweep's memory for resume; its one reader and writer
 - ``export``: ``trials.csv``, ``best.yaml`` and the best-trials table
 - ``driver``: the loop (propose, launch, record) independent of Hydra
+- ``backends``, ``lease``, ``link``, ``pruners``: SQLite or PostgreSQL, live drivers, a job's
+  reports, the pruning decisions
+- ``compose``: the config loader that composes a sweep's shared part once per process
+- ``shipping``: what a launcher ships to every job, pickled once per sweep
 - ``hydra_glue``: adapts Hydra's launcher and job returns to the driver
 """
