@@ -60,3 +60,11 @@ def test_a_claim_reads_the_trials_without_their_metrics(tmp_path):
     assert [t.metrics for t in light] == [None, None]
     assert [(t.number, t.status, t.value, t.params) for t in light] == [
         (t.number, t.status, t.value, t.params) for t in full]
+
+
+def test_what_plain_pickle_cannot_ship_goes_by_the_launchers_own_pickler():
+    import cloudpickle  # what joblib (loky) and ray pickle with
+
+    shipped = ShippedInstances({int: lambda: 42})  # e.g. a user's resolver in a singleton
+    assert shipped.blob is None
+    assert cloudpickle.loads(cloudpickle.dumps(shipped))[int]() == 42
