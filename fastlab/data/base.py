@@ -92,4 +92,3 @@ def valid_batch_size(bs: int, item_numel: int | None, n_valid: int, valid_bs: in
     if item_numel:
         size = max(size, min(n_valid, VALID_BATCH_NUMBERS // item_numel))
     return max(1, size)
-

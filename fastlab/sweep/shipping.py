@@ -2,9 +2,9 @@
 job process.
 
 Hydra's launchers that run jobs in other processes (joblib, submitit, ray) pickle each job's
-arguments: Hydra's singletons and the config loader among them, about 140 KB that cost the driver
-~20 ms to pickle and each job ~25 ms to unpickle, several times a study trial's training, and the
-same for every job of a sweep. So their ``__reduce__`` hands the launcher's pickler bytes made once
+arguments: Hydra's singletons and the config loader among them, about 140 KB and 28 ms per job
+between the driver's pickling and the job's unpickling (a study trial trains for about 100 ms),
+the same for every job of a sweep. So their ``__reduce__`` hands the launcher's pickler bytes made once
 (``blob``) with a token, and in a job process ``received`` restores them on their first arrival
 and gives the same object to that process's later jobs of the sweep. A job process runs its jobs
 one after another, and sharing these objects between them is what Hydra's in-process launcher

@@ -343,7 +343,8 @@ class TrialStore:
         """Every trial, by number; without ``metrics`` (each trial's ``metrics.json``, the bulk of
         a row) when the caller needs only statuses, values and params: the driver reads the
         trials at every claim, and parsing them all made its turn-around grow with the sweep."""
-        select = self._select if metrics else self._select.replace("metrics", "NULL AS metrics", 1)
+        select = self._select if metrics else ", ".join(
+            "NULL AS metrics" if c == "metrics" else c for c in self._select.split(", "))
         rows = self._read(f"SELECT {select} FROM trials ORDER BY number")
         return [
             Trial(number=r[0], status=r[1], params=json.loads(r[2]), value=r[3],
