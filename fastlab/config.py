@@ -10,7 +10,7 @@ YAML under ``conf/`` holds values; these dataclasses hold shape. Each option's Y
 ``defaults: [/<group>_<option>_schema@_here_, _self_]`` (the schemas are stored at the root of
 Hydra's ConfigStore, so ``--help`` lists each option once) and then only what differs from the
 schema's defaults. :func:`to_run_config` converts the composed ``DictConfig`` into plain
-dataclasses at the edge; nothing past ``fastlab.train`` sees an OmegaConf object.
+dataclasses at the edge; nothing past ``fastlab.run.train`` sees an OmegaConf object.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 from hydra.core.config_store import ConfigStore
@@ -66,7 +67,7 @@ class DataConfig:
 
     kind: ClassVar[str] = "images"
     # whether data.cache=disk|none can keep the source's images out of memory (file-based image
-    # sources); the others always hold theirs
+    # sources, whose builders take the run's fastlab.data.place.Storage); the others always hold theirs
     streams: ClassVar[bool] = False
     name: str = MISSING
     path: str | None = None  # the data's folder; required by every source but the built-in ones
@@ -154,18 +155,22 @@ def _check_lr_max(lr: Any, ratio: float) -> None:
 
 
 @dataclass
-class ScheduleConfig:
-    """How to train; ``name`` picks the stage plan registered in ``fastlab.schedules``."""
+class BaseSchedule:
+    """What every schedule has; ``name`` picks the stage plan registered in ``fastlab.schedules``.
+
+    An option's schema extends it with the keys its rates come from, and no others, so a key the
+    schedule would ignore is refused while composing: :class:`ScheduleConfig` (``lr_max``,
+    ``lr_ratio``) or a schema of its own (``fastlab.schedules.CourseSchedule``). Each says
+    ``head_lr`` (the first stage's head rate as configured) and ``lr_ratio`` (the ratio between
+    neighbouring layer groups' rates that the Learner and the planner spread a single rate by).
+    """
 
     name: str = MISSING
     epochs: int = 10
-    # The head's peak rate: a float; a slice [lo, hi] spread geometrically over the layer groups
-    # ([null, hi]: hi/10 for all groups but the head); or "find" to run the LR finder first.
-    lr_max: Any = 3e-3
-    lr_ratio: float = 1.0  # lr of group g-1 = lr of group g / lr_ratio; 1 = no discrimination
-    freeze_epochs: int = 1  # fine_tune: epochs with the body frozen; gradual: epochs per stage
+    # fine_tune: epochs with the body frozen; gradual: epochs per stage; course: the frozen stage's
+    freeze_epochs: int = 1
     train_bn: bool = True  # norm layers of frozen groups keep training (fast.ai's default)
-    suggestion: str = "valley"  # which LR finder suggestion lr_max=find uses
+    suggestion: str = "valley"  # which LR finder suggestion a head rate of "find" uses
     pct_start: float = 0.25
     div: float = 25.0
     div_final: float = 1e5
@@ -183,9 +188,6 @@ class ScheduleConfig:
 
     def __post_init__(self) -> None:
         check(self.epochs > 0, f"schedule.epochs must be a positive integer, got {self.epochs}")
-        check(math.isfinite(self.lr_ratio) and self.lr_ratio >= 1,
-              f"schedule.lr_ratio must be a finite number >= 1, got {self.lr_ratio}: 1 means no discrimination")
-        _check_lr_max(self.lr_max, self.lr_ratio)
         check(self.freeze_epochs >= 0, f"schedule.freeze_epochs must be >= 0, got {self.freeze_epochs}")
         check_choice("schedule.suggestion", self.suggestion, ("valley", "steep", "minimum", "slide"))
         check(0.0 <= self.pct_start < 1.0, f"schedule.pct_start must lie in [0, 1), got {self.pct_start}")
@@ -204,6 +206,27 @@ class ScheduleConfig:
     @property
     def head_lr(self) -> Any:
         """The first stage's head rate as configured: a number, a slice or ``"find"``."""
+        raise NotImplementedError(f"{type(self).__name__} must say where its first stage's head rate comes from")
+
+
+@dataclass
+class ScheduleConfig(BaseSchedule):
+    """A schedule whose rates come from ``lr_max`` (and ``lr_ratio``): one_cycle, constant,
+    fine_tune, gradual."""
+
+    # The head's peak rate: a float; a slice [lo, hi] spread geometrically over the layer groups
+    # ([null, hi]: hi/10 for all groups but the head); or "find" to run the LR finder first.
+    lr_max: Any = 3e-3
+    lr_ratio: float = 1.0  # lr of group g-1 = lr of group g / lr_ratio; 1 = no discrimination
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(math.isfinite(self.lr_ratio) and self.lr_ratio >= 1,
+              f"schedule.lr_ratio must be a finite number >= 1, got {self.lr_ratio}: 1 means no discrimination")
+        _check_lr_max(self.lr_max, self.lr_ratio)
+
+    @property
+    def head_lr(self) -> Any:
         return self.lr_max
 
 
@@ -454,13 +477,13 @@ class TrainConfig:
 
 @dataclass
 class RunConfig:
-    """A composed run as plain dataclasses: what ``fastlab.train.train`` works from. The config
+    """A composed run as plain dataclasses: what ``fastlab.run.train.train`` works from. The config
     exists once: the run dir's ``.hydra/config.yaml``, ``last.pt`` and ``model.pt`` record
     :meth:`to_dict` of this object."""
 
     data: DataConfig
     arch: ArchConfig
-    schedule: ScheduleConfig
+    schedule: BaseSchedule
     task: TaskConfig
     trainer: TrainerConfig
     seed: int
@@ -484,6 +507,12 @@ def schema_name(group: str, option: str) -> str:
     return f"{group}_{option}_schema"
 
 
+def config_dir() -> Path:
+    """``fastlab/conf``: in a source checkout a link to the top-level ``conf/``, in a wheel the
+    configs themselves."""
+    return Path(__file__).resolve().parent / "conf"
+
+
 def register_configs() -> None:
     """Store the primary schema, the trainer's, and one schema per registered option."""
     cs = ConfigStore.instance()
@@ -499,6 +528,8 @@ def build(schema: type, values: dict, where: str) -> Any:
     """``schema(**values)``, building nested dataclass fields from dicts; an unknown key is a
     ``ConfigError`` naming it and the known keys."""
     known = {f.name: f for f in dataclasses.fields(schema)}
+    # keys the schema no longer has that configs saved before (model.pt, last.pt) still hold
+    values = {k: v for k, v in values.items() if k not in getattr(schema, "retired", ())}
     unknown = sorted(set(values) - set(known))
     if unknown:
         raise ConfigError(f"{where} has unknown key(s) {unknown}: the keys are {sorted(known)}")

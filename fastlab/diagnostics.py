@@ -2,7 +2,7 @@
 
 Pure functions. :func:`diagnose` reads the per-epoch history (``history.csv``'s rows) and returns
 plain sentences, each naming the symptom and the fix; :func:`dead_filter_fraction` measures how
-many conv filters a trained model never switches on. ``fastlab.train`` puts the sentences into
+many conv filters a trained model never switches on. ``fastlab.run.train`` puts the sentences into
 ``metrics.json["diagnostics"]``.
 
 Epochs are named as ``history.csv`` and ``metrics.json["best"]`` number them: from 0.

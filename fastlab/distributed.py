@@ -1,6 +1,6 @@
 """Data-parallel training with ``torch.distributed`` (``trainer.strategy=ddp`` under torchrun).
 
-    torchrun --standalone --nproc_per_node=2 -m fastlab.train trainer.strategy=ddp hydra.run.dir=RUN
+    torchrun --standalone --nproc_per_node=2 -m fastlab.cli.train trainer.strategy=ddp hydra.run.dir=RUN
 
 Every rank builds the same model from the same seed and draws the same shuffled order of the
 training set; each global batch of ``data.bs`` items is split across the ranks
@@ -50,7 +50,7 @@ def setup(strategy: str, device_name: str) -> Context:
         return Context()
     if "WORLD_SIZE" not in os.environ or "RANK" not in os.environ:
         raise ConfigError("trainer.strategy=ddp needs torchrun: run `torchrun --standalone --nproc_per_node=N "
-                          "-m fastlab.train trainer.strategy=ddp ...`, or use trainer.strategy=single")
+                          "-m fastlab.cli.train trainer.strategy=ddp ...`, or use trainer.strategy=single")
     ctx = Context(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)))
     if not dist.is_initialized():
         cuda = device_name != "cpu" and torch.cuda.is_available()

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from fastlab.errors import FastlabError, RunTimeout
+from fastlab.rundir import LAST
 
 log = logging.getLogger("fastlab")
 
@@ -36,7 +37,7 @@ def deadline(seconds: float | None, run_dir: Path):
         return
 
     def expire(signum, frame):
-        if (run_dir / "last.pt").exists():
+        if (run_dir / LAST).exists():
             how = f"resume it with trainer.resume={run_dir} (last.pt holds where it got to)"
         else:
             how = "it stopped before its first checkpoint, so start it again"

@@ -1,4 +1,5 @@
-"""``fastlab-interpret RUN_DIR``: look at what a trained model gets wrong (fast.ai's interpretation).
+"""What a trained model gets wrong (fast.ai's interpretation); ``fastlab-interpret RUN_DIR`` runs it
+(``fastlab.cli.interpret``).
 
 The model comes from the run dir's ``model.pt`` (through ``fastlab.inference``); the validation
 set is rebuilt from the training config saved in it by the task's own ``build_data``, given the
@@ -18,7 +19,6 @@ Each task's view (its ``TaskInference.interpret``) writes, atomically, into ``RU
 
 from __future__ import annotations
 
-import argparse
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,17 +29,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from fastlab.cli import run_cli
 from fastlab.config import to_run_config
-from fastlab.data.images import storage
+from fastlab.data.place import Place
 from fastlab.errors import FastlabError
 from fastlab.inference import CHECKPOINT, ModelMeta, build_model, inference_for, read_model_file
-from fastlab.models.zoo import read_checkpoint
 from fastlab.plots import pyplot, save_figure
-from fastlab.rundir import write_json
+from fastlab.rundir import INTERPRET, write_json
 from fastlab.tasks import Task, get_task
 
-OUT_DIR = "interpret"
+OUT_DIR = INTERPRET
 
 
 class InterpretError(FastlabError):
@@ -79,8 +77,8 @@ def load_run(run_dir: str | Path) -> LoadedRun:
     try:
         # The model's own meta stands in for a pretrained one: its normalisation statistics, its
         # vocabulary, whatever the data folder would give today.
-        with storage.using(storage.Storage.of(run)):  # the run's own cache (data.cache=disk) is reused
-            data = task.build_data(run, read_checkpoint(ckpt)["meta"])
+        # the run's own cache (data.cache=disk) is reused
+        data = task.build_data(run, meta.to_dict(), Place.of(run))
     except FastlabError as e:
         raise InterpretError(f"{e} (the validation set is rebuilt from the run's config: run "
                              "fastlab-interpret from the directory training ran in)") from None
@@ -324,16 +322,6 @@ def _image_grid(x: torch.Tensor, titles: list[str], heading: str, path: Path) ->
 # ------------------------------------------------------------------------------------------ CLI
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
-
-
 def interpret_run(run_dir: str | Path, k: int = 9, min_val: int = 1, echo=print) -> dict[str, Path]:
     """Everything ``fastlab-interpret`` writes (the run's task's view); returns ``{name: path}``
     and echoes a summary."""
@@ -342,20 +330,3 @@ def interpret_run(run_dir: str | Path, k: int = 9, min_val: int = 1, echo=print)
     for path in written.values():
         echo(f"wrote {path}")
     return written
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="fastlab-interpret",
-        description="What a trained run gets wrong, in its task's terms (top losses, confusion matrix, worst "
-                    "masks, largest errors, hardest texts), written to RUN_DIR/interpret/.")
-    parser.add_argument("run_dir", metavar="RUN_DIR", help="a run dir written by fastlab-train (with model.pt)")
-    parser.add_argument("--k", type=_positive_int, default=9, help="how many top losses to show (default 9)")
-    parser.add_argument("--min-val", type=_positive_int, default=1,
-                        help="least count of a confused pair to report (default 1)")
-    args = parser.parse_args(argv)
-    run_cli("fastlab-interpret", lambda: interpret_run(args.run_dir, args.k, args.min_val))
-
-
-if __name__ == "__main__":
-    main()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -48,6 +49,9 @@ from fastlab.schedules import (
     one_cycle_mom,
     sched_const,
 )
+
+if TYPE_CHECKING:
+    from fastlab.models.meta import ModelMeta
 
 Metric = Callable[[torch.Tensor, torch.Tensor], float]
 
@@ -146,8 +150,8 @@ class Learner:
         self.lr_finding = False  # set while the LR finder runs (callbacks that stay in it read it)
         # Where a resumed run re-enters the loop (set by the Checkpointer when it restores).
         self.stage, self.start_epoch, self.start_batch = 0, 0, 0
-        # What model.pt records about the model (set by fastlab.prepare): Learner.predict reads with it.
-        self.meta: dict | None = None
+        # What model.pt records about the model (set by fastlab.run.prepare): Learner.predict reads with it.
+        self.meta: ModelMeta | None = None
 
     # ------------------------------------------------------------------ callbacks and events
     def add_cbs(self, cbs: Iterable[Callback]) -> None:
@@ -385,7 +389,7 @@ class Learner:
     def predict(self, item, top_k: int = 3) -> dict:
         """The answer of the model's task for one input (an image path, bytes, PIL image or uint8
         ``(C, size, size)`` tensor; a text; a table row as a dict), read as training read its data
-        (see ``fastlab.inference``). A Learner from ``fastlab.prepare`` knows its task
+        (see ``fastlab.inference``). A Learner from ``fastlab.run.prepare`` knows its task
         (``self.meta``, what ``model.pt`` records); one built by hand over images is a classifier
         when its data has classes, else a regression."""
         from fastlab.inference import Predictor

@@ -1,4 +1,5 @@
-"""The LR finder (fast.ai's learning-rate range test) and ``fastlab-lr-find``.
+"""The LR finder (fast.ai's learning-rate range test); ``fastlab-lr-find`` runs it on a run's
+config (``fastlab.run.find``).
 
 Train for up to ``num_it`` batches while the rate grows exponentially from ``start_lr`` to
 ``end_lr``; record the debiased smoothed loss (beta 0.98); stop once it exceeds 4x the best.
@@ -191,55 +192,3 @@ def plot_lr_find(result: LRFindResult, path: Path, picks: dict[str, float] | Non
     ax.set(xscale="log", xlabel="learning rate", ylabel="loss (smoothed)")
     ax.legend()
     return save_figure(fig, path)
-
-
-# ------------------------------------------------------------------------------ the app
-def run_lr_find(cfg, run_dir: Path | None = None) -> LRFindResult:
-    """Build the run ``cfg`` describes, run the range test in its first stage's freezing, and
-    write ``lr_find.json`` and ``plots/lr_find.png`` to the run dir."""
-    from fastlab.config import to_run_config
-    from fastlab.data.images import storage
-    from fastlab.prepare import prepare
-    from fastlab.run.plan import find_lr
-    from fastlab.rundir import write_json
-    from fastlab.train import default_run_dir
-
-    run = to_run_config(cfg)
-    run_dir = Path(run_dir) if run_dir is not None else default_run_dir()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with storage.using(storage.Storage.of(run)):  # the run's cache settings (paths.cache, data.cache)
-        result = find_lr(prepare(run).learn, run.schedule)
-    write_json(run_dir / "lr_find.json", result.to_json())
-    plot_lr_find(result, run_dir / "plots" / "lr_find.png")
-    for name, lr in result.suggestions.items():
-        log.info("lr_find %-8s %.3g", name, lr)
-    log.info("run dir: %s", run_dir)
-    return result
-
-
-def main() -> None:
-    import hydra
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    from fastlab.cli import fail
-    from fastlab.config import register_configs
-    from fastlab.errors import FastlabError
-    from fastlab.train import config_dir
-
-    register_configs()
-
-    @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
-    def _main(cfg) -> float:
-        try:
-            return run_lr_find(cfg).suggestions["valley"]
-        except FastlabError as e:
-            if HydraConfig.get().mode == RunMode.MULTIRUN:
-                raise
-            fail("fastlab-lr-find", str(e))
-
-    _main()
-
-
-if __name__ == "__main__":
-    main()

@@ -10,10 +10,10 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from fastlab import registry
-from fastlab.config import ScheduleConfig, check, is_pos
+from fastlab.config import BaseSchedule, ScheduleConfig, check, is_pos
 from fastlab.errors import ConfigError
 
 Sched = Callable[[float], float]
@@ -162,13 +162,19 @@ FROZEN_RATE = re.compile(r"^frozen/([0-9]*\.?[0-9]+(?:e-?[0-9]+)?)$")
 
 
 @dataclass
-class CourseSchedule(ScheduleConfig):
+class CourseSchedule(BaseSchedule):
     """``schedule=course``: stage 1 with the body frozen at ``lr_frozen`` (``find``: the first LR
     finder's ``suggestion``, ``steep`` as the course teaches); stage 2 unfrozen at
     ``slice(lr_low, lr_high)``. ``lr_low=find`` runs a second finder on the unfrozen model and
     takes a tenth of the rate where its curve starts to rise (its lowest smoothed loss);
-    ``lr_high=frozen/5`` is the first stage's head rate over 5. Numbers fix either end. The
-    rates come from these keys: ``lr_max`` and ``lr_ratio`` are not used."""
+    ``lr_high=frozen/5`` is the first stage's head rate over 5. Numbers fix either end.
+
+    The rates come from these keys alone: the schema has no ``lr_max`` nor ``lr_ratio``, so
+    ``schedule=course schedule.lr_max=...`` is refused while composing instead of ignored."""
+
+    # What configs saved before this schema had its own keys hold (model.pt, last.pt): read back
+    # without them (fastlab.config.build), as they never changed a course run.
+    retired: ClassVar[frozenset[str]] = frozenset({"lr_max", "lr_ratio"})
 
     name: str = "course"
     lr_frozen: Any = "find"
@@ -191,6 +197,12 @@ class CourseSchedule(ScheduleConfig):
     @property
     def head_lr(self) -> Any:
         return self.lr_frozen
+
+    @property
+    def lr_ratio(self) -> float:
+        """1: no ratio. The course spreads its rates itself (the frozen stage's ``[hi/10, hi]``, the
+        unfrozen stage's ``slice(lo, hi)``); the planner and the Learner read this of any schedule."""
+        return 1.0
 
     def high(self, frozen_head: float) -> float:
         """The head's rate in the unfrozen stage, given the frozen stage's."""

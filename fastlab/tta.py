@@ -10,7 +10,8 @@ mapped back to the original image (:func:`unwarp_points`).
 
 The draws come from a fresh CPU generator seeded from ``seed``: TTA is deterministic and never
 touches the training augmentation's generator (which ``last.pt`` carries) nor the model.
-Masks, text and tables are refused with one line.
+A task that does not support it (``Task.supports`` without ``tta``: segmentation's masks, text,
+tables) is refused with one line.
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ import torch
 
 from fastlab.callbacks.augment import Augment, augment_callback
 from fastlab.config import AugConfig, RunConfig
-from fastlab.data.augment import AugParams, BatchAugment, draw_params
+from fastlab.data.augment import LABELS, MASKS, POINTS, AugParams, BatchAugment, draw_params
 from fastlab.errors import ConfigError
 from fastlab.metrics import BatchMetric
+from fastlab.tasks import Task, get_task, supporting
 
 # images (B, C, H, W) in [0, 1] -> the task's predictions (B, ...) on the CPU
 Forward = Callable[[torch.Tensor], torch.Tensor]
-KINDS = ("labels", "points")  # what can be averaged: one answer per image, or points on it
+KINDS = (LABELS, POINTS)  # what can be averaged: one answer per image, or points on it
 
 
 # ------------------------------------------------------------------------- pure pieces
@@ -56,7 +58,9 @@ def pass_params(p: AugParams, j: int, n: int) -> AugParams:
 
 
 def check_kind(kind: str) -> str:
-    if kind == "masks":
+    """``kind``, the targets the augmentation moves (``fastlab.data.augment``), when their
+    predictions can be averaged: labels or points, never masks."""
+    if kind == MASKS:
         raise ConfigError("test-time augmentation averages one prediction per image (classes, values or points), "
                           "not masks: drop TTA for segmentation (trainer.tta=false, no --tta)")
     if kind not in KINDS:
@@ -83,7 +87,7 @@ def augmented_preds(forward: Forward, x: torch.Tensor, aug: BatchAugment, params
     for p in params:
         xa, mat = augment(aug, x, p)
         pred = forward(xa)
-        out.append(unwarp_points(pred, mat) if kind == "points" else pred)
+        out.append(unwarp_points(pred, mat) if kind == POINTS else pred)
     return torch.stack(out)
 
 
@@ -103,13 +107,13 @@ def tta_images(forward: Forward, x: torch.Tensor, aug: BatchAugment, n: int = 4,
 
 def learner_activation(learn) -> Callable[[torch.Tensor], torch.Tensor]:
     """What the Learner's task averages: its ``Task.activation`` when the Learner knows its task
-    (``learn.meta``, set by ``fastlab.prepare``); for one built by hand, class probabilities when
+    (``learn.meta``, set by ``fastlab.run.prepare``); for one built by hand, class probabilities when
     its data has classes, else the outputs as they are (``Learner.predict``'s rule)."""
     from fastlab.tasks import get_task
     from fastlab.tasks.classify import class_probs
 
     if learn.meta is not None:
-        return get_task(learn.meta["task"]).activate
+        return get_task(learn.meta.task).activate
     return class_probs if getattr(learn.data, "classes", None) else (lambda preds: preds)
 
 
@@ -118,7 +122,7 @@ def learner_augment(learn, aug: AugConfig | BatchAugment | None, seed: int, kind
     default the one the Learner trains with (its ``Augment`` callback). Only its settings are read:
     its generator is left alone."""
     if isinstance(aug, AugConfig):
-        aug = BatchAugment(aug, seed, kind or "labels")
+        aug = BatchAugment(aug, seed, kind or LABELS)
     elif aug is None:
         # A presizing run has the callback with no augmentation (it only resizes): refused below.
         cbs = [cb for cb in learn.cbs if isinstance(cb, Augment)]
@@ -133,6 +137,18 @@ def learner_augment(learn, aug: AugConfig | BatchAugment | None, seed: int, kind
         raise ConfigError(f"learn.tta() averages over augmented passes, but aug={aug.cfg.name} changes nothing: "
                           "train with e.g. aug=no_flip, or pass an active aug=AugConfig(...)")
     return aug
+
+
+def check_learner_task(learn) -> None:
+    """A Learner that knows its task (``learn.meta``, set by ``fastlab.run.prepare``) must train one
+    that supports ``tta``; one built by hand is checked by what its batches are."""
+    if learn.meta is None:
+        return
+    task = get_task(learn.meta.task)
+    if not task.can("tta"):
+        raise ConfigError(f"learn.tta() averages one prediction per augmented image, which task={task.name} does "
+                          f"not support: use get_preds (test-time augmentation works with task= one of "
+                          f"{supporting('tta')})")
 
 
 def loader_stats(dl, learn) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -162,6 +178,7 @@ def tta(learn, dl=None, n: int = 4, beta: float | None = 0.25, aug: AugConfig | 
     if beta is not None and not 0 <= beta <= 1:
         raise ConfigError(f"beta must lie in [0, 1] (the plain pass's weight) or be None, got {beta}: e.g. beta=0.25")
     dl = learn.data.valid if dl is None else dl
+    check_learner_task(learn)
     aug = learner_augment(learn, aug, seed, kind)
     kind = check_kind(kind or aug.kind)
     activate = learner_activation(learn)
@@ -200,18 +217,18 @@ def tta(learn, dl=None, n: int = 4, beta: float | None = 0.25, aug: AugConfig | 
 # ------------------------------------------------------------------------------- a run
 
 
-def check_tta(run: RunConfig) -> None:
-    """``trainer.tta`` needs an active augmentation (the one TTA draws from) and data whose
-    predictions can be averaged: images with labels or values, or points. Called before training."""
+def check_tta(run: RunConfig, task: Task | None = None) -> None:
+    """``trainer.tta`` needs a task that supports ``tta`` (one whose predictions for an image can
+    be averaged over augmented copies of it: labels, values or points) and an active augmentation
+    (the one TTA draws from). ``task``: the run's (``task.name``) by default. Called before
+    training."""
     if not run.trainer.tta:
         return
-    kind = type(run.data).kind
-    if kind in ("text", "table"):
-        raise ConfigError(f"trainer.tta=true augments images but data={run.data.name} gives {kind}: "
-                          "use trainer.tta=false")
-    if kind == "masks":
-        raise ConfigError(f"trainer.tta=true averages one prediction per image but data={run.data.name} gives masks "
-                          "(segmentation): use trainer.tta=false")
+    task = task if task is not None else get_task(run.task.name)
+    if not task.can("tta"):
+        raise ConfigError(f"trainer.tta=true averages one prediction per augmented image, which task={task.name} does "
+                          f"not support (data={run.data.name} gives {type(run.data).kind}): use trainer.tta=false "
+                          f"(it works with task= one of {supporting('tta')})")
     if not run.aug.active:
         raise ConfigError(f"trainer.tta=true draws from the run's augmentation but aug={run.aug.name} changes "
                           "nothing: train with e.g. aug=no_flip (or aug=fastai), or use trainer.tta=false")

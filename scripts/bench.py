@@ -67,13 +67,13 @@ def bench_process(tmp: Path, overrides: list[str]) -> dict:
     # start-up: what a run pays before its first line of training code (interpreter, imports,
     # composing the config), timed as `--cfg job`, which stops right there
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "fastlab.train", "--cfg", "job", *overrides], cwd=tmp, capture_output=True,
+    subprocess.run([sys.executable, "-m", "fastlab.cli.train", "--cfg", "job", *overrides], cwd=tmp, capture_output=True,
                    check=True)
     startup = time.perf_counter() - start
     run_dir = tmp / "process"
     start = time.perf_counter()
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    proc = subprocess.run([sys.executable, "-m", "fastlab.train", f"hydra.run.dir={run_dir}", "trainer.progress=none",
+    proc = subprocess.run([sys.executable, "-m", "fastlab.cli.train", f"hydra.run.dir={run_dir}", "trainer.progress=none",
                            *overrides], cwd=tmp, capture_output=True, text=True)
     wall = time.perf_counter() - start
     if proc.returncode:
@@ -95,7 +95,7 @@ def bench_lr_find(device: str, num_it: int) -> dict:
 
 
 def bench_sweep(tmp: Path, trials: int, overrides: list[str]) -> dict:
-    common = [sys.executable, "-m", "fastlab.train", "-m", "hydra/sweeper=fastlab", "hydra.sweeper.strategy=random",
+    common = [sys.executable, "-m", "fastlab.cli.train", "-m", "hydra/sweeper=fastlab", "hydra.sweeper.strategy=random",
               "hydra.sweeper.seed=0", f"hydra.sweeper.n_trials={trials}", "schedule.lr_max=tag(log, interval(1e-3, 3e-2))",
               "trainer.plots=false", "trainer.save_model=false", "trainer.progress=none", *overrides]
     one_thread = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}

@@ -135,24 +135,25 @@ def epoch(batches, normalize=None) -> tuple[float, int]:
 def row_fastlab(spec: dict) -> dict:
     import torch
 
-    from fastlab.data.images import cache, storage
+    from fastlab.data.images import cache
     from fastlab.data.images.bunch import DataBunch
     from fastlab.data.images.sources import FolderData
+    from fastlab.data.place import Place, Storage
 
     torch.set_num_threads(spec["threads"])
     cfg = FolderData(path=spec["path"], size=spec["size"], bs=BS, cache=spec["mode"], valid_pct=0.2)
     out = {}
-    with storage.using(storage.Storage(cache_root=Path(spec["cache"]), workers=2)):
+    place = Place(Storage(cache_root=Path(spec["cache"]), workers=2))
+    start = time.perf_counter()
+    data = DataBunch.from_config(cfg, place=place)
+    data.mean  # noqa: B018 - the channel statistics (deferred for disk and none) belong to prepare
+    out["prepare_s"] = time.perf_counter() - start
+    if spec["mode"] == "disk":
         start = time.perf_counter()
-        data = DataBunch.from_config(cfg)
-        data.mean  # noqa: B018 - the channel statistics (deferred for disk and none) belong to prepare
-        out["prepare_s"] = time.perf_counter() - start
-        if spec["mode"] == "disk":
-            start = time.perf_counter()
-            data = DataBunch.from_config(cfg)
-            data.mean  # noqa: B018
-            out["reuse_s"] = time.perf_counter() - start
-            out["built"], out["reused"] = cache.stats.built, cache.stats.reused
+        data = DataBunch.from_config(cfg, place=place)
+        data.mean  # noqa: B018
+        out["reuse_s"] = time.perf_counter() - start
+        out["built"], out["reused"] = cache.stats.built, cache.stats.reused
     seconds, n = epoch(data.train)
     return {**out, "epoch_s": seconds, "images": n, **peaks()}
 

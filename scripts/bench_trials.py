@@ -37,7 +37,7 @@ PRETRAIN = ["+experiment=pretrain_glyphs", "data.size=16", "arch.channels=[16,32
 
 
 def train_command() -> list[str]:
-    return [sys.executable, "-m", "fastlab.train"]
+    return [sys.executable, "-m", "fastlab.cli.train"]
 
 
 def ensure_source_model() -> None:

@@ -22,10 +22,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 
-from fastlab.config import to_run_config  # noqa: E402
-from fastlab.prepare import prepare  # noqa: E402
+from fastlab.config import (
+    config_dir,  # noqa: E402
+    to_run_config,  # noqa: E402
+)
 from fastlab.run.plan import plan  # noqa: E402
-from fastlab.train import config_dir  # noqa: E402
+from fastlab.run.prepare import prepare  # noqa: E402
 from fastlab.tta import check_tta, tta_metrics  # noqa: E402
 
 QUIET = ["trainer.plots=false", "trainer.save_model=false", "trainer.save_last=false", "trainer.progress=none"]

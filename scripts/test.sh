@@ -26,4 +26,13 @@ if [ ${#want[@]} -gt 0 ]; then
   fi
 fi
 
-exec .venv/bin/python -m pytest "$@"
+# The floor plan (pyproject's import-linter contracts: layers, and what data and the meta-analysis
+# never import) and the manual (docs/ as a site: a broken link, anchor or docstring fails), before
+# the tests.
+.venv/bin/lint-imports --no-cache
+export NO_MKDOCS_2_WARNING=1
+site=$(mktemp -d)
+trap 'rm -rf "$site"' EXIT
+.venv/bin/mkdocs build --strict --quiet --site-dir "$site"
+
+.venv/bin/python -m pytest "$@"

@@ -12,7 +12,9 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from fastlab.train import config_dir
+from fastlab.config import config_dir, register_configs
+
+register_configs()  # the schemas conf/ composes against
 
 # A run small enough for a test: 16 px digits, a two-stage CNN, a couple of epochs.
 SMALL = [

@@ -16,7 +16,7 @@ BIN = Path(sys.executable).parent
 
 
 def run_cli(args, cwd, env=None, module=False):
-    cmd = [sys.executable, "-m", "fastlab.train", *args] if module else [str(BIN / "fastlab-train"), *args]
+    cmd = [sys.executable, "-m", "fastlab.cli.train", *args] if module else [str(BIN / "fastlab-train"), *args]
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300,
                           env={**os.environ, **(env or {})})
 
@@ -86,7 +86,7 @@ def test_regular_wheel_install_runs_from_anywhere(tmp_path):
                               str(target), str(wheel)], capture_output=True, text=True, timeout=300)
     assert install.returncode == 0, install.stderr
     assert (target / "fastlab" / "conf" / "train.yaml").is_file()
-    probe = ("import fastlab.train as t, sys; print(t.__file__); print(t.config_dir()); "
+    probe = ("import fastlab.config as c, fastlab.cli.train as t, sys; print(c.__file__); print(c.config_dir()); "
              "sys.argv=['fastlab-train', *sys.argv[1:]]; t.main()")
     out = subprocess.run([sys.executable, "-c", probe, *SMALL], cwd=work, capture_output=True, text=True,
                          timeout=300, env={**os.environ, "PYTHONPATH": str(target)})

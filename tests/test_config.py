@@ -9,9 +9,8 @@ from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigKeyError, ValidationError
 
 from fastlab import registry
-from fastlab.config import AugConfig, RunConfig, TrainerConfig, to_run_config
+from fastlab.config import AugConfig, RunConfig, TrainerConfig, config_dir, to_run_config
 from fastlab.errors import ConfigError
-from fastlab.train import config_dir
 from tests.conftest import compose_cfg
 
 GROUPS = ["data", "arch", "schedule", "task", "trainer", "aug"]

@@ -26,8 +26,8 @@ from fastlab.diagnostics import DEAD_FRACTION_MAX, dead_filter_fraction, diagnos
 from fastlab.learner import Learner
 from fastlab.models import create_model
 from fastlab.models.cnn import CnnArch
+from fastlab.run.train import train
 from fastlab.tasks.classify import CLASSIFY
-from fastlab.train import train
 from tests.conftest import compose_cfg
 
 LR = "learning rate is too high"

@@ -10,8 +10,8 @@ from fastlab.config import to_run_config
 from fastlab.errors import DataError
 from fastlab.inference.predictor import Predictor
 from fastlab.models.zoo import read_checkpoint
-from fastlab.prepare import prepare
-from fastlab.train import train
+from fastlab.run.prepare import prepare
+from fastlab.run.train import train
 from tests.conftest import compose_cfg, one_thread
 from tests.offline import block_network, pets_folder, torch_home, torchvision_weights, tv_file_name
 

@@ -15,7 +15,7 @@ import torch
 from fastlab.callbacks.core import Callback
 from fastlab.errors import ConfigError
 from fastlab.guards import OutOfMemory
-from fastlab.train import train
+from fastlab.run.train import train
 from tests.conftest import compose_cfg
 
 RUN = ["data.size=16", "arch.channels=[16,32]", "arch.head_hidden=32", "schedule.epochs=3",
@@ -27,8 +27,8 @@ def test_ddp_with_two_gloo_processes_matches_one_process(tmp_path: Path) -> None
     env.pop("HYDRA_FULL_ERROR", None)
     ddp, single = tmp_path / "ddp", tmp_path / "single"
     for cmd in ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                 "-m", "fastlab.train", "trainer.strategy=ddp", f"hydra.run.dir={ddp}", *RUN],
-                [sys.executable, "-m", "fastlab.train", f"hydra.run.dir={single}", "trainer.threads=1", *RUN]):
+                 "-m", "fastlab.cli.train", "trainer.strategy=ddp", f"hydra.run.dir={ddp}", *RUN],
+                [sys.executable, "-m", "fastlab.cli.train", f"hydra.run.dir={single}", "trainer.threads=1", *RUN]):
         proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
     a, b = (json.loads((d / "metrics.json").read_text()) for d in (ddp, single))
@@ -60,7 +60,7 @@ def test_each_rank_draws_its_own_augmentation() -> None:
 def test_ddp_with_augmentation_trains(tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("HYDRA_FULL_ERROR", None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "fastlab.train",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "fastlab.cli.train",
            "trainer.strategy=ddp", f"hydra.run.dir={tmp_path}", "aug=no_flip", "data.presize=20", *RUN,
            "schedule.lr_max=find"]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
@@ -140,7 +140,7 @@ def test_a_gpu_diverging_run_is_caught_by_the_batched_check(tmp_path: Path, monk
 
 
 def test_multirun_jobs_spread_over_the_gpus_round_robin() -> None:
-    from fastlab.prepare import gpu_for_job
+    from fastlab.run.prepare import gpu_for_job
 
     assert [gpu_for_job(j, 4) for j in range(6)] == [0, 1, 2, 3, 0, 1]
     assert [gpu_for_job(j, 1) for j in range(3)] == [0, 0, 0]  # several trials on one GPU
@@ -150,7 +150,7 @@ def test_multirun_jobs_spread_over_the_gpus_round_robin() -> None:
 def test_the_cluster_launcher_configs_compose() -> None:
     from hydra import compose, initialize_config_dir
 
-    from fastlab.train import config_dir
+    from fastlab.config import config_dir
 
     with initialize_config_dir(str(config_dir()), version_base="1.3"):
         cfg = compose("train", overrides=["hydra/launcher=slurm_gpu", "hydra/sweeper=fastlab",

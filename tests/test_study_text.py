@@ -9,7 +9,8 @@ import math
 import pytest
 from hydra import compose, initialize_config_dir
 
-from fastlab.train import config_dir, train
+from fastlab.config import config_dir
+from fastlab.run.train import train
 from tests.conftest import compose_cfg, one_thread
 
 SWEPT = {"schedule.lr_ratio", "schedule.lr_max", "schedule.epochs", "schedule.wd", "data.bs",

@@ -11,8 +11,8 @@ import torch
 from fastlab.config import to_run_config
 from fastlab.errors import ConfigError
 from fastlab.lr_find import minimum, slide, steep, suggest, valley
-from fastlab.prepare import prepare
-from fastlab.train import train
+from fastlab.run.prepare import prepare
+from fastlab.run.train import train
 from tests.conftest import compose_cfg
 
 TINY_ARCH = ["data.size=16", "arch.channels=[16,32]", "arch.head_hidden=32"]

@@ -13,7 +13,9 @@ import torch
 
 from fastlab.callbacks.core import Callback
 from fastlab.config import AugConfig
-from fastlab.data.augment import IMAGE_KINDS, BatchAugment
+from fastlab.data.augment import LABELS, MASKS, BatchAugment
+from fastlab.errors import ConfigError
+from fastlab.tasks import Task, get_task, supporting
 
 # The augmentation generator's seed is the run's seed moved off the loader's (which shuffles with
 # the run's seed itself), so the two streams are not the same numbers.
@@ -33,7 +35,7 @@ class Augment(Callback):
     # it only resizes (``plain``), so the finder sees unaugmented batches and draws nothing.
     keep_in_lr_find = True
 
-    def __init__(self, cfg: AugConfig, seed: int, kind: str = "labels", void: int = 255, size: int | None = None):
+    def __init__(self, cfg: AugConfig, seed: int, kind: str = LABELS, void: int = 255, size: int | None = None):
         self.augment = BatchAugment(cfg, seed + SEED_OFFSET, kind, void, size)
 
     def _stats(self, like: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -64,20 +66,25 @@ class Augment(Callback):
         self.augment.load_state_dict(state)
 
 
-def augment_callback(run, rank: int = 0) -> Augment:
-    """The run's ``Augment`` (``run.aug`` active), its targets' kind read off the data config; text
-    and table data are refused with one line. Each data-parallel rank draws from its own stream
+def augment_callback(run, rank: int = 0, task: Task | None = None) -> Augment:
+    """The run's ``Augment``: ``run.aug`` (active: the task must support ``augment``), or only
+    presizing's resize (the task must support ``presize``); a task that cannot is refused with one
+    line. What moves with the images is the task's ``targets_moved`` of the run's data. ``task``:
+    the run's (``task.name``) by default. Each data-parallel rank draws from its own stream
     (``rank`` moves the seed), as its shard holds other images."""
-    from fastlab.errors import ConfigError
-
-    kind = type(run.data).kind
-    if kind not in IMAGE_KINDS:
-        raise ConfigError(f"aug={run.aug.name} transforms images but data={run.data.name} gives {kind}: use aug=none")
+    task = task if task is not None else get_task(run.task.name)
+    if run.aug.active and not task.can("augment"):
+        raise ConfigError(f"aug={run.aug.name} transforms images but data={run.data.name} gives "
+                          f"{type(run.data).kind}, which task={task.name} does not augment: use aug=none "
+                          f"(aug works with task= one of {supporting('augment')})")
+    if not run.aug.active and run.data.presize is not None and not task.can("presize"):
+        raise ConfigError(f"data.presize resizes images in the batch, but task={task.name} does not presize its "
+                          f"data: set data.presize=null (it works with task= one of {supporting('presize')})")
     # Presized training images come out at data.size (progressive resizing moves it per stage).
     size = run.data.size if run.data.presize is not None else None
-    if kind == "masks":
-        from fastlab.data.masks.bunch import IGNORE
+    kind = task.targets_moved(run.data)
+    if kind == MASKS:
+        from fastlab.data.masks.bunch import IGNORE  # pixels outside the image are void
 
-        return Augment(run.aug, run.seed + rank, "masks", IGNORE, size)
-    points = kind == "points" or bool(getattr(run.data, "points", False))  # csv data: (x, y) targets
-    return Augment(run.aug, run.seed + rank, "points" if points else "labels", size=size)
+        return Augment(run.aug, run.seed + rank, kind, IGNORE, size)
+    return Augment(run.aug, run.seed + rank, kind, size=size)

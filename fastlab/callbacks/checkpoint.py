@@ -17,11 +17,11 @@ import torch
 
 from fastlab.callbacks.core import Callback
 from fastlab.rng import random_states, restore_random_states
-from fastlab.rundir import save_checkpoint
+from fastlab.rundir import LAST, save_checkpoint
 
 log = logging.getLogger("fastlab")
 
-LAST_CHECKPOINT = "last.pt"
+LAST_CHECKPOINT = LAST  # (fastlab.rundir names a run dir's files)
 FORMAT = 1
 
 
@@ -36,7 +36,7 @@ class Checkpointer(Callback):
     the start of the fit of the saved stage.
 
     ``extra`` is saved as is (the run's config, its planned stages, the LR finder's result):
-    what ``fastlab.train`` needs to rebuild the run before the loop starts.
+    what ``fastlab.run.train`` needs to rebuild the run before the loop starts.
     """
 
     # Last of all at the end of an epoch: the row, the CSV, best.pt and EarlyStopping's count must
@@ -171,7 +171,7 @@ def find_resume(resume, run_dir: Path) -> tuple[dict | None, Path]:
 
 
 def _finished(run_dir: Path) -> bool:
-    from fastlab.run.metrics import read_metrics
+    from fastlab.rundir.metrics_json import read_metrics
 
     try:
         metrics = read_metrics(run_dir)

@@ -13,19 +13,13 @@ from fastlab.callbacks.prune import Prune
 from fastlab.callbacks.save_best import SaveBestModel
 from fastlab.callbacks.tensorboard import TensorBoardLogger
 from fastlab.config import TrainerConfig
+from fastlab.context import RunContext
 from fastlab.distributed import Context
 from fastlab.errors import ConfigError
-from fastlab.tasks import Task
+from fastlab.models.meta import ModelMeta
+from fastlab.rundir import BEST, HISTORY, TENSORBOARD
+from fastlab.tasks import Task, supporting
 from fastlab.tracking.names import require_packages
-
-BEST_CHECKPOINT = "best.pt"
-HISTORY = "history.csv"
-TENSORBOARD_DIR = "tensorboard"
-
-# What each mixing callback can mix: the targets it knows how to mix (class labels in the loss,
-# masks by pasting), of images only (token ids or table rows cannot be blended).
-MIXABLE_TARGETS = {"mixup": ("category",), "cutmix": ("category", "mask")}
-IMAGE_KINDS = frozenset({"images", "masks"})
 
 
 def resolve_monitor(name: str, monitor: str, mode: str, task: Task) -> str:
@@ -41,52 +35,49 @@ def resolve_monitor(name: str, monitor: str, mode: str, task: Task) -> str:
 
 
 def check_mixable(name: str, alpha: float, task: Task) -> None:
-    """``trainer.callbacks.<name>.alpha`` > 0 needs a task of images whose targets it can mix."""
-    if task.targets in MIXABLE_TARGETS[name] and task.data_kinds <= IMAGE_KINDS:
+    """``trainer.callbacks.<name>.alpha`` > 0 (``name``: ``mixup`` or ``cutmix``) needs a task that
+    supports ``name``: one of images whose targets it can mix (class labels in the loss; masks by
+    pasting, for cutmix), never token ids nor table rows."""
+    if task.can(name):
         return
-    fits = "task=classify or task=segment" if name == "cutmix" else "task=classify"
+    fits = " or ".join(f"task={t}" for t in supporting(name)) or "no registered task"
     raise ConfigError(f"trainer.callbacks.{name}.alpha={alpha} mixes images for {fits}, not task={task.name}: "
                       f"set trainer.callbacks.{name}.alpha=0")
 
 
-def build_prune(objective: str, main: bool = True, ctx: Context | None = None) -> Prune | None:
+def build_prune(objective: str, context: RunContext, main: bool = True, ctx: Context | None = None) -> Prune | None:
     """The pruning callback of a trial of a fastlab sweep with ``hydra.sweeper.pruner`` set
-    (None otherwise). Rank 0 reports through the trial link; the other ranks of a data-parallel
-    trial get one without a link, which stops when rank 0's does."""
-    # imported here: callbacks sit below fastlab.run, which builds them
-    from fastlab.run.trial import sweep_pruner
-
-    if sweep_pruner() == "none":
+    (None otherwise: ``context.pruner``). Rank 0 reports through the trial's link, which the edge
+    put in ``context``; the other ranks of a data-parallel trial get one without a link, which
+    stops when rank 0's does."""
+    if context.pruner == "none":
         return None
     ctx = ctx or Context()
     if not main:
         return Prune(None, objective, ctx)
-    # the trial store's side: loaded in a pruned sweep only
-    from fastlab.sweep.link import trial_link
-
-    link = trial_link()
-    if link is None and not ctx.distributed:  # not a trial the store knows: nothing to report to
+    if context.link is None and not ctx.distributed:  # not a trial the store knows: nothing to report to
         return None
-    return Prune(link, objective, ctx)
+    return Prune(context.link, objective, ctx)
 
 
-def build_callbacks(trainer_cfg: TrainerConfig, run_dir: Path, task: Task, meta: dict,
+def build_callbacks(trainer_cfg: TrainerConfig, run_dir: Path, task: Task, meta: ModelMeta | dict,
                     writes: bool = True, seed: int = 0, objective: str | None = None,
-                    ctx: Context | None = None) -> list[Callback]:
+                    ctx: Context | None = None, context: RunContext | None = None) -> list[Callback]:
     """The callbacks ``trainer.callbacks`` and ``trainer.logger`` ask for, to pass as the
     Learner's ``cbs``. ``meta`` is ``model.pt``'s metadata, saved with the best model too.
 
     Writes go into ``run_dir``: ``best.pt`` (save_best), ``history.csv`` (logger csv, every
     epoch) and ``tensorboard/`` (logger tensorboard); logger mlflow copies the run to MLflow
-    (``fastlab.tracking.mlflow_logger``). With ``writes=False`` (the other ranks of a
+    (``fastlab.callbacks.mlflow``). With ``writes=False`` (the other ranks of a
     data-parallel run) only the callbacks that steer training are built. A logger whose package
     is missing is a ``ConfigError`` naming the extra. ``seed`` (the run's)
     seeds mixup's and cutmix's draws. Raises ``ConfigError`` for a monitor the task does not
     record, or a mixing the task cannot take, before any training.
 
     ``objective`` (the run's ``task.objective``) turns on pruning in a trial of a fastlab sweep
-    with ``hydra.sweeper.pruner`` set (:func:`build_prune`); ``ctx`` is the run's place in a
-    data-parallel run, whose ranks all stop when rank 0 is pruned.
+    with ``hydra.sweeper.pruner`` set (:func:`build_prune`; ``context`` says whether the run is
+    one); ``ctx`` is the run's place in a data-parallel run, whose ranks all stop when rank 0 is
+    pruned.
     """
     run_dir = Path(run_dir)
     c = trainer_cfg.callbacks
@@ -94,12 +85,12 @@ def build_callbacks(trainer_cfg: TrainerConfig, run_dir: Path, task: Task, meta:
     if c.save_best.enabled:
         mode = resolve_monitor("save_best", c.save_best.monitor, c.save_best.mode, task)
         if writes:
-            cbs.append(SaveBestModel(run_dir / BEST_CHECKPOINT, meta, c.save_best.monitor, mode))
+            cbs.append(SaveBestModel(run_dir / BEST, meta, c.save_best.monitor, mode))
     if c.early_stopping.enabled:
         es = c.early_stopping
         mode = resolve_monitor("early_stopping", es.monitor, es.mode, task)
         cbs.append(EarlyStopping(es.monitor, mode, es.patience, es.min_delta))
-    if objective is not None and (prune := build_prune(objective, writes, ctx)) is not None:
+    if objective is not None and (prune := build_prune(objective, context or RunContext(), writes, ctx)) is not None:
         cbs.append(prune)
     if c.grad_clip is not None:
         cbs.append(GradientClip(c.grad_clip))
@@ -117,10 +108,11 @@ def build_callbacks(trainer_cfg: TrainerConfig, run_dir: Path, task: Task, meta:
     if "csv" in loggers:
         cbs.append(CSVLogger(run_dir / HISTORY, list(task.metrics)))
     if "tensorboard" in loggers:
-        cbs.append(TensorBoardLogger(run_dir / TENSORBOARD_DIR))
+        cbs.append(TensorBoardLogger(run_dir / TENSORBOARD))
     if "mlflow" in loggers:
         # imported when asked for; mlflow itself loads only at the first fit
-        from fastlab.tracking.mlflow_logger import MlflowLogger
+        from fastlab.callbacks.mlflow import MlflowLogger
 
-        cbs.append(MlflowLogger(trainer_cfg.mlflow, run_dir, meta.get("config")))
+        config = meta.config if isinstance(meta, ModelMeta) else meta.get("config")
+        cbs.append(MlflowLogger(trainer_cfg.mlflow, run_dir, config))
     return cbs

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from fastlab.callbacks.core import Callback, CancelFitException
 from fastlab.distributed import Context, from_main
-from fastlab.sweep.pruners import PrunerSettings, checks_at, should_prune
+from fastlab.pruning import PrunerSettings, checks_at, should_prune
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -30,7 +30,7 @@ class Link(Protocol):
 
 class Prune(Callback):
     """After each epoch's validation: ``link.report(epoch, value)`` of the objective (epochs
-    1-based, across all stages), then ``fastlab.sweep.pruners.should_prune``. A pruned trial
+    1-based, across all stages), then ``fastlab.pruning.should_prune``. A pruned trial
     stops like an early-stopped run (``learn.stop_requested = True``, ``CancelFitException``)
     and keeps ``pruned_epoch`` and ``pruned_value``.
 

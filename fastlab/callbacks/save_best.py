@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from fastlab.callbacks.core import Callback
-from fastlab.rundir import model_checkpoint, save_checkpoint
+from fastlab.models.meta import ModelMeta
+from fastlab.models.zoo import model_checkpoint, write_model
 
 
 def improved(value: float, best: float | None, mode: str, min_delta: float = 0.0) -> bool:
@@ -27,7 +30,11 @@ def check_mode(mode: str) -> str:
 
 class SaveBestModel(Callback):
     """After each epoch, if ``monitor`` improved, write the model to ``path`` (atomically, in
-    ``model.pt``'s format: ``torch.load(path, weights_only=True)`` reads it).
+    ``model.pt``'s format: ``torch.load(path, weights_only=True)`` reads it), its meta with the
+    epoch and the monitored value beside its fields.
+
+    ``meta`` is the run's ``ModelMeta`` (kept, not copied: a model re-made at another image side
+    records the side the saved epoch trained at), or a plain dict for a Learner built by hand.
 
     The best value is kept across successive fits (the stages of ``fine_tune``), so a later stage
     only overwrites the file when it does better than every earlier epoch.
@@ -41,8 +48,10 @@ class SaveBestModel(Callback):
 
     order = 55  # after the Recorder (50) has written the epoch's row
 
-    def __init__(self, path: str | Path, meta: dict, monitor: str = "valid_loss", mode: str = "min"):
-        self.path, self.meta, self.monitor, self.mode = Path(path), dict(meta), monitor, check_mode(mode)
+    def __init__(self, path: str | Path, meta: ModelMeta | Mapping[str, Any], monitor: str = "valid_loss",
+                 mode: str = "min"):
+        meta = meta if isinstance(meta, ModelMeta) else dict(meta)
+        self.path, self.meta, self.monitor, self.mode = Path(path), meta, monitor, check_mode(mode)
         self.best_epoch: int | None = None
         self.best_value: float | None = None
 
@@ -58,5 +67,5 @@ class SaveBestModel(Callback):
         if value is None or not improved(float(value), self.best_value, self.mode):
             return
         self.best_epoch, self.best_value = int(row["epoch"]), float(value)
-        meta = {**self.meta, "epoch": self.best_epoch, self.monitor: self.best_value}
-        save_checkpoint(self.path, model_checkpoint(self.learn.model, meta))
+        extra = {"epoch": self.best_epoch, self.monitor: self.best_value}
+        write_model(self.path, model_checkpoint(self.learn.model, self.meta, **extra))

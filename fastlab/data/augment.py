@@ -35,7 +35,19 @@ import torch.nn.functional as F
 from fastlab.config import AugConfig
 
 EPS = 1e-7  # fastai's logit clamp: lighting never sees exactly 0 or 1
-IMAGE_KINDS = ("images", "points", "masks")  # data kinds whose inputs are images these transforms move
+
+# What a batch's targets are, as the augmentation moves them with the images: labels (a class or
+# values per image: nothing moves), points ``(B, 2k)`` on the image, or masks ``(B, H, W)``. A task
+# says which of them its targets are (``fastlab.tasks.base.Task.aug_targets``).
+LABELS, POINTS, MASKS = "labels", "points", "masks"
+TARGET_KINDS = (LABELS, POINTS, MASKS)
+
+
+def point_targets(cfg) -> bool:
+    """Whether a data source's targets are ``(x, y)`` points on its images (``data=points``, or
+    ``data.points=true`` of a csv source), which move with the image: read off its schema
+    (``DataConfig``) here, where the data kinds are known."""
+    return type(cfg).kind == "points" or bool(getattr(cfg, "points", False))
 
 
 # ------------------------------------------------------------------------- matrices (B, 3, 3)
@@ -244,9 +256,9 @@ class BatchAugment:
     than the input's is presizing (``data.presize``): the crop, the warp and the resize to
     ``size`` are the same one resampling of the larger image, as fastai's batch transforms do."""
 
-    KINDS = ("labels", "points", "masks")
+    KINDS = TARGET_KINDS
 
-    def __init__(self, cfg: AugConfig, seed: int, kind: str = "labels", void: int = 255, size: int | None = None):
+    def __init__(self, cfg: AugConfig, seed: int, kind: str = LABELS, void: int = 255, size: int | None = None):
         if kind not in self.KINDS:
             raise ValueError(f"unknown target kind {kind!r}: use one of {self.KINDS}")
         self.cfg, self.kind, self.void, self.size = cfg, kind, void, size
@@ -291,9 +303,9 @@ class BatchAugment:
         out_h, out_w = (self.size, self.size) if self.size is not None else (h, w)
         grid = sampling_grid(mat, out_h, out_w, x.device)  # (B, out_h, out_w, 2)
         x = warp_images(x, grid)
-        if y is not None and self.kind == "masks":
+        if y is not None and self.kind == MASKS:
             y = warp_masks(y, grid, self.void)
-        elif y is not None and self.kind == "points":
+        elif y is not None and self.kind == POINTS:
             y = warp_points(y, mat)
         return x, y
 

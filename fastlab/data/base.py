@@ -4,7 +4,7 @@ Two protocols, structural (nothing needs to inherit from them):
 
 - ``LearnerData``: exactly what ``fastlab.learner.Learner``, its callbacks and ``lr_find`` read
   from ``learn.data``. Any object with these attributes trains.
-- ``Bunch``: ``LearnerData`` plus what ``fastlab.train`` and ``model.pt`` need (outputs, class
+- ``Bunch``: ``LearnerData`` plus what ``fastlab.run.train`` and ``model.pt`` need (outputs, class
   names, items, ``to``, ``meta``). Every built-in bunch (``DataBunch``, ``LoaderBunch``,
   ``MaskBunch``, ``TextBunch``, ``TableBunch``) is one.
 """
@@ -32,7 +32,7 @@ class Loader(Protocol):
       ``Checkpointer`` saves its state so a resumed run redraws the same order, and ``lr_find``
       restores it so the finder leaves the run's order unchanged. Without it, shuffling is
       assumed to draw from torch's global generator, which both save and restore too.
-    - ``channels_last`` (bool): set by ``fastlab.prepare.accelerate`` on the GPU path; a loader
+    - ``channels_last`` (bool): set by ``fastlab.run.prepare.accelerate`` on the GPU path; a loader
       that has it hands out batches in NHWC memory order.
     """
 
@@ -56,7 +56,7 @@ class LearnerData(Protocol):
 
 
 class Bunch(LearnerData, Protocol):
-    """The contract between a task's data and ``fastlab.train`` and ``model.pt``.
+    """The contract between a task's data and ``fastlab.run.train`` and ``model.pt``.
 
     ``train`` reshuffles each epoch from a generator seeded with the training seed. ``c`` is the
     number of model outputs (classes, targets or vocabulary size) and ``classes`` their names

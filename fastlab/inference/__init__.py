@@ -26,7 +26,7 @@ from fastlab.inference.files import (
     read_model_file,
     write_bundle,
 )
-from fastlab.inference.images import (
+from fastlab.inference.image_input import (
     ACCEPTED_FORMATS,
     MAX_PIXELS,
     check_image_bytes,

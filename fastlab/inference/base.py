@@ -3,7 +3,8 @@
 A ``Task`` names its class in its ``inference`` field (a ``"module:Class"`` string, imported only
 when a saved model is used, so ``fastlab-train`` never imports serving code). The class says
 
-- what its saved meta holds (``meta_type``) and how to rebuild the model from it (``build``);
+- nothing about building the model: a saved model is rebuilt by its task's ``Task.build`` (the
+  one way training builds it too) from the task's ``meta_type``, in :func:`build_model`;
 - what it reads (``input_kind``: ``image``, ``text`` or ``table``) and how: one item from the
   Python API (``read``), from a file or a literal of the CLI (``items_from_file``,
   ``items_from_text``), from an upload or a JSON body of the server (``items_from_upload``,
@@ -33,20 +34,13 @@ Named = tuple[dict, Any]  # ({"file": ..., ...} naming an input in the CLI's out
 
 
 class TaskInference(ABC):
-    """Inference for one task, bound to a model's meta and a device."""
+    """Inference for one task, bound to a model's meta (its task's ``Task.meta_type``) and a device."""
 
-    meta_type: ClassVar[type[ModelMeta]] = ModelMeta
     input_kind: ClassVar[str]  # "image" | "text" | "table": the upload page's input and /predict's body
     json_hint: ClassVar[str]  # the JSON body /predict takes, for error messages and the README
 
     def __init__(self, meta: ModelMeta, device: torch.device = CPU):
         self.meta, self.device = meta, device
-
-    # ------------------------------------------------------------------ the model
-    @classmethod
-    @abstractmethod
-    def build(cls, meta: ModelMeta, arch_cfg: Any) -> nn.Module:
-        """The architecture ``meta`` describes, untrained (weights are loaded after)."""
 
     # ------------------------------------------------------------------ inputs
     @abstractmethod
@@ -121,7 +115,9 @@ def inference_for(task_name: Any, source: str = "the model") -> type[TaskInferen
 
 
 def build_model(meta: ModelMeta, state_dict: dict[str, torch.Tensor], source: str = "the model") -> nn.Module:
-    """Rebuild the architecture from ``meta``, load ``state_dict`` and switch to eval mode."""
+    """Rebuild the architecture from ``meta`` as training built it (``Task.build`` of the meta's
+    task, with the registered architecture's schema and builder), load ``state_dict`` and switch
+    to eval mode. Any registered architecture of the task's role rebuilds, a user's own too."""
     archs = registry.options("arch")
     if meta.arch not in archs:
         raise InferenceError(f"'{source}' is a {meta.arch!r} model, which this fastlab does not know: "
@@ -131,7 +127,11 @@ def build_model(meta: ModelMeta, state_dict: dict[str, torch.Tensor], source: st
     except TypeError as e:
         raise InferenceError(f"arch_config of '{source}' does not fit arch {meta.arch} ({e}): "
                              "retrain or re-export it with this fastlab") from None
-    model = inference_for(meta.task, source).build(meta, arch_cfg)
+    tasks = registry.options("task")
+    if meta.task not in tasks:
+        raise InferenceError(f"'{source}' has task {meta.task!r}, which this fastlab cannot predict with: "
+                             f"use a model of {sorted(tasks)}")
+    model = tasks[meta.task].builder.build(arch_cfg, meta, InferenceError)
     try:
         model.load_state_dict(state_dict, strict=True)
     except RuntimeError as e:

@@ -1,7 +1,7 @@
 """The two saved-model formats inference reads, and the bundle it writes; nothing is unpickled.
 
-- a run dir's ``model.pt``, read by ``fastlab.models.zoo.read_checkpoint``
-  (``torch.load(weights_only=True)``: ``{"state_dict", "meta"}``);
+- a run dir's ``model.pt``, written and read by ``fastlab.models.zoo`` only (``read_model``:
+  ``torch.load(weights_only=True)`` of ``{"state_dict", "meta"}``);
 - a bundle, read and written only here: ``model.safetensors`` (the weights) and ``meta.json``
   (``{"format": "fastlab-bundle", "version": 1, "weights": ..., "weights_sha256": ..., "source": ...,
   "meta": {...}}``, the meta being :meth:`ModelMeta.to_dict`: plain JSON, vocabularies and
@@ -19,17 +19,16 @@ import torch
 
 from fastlab.inference.errors import InferenceError
 from fastlab.inference.meta import ModelMeta
-from fastlab.models.zoo import read_checkpoint
+from fastlab.models.zoo import MODEL_FILE, read_model
 from fastlab.rundir import atomic_path, atomic_write_text
 
 BUNDLE_FORMAT, BUNDLE_VERSION = "fastlab-bundle", 1
 BUNDLE_META, BUNDLE_WEIGHTS = "meta.json", "model.safetensors"
-CHECKPOINT = "model.pt"
+CHECKPOINT = MODEL_FILE
 
 
 def _load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], ModelMeta]:
-    ckpt = read_checkpoint(path, InferenceError)
-    return ckpt["state_dict"], ModelMeta.from_dict(ckpt["meta"], str(path))
+    return read_model(path, InferenceError)
 
 
 def _load_bundle(root: Path) -> tuple[dict[str, torch.Tensor], ModelMeta]:
@@ -62,7 +61,7 @@ def _load_bundle(root: Path) -> tuple[dict[str, torch.Tensor], ModelMeta]:
     except Exception as e:  # SafetensorError: a header or length that does not parse
         raise InferenceError(f"cannot read bundle weights '{weights}' ({type(e).__name__}: {e}): "
                              "re-export the run with fastlab-export") from None
-    return state, ModelMeta.from_dict(doc.get("meta"), str(meta_path))
+    return state, ModelMeta.from_dict(doc.get("meta"), str(meta_path), InferenceError)
 
 
 def read_model_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], ModelMeta]:

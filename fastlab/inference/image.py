@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,29 +14,8 @@ from torch import nn
 
 from fastlab.inference.base import CPU, TaskInference, decode_probs, decode_values
 from fastlab.inference.errors import InferenceError, InputError, clean_name
-from fastlab.inference.images import MAX_PIXELS, decode_bytes, read_input
-from fastlab.inference.meta import ModelMeta
-from fastlab.models import create_model
-from fastlab.tasks.regress import add_y_range
-
-
-@dataclass(frozen=True, kw_only=True)
-class ImageMeta(ModelMeta):
-    n_in: int  # input channels: 1 for digits, 3 for image files
-    size: int  # images are resized to (size, size)
-    mean: list[float]  # per channel, of images scaled to [0, 1]
-    std: list[float]
-    y_range: list[float] | None = None  # a regression model's outputs squashed into [lo, hi]
-    points: bool = False  # regression targets are (x, y) points in [-1, 1]
-
-    def check(self, source: str) -> None:
-        y = self.y_range
-        if y is not None and not (isinstance(y, list | tuple) and len(y) == 2 and all(isinstance(v, int | float) for v in y)):
-            raise InferenceError(f"'{source}' has y_range {y!r}, not [lo, hi]: the file is inconsistent")
-        if len(self.mean) != self.n_in or len(self.std) != self.n_in:
-            raise InferenceError(f"'{source}' has {self.n_in} channel(s) but mean/std {self.mean}/{self.std}: "
-                                 "the file is inconsistent")
-
+from fastlab.inference.image_input import MAX_PIXELS, decode_bytes, read_input
+from fastlab.tasks.images import ImageMeta
 
 _IMAGE_JSON = '{"image": "<base64 of the image file>"}'
 
@@ -45,7 +23,6 @@ _IMAGE_JSON = '{"image": "<base64 of the image file>"}'
 class ImageInference(TaskInference):
     """Reading images as training did: decode, resize to ``size``, 1 or 3 channels, normalise."""
 
-    meta_type = ImageMeta
     input_kind = "image"
     json_hint = _IMAGE_JSON
 
@@ -122,10 +99,6 @@ class ClassifyInference(ImageInference):
             raise InferenceError("a classify model must record its classes: the file is inconsistent")
         super().__init__(meta, device)
 
-    @classmethod
-    def build(cls, meta: ImageMeta, arch_cfg: Any) -> nn.Module:
-        return create_model(arch_cfg, meta.n_in, meta.n_out)
-
     def forward(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """uint8 ``(B, C, S, S)`` -> class probabilities ``(B, n_out)``."""
         return self.forward_unit(model, self.to_unit(x))
@@ -147,11 +120,6 @@ class ClassifyInference(ImageInference):
 class RegressInference(ImageInference):
     """Numbers per image: ``{"label", "value", "top": []}``, plus ``points`` (``[[x, y], ...]`` in
     [-1, 1], (-1, -1) the top-left corner) for a points model."""
-
-    @classmethod
-    def build(cls, meta: ImageMeta, arch_cfg: Any) -> nn.Module:
-        # SigmoidRange has no weights: appended as training appended it
-        return add_y_range(create_model(arch_cfg, meta.n_in, meta.n_out), meta.y_range)
 
     def forward(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """uint8 ``(B, C, S, S)`` -> predicted values ``(B, n_out)``."""

@@ -18,7 +18,7 @@ from fastlab.inference.base import (
 )
 from fastlab.inference.errors import InferenceError
 from fastlab.inference.files import read_model_file
-from fastlab.inference.images import MAX_PIXELS
+from fastlab.inference.image_input import MAX_PIXELS
 from fastlab.inference.meta import ModelMeta
 
 
@@ -49,9 +49,12 @@ class Predictor:
         return cls(build_model(meta, state, str(path)), meta, device, source=str(path))
 
     @classmethod
-    def from_meta(cls, model: nn.Module, meta: dict, device: str = "cpu") -> Predictor:
-        """From a model in memory and the ``meta`` its ``model.pt`` would record (``Learner.predict``)."""
-        return cls(model, ModelMeta.from_dict(meta, "the learner"), device, source="the learner")
+    def from_meta(cls, model: nn.Module, meta: ModelMeta | dict, device: str = "cpu") -> Predictor:
+        """From a model in memory and its ``ModelMeta`` (``learn.meta``, what its ``model.pt`` would
+        record), or that meta as plain data, checked here (``Learner.predict``)."""
+        if not isinstance(meta, ModelMeta):
+            meta = ModelMeta.from_dict(meta, "the learner", InferenceError)
+        return cls(model, meta, device, source="the learner")
 
     # ------------------------------------------------------------------ steps
     def preprocess(self, item: Any, max_pixels: int = MAX_PIXELS) -> Any:

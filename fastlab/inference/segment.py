@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import io
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,19 +14,8 @@ from PIL import Image
 from torch import nn
 
 from fastlab.inference.errors import InferenceError
-from fastlab.inference.image import ImageInference, ImageMeta
-from fastlab.models.unet import Unet
-
-
-@dataclass(frozen=True, kw_only=True)
-class SegmentMeta(ImageMeta):
-    codes: list[str]  # code i names mask value i
-    void: int | None = None  # the code training ignored, or None
-
-    def check(self, source: str) -> None:
-        super().check(source)
-        if list(self.codes) != list(self.classes or []):
-            raise InferenceError(f"'{source}' has codes {self.codes} but classes {self.classes}: the file is inconsistent")
+from fastlab.inference.image import ImageInference
+from fastlab.tasks.segment import SegmentMeta
 
 
 def palette(n: int) -> list[int]:
@@ -54,11 +42,7 @@ class SegmentInference(ImageInference):
     "mask_png": base64 PNG}``: the mask at the model's input size, the image squashed to it as in
     training."""
 
-    meta_type = SegmentMeta
-
-    @classmethod
-    def build(cls, meta: SegmentMeta, arch_cfg: Any) -> nn.Module:
-        return Unet(arch_cfg, meta.n_in, meta.n_out)
+    meta: SegmentMeta
 
     def forward(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """uint8 ``(B, C, S, S)`` -> predicted codes ``(B, S, S)`` uint8 (scores are ``(B, c, S, S)``)."""

@@ -10,7 +10,6 @@ import io
 import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,39 +19,16 @@ from torch import nn
 
 from fastlab.data.tables.procs import TabularProcs, category_text
 from fastlab.inference.base import CPU, TaskInference, decode_probs, decode_values
-from fastlab.inference.errors import InferenceError, InputError
-from fastlab.inference.meta import ModelMeta
-from fastlab.models.tabular import TabularModel
+from fastlab.inference.errors import InputError
+from fastlab.tasks.tabular import TabularMeta
 
 MAX_ROWS = 100_000  # rows of one CSV or request
-
-
-@dataclass(frozen=True, kw_only=True)
-class TabularMeta(ModelMeta):
-    target: str  # "category" | "float"
-    y_name: str
-    cat_names: list[str]  # the model's categorical inputs: the table's, then the <col>_na flags
-    cont_names: list[str]
-    emb_sizes: list[int]
-    procs: dict  # TabularProcs.state()
-    y_mean: float | None = None
-    y_std: float | None = None
-
-    def check(self, source: str) -> None:
-        if len(self.emb_sizes) != len(self.cat_names):
-            raise InferenceError(f"'{source}' has {len(self.cat_names)} categorical columns but "
-                                 f"{len(self.emb_sizes)} embedding sizes: the file is inconsistent")
-        try:
-            TabularProcs.from_state(self.procs)
-        except (KeyError, TypeError, AttributeError):
-            raise InferenceError(f"'{source}' has unreadable tabular procs: retrain or re-export it with this fastlab") from None
 
 
 class TabularInference(TaskInference):
     """``{"label", "top"}`` per row of a classification table, ``{"label", "value", "top": []}`` in the
     target's units per row of a regression table."""
 
-    meta_type = TabularMeta
     input_kind = "table"
     json_hint = '{"row": {"<column>": <value>, ...}} or {"rows": [...]}'
 
@@ -60,12 +36,6 @@ class TabularInference(TaskInference):
         super().__init__(meta, device)
         self.procs = TabularProcs.from_state(meta.procs)
         self.columns = [*self.procs.cat_names, *self.procs.cont_names]  # what a row must give
-
-    @classmethod
-    def build(cls, meta: TabularMeta, arch_cfg: Any) -> nn.Module:
-        a = arch_cfg
-        return TabularModel(meta.emb_sizes, len(meta.cont_names), meta.n_out, a.layers, a.ps, a.emb_drop,
-                            meta.y_mean, meta.y_std)
 
     # ------------------------------------------------------------------ rows
     def read(self, item: Any, where: str = "the row", **limits) -> tuple[torch.Tensor, torch.Tensor]:

@@ -5,33 +5,19 @@ model's own vocabulary, by training's functions."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from fastlab.data.text.tokens import PAD, PAD_ID, UNK, UNK_ID, detokenize, numericalize, tokenize
+from fastlab.data.text.tokens import PAD_ID, UNK_ID, detokenize, numericalize, tokenize
 from fastlab.inference.base import CPU, TaskInference, decode_probs
-from fastlab.inference.errors import InferenceError, InputError
-from fastlab.inference.meta import ModelMeta
-from fastlab.models.awd_lstm import AwdLstmClassifier, AwdLstmLM
+from fastlab.inference.errors import InputError
+from fastlab.tasks.text import TextMeta
 
 N_WORDS = 10  # how many words a language model continues a text with
 MAX_TEXT_BYTES = 1_000_000  # a text file or upload beyond this is refused (a docstring is ~1 kB)
-
-
-@dataclass(frozen=True, kw_only=True)
-class TextMeta(ModelMeta):
-    vocab: list[str]  # token of each id
-    bptt: int  # a language model's context in training
-    max_len: int  # a classifier reads a text's first max_len tokens
-
-    def check(self, source: str) -> None:
-        if not self.vocab or self.vocab[UNK_ID] != UNK or self.vocab[PAD_ID] != PAD:
-            raise InferenceError(f"'{source}' has no usable vocabulary (it must start with {UNK}, {PAD}): "
-                                 "retrain or re-export it with this fastlab")
 
 
 def _text_of(data: bytes, name: str) -> str:
@@ -46,7 +32,6 @@ def _text_of(data: bytes, name: str) -> str:
 class TextInference(TaskInference):
     """Reading text: one string per input, from a file, ``--text``, an upload or ``{"text": ...}``."""
 
-    meta_type = TextMeta
     input_kind = "text"
     json_hint = '{"text": "<the text>"}'
 
@@ -100,10 +85,6 @@ class TextClassifyInference(TextInference):
     """``{"label", "top": [{"label", "prob"}, ...]}`` of a text, read as training read it (its
     first ``max_len`` tokens)."""
 
-    @classmethod
-    def build(cls, meta: TextMeta, arch_cfg: Any) -> nn.Module:
-        return AwdLstmClassifier(arch_cfg, len(meta.vocab), meta.n_out)
-
     def read(self, item: Any, **limits) -> torch.Tensor:
         return torch.tensor(self.tokens(item)[: self.meta.max_len], dtype=torch.long)  # (T,)
 
@@ -131,10 +112,6 @@ class LanguageModelInference(TextInference):
     """``{"label": the continuation, "next_words": [...], "top": [{"label": token, "prob"}]}``: the
     ``N_WORDS`` most likely words after the text (greedy, never xxunk or xxpad), and the top-k
     candidates for the very next token."""
-
-    @classmethod
-    def build(cls, meta: TextMeta, arch_cfg: Any) -> nn.Module:
-        return AwdLstmLM(arch_cfg, len(meta.vocab))
 
     def read(self, item: Any, **limits) -> torch.Tensor:
         # The model learnt from bptt-token windows: the text's last bptt tokens are its context.

@@ -1,5 +1,10 @@
-"""The model zoo: pretrained bodies saved by fastlab runs (``save_as``) under ``paths.models``.
+"""``model.pt`` and the model zoo: the one writer and reader of a trained model's checkpoint.
 
+``model.pt`` (and ``best.pt``, and a zoo entry) is ``{"state_dict": CPU tensors, "meta":
+ModelMeta.to_dict()}`` (:func:`model_checkpoint`, :func:`write_model`); :func:`read_checkpoint`
+reads it as plain data and :func:`read_model` as weights and a checked ``ModelMeta``.
+
+The zoo holds pretrained bodies saved by fastlab runs (``save_as``) under ``paths.models``.
 Nothing is downloaded: a zoo entry is made by training a source task once, e.g.
 ``fastlab-train +experiment=pretrain_glyphs``. Loading uses ``torch.load(weights_only=True)``
 only, so a checkpoint cannot run code.
@@ -9,18 +14,23 @@ from __future__ import annotations
 
 import logging
 import pickle
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from fastlab.errors import ConfigError, FastlabError
+from fastlab.models.meta import ModelMeta
+from fastlab.rundir import MODEL, save_checkpoint
 
 log = logging.getLogger("fastlab")
 # Arch settings that say how a body is loaded or trained, never its tensors' shapes: a difference
 # in them cannot be why a checkpoint does not fit (arch.groups only regroups the same weights).
 NOT_SHAPES = ("pretrained", "groups")
+MODEL_FILE = MODEL  # a run dir's trained model (fastlab.rundir names a run dir's files)
 
 
 def zoo_path(name_or_path: str, models_dir: str | Path) -> Path:
@@ -55,13 +65,35 @@ def load_plain(path: Path, error: type[FastlabError] = ConfigError, what: str = 
 
 
 def read_checkpoint(path: Path, error: type[FastlabError] = ConfigError) -> dict:
-    """``{"state_dict", "meta"}`` from a fastlab checkpoint, refusing anything else with one line
-    (as ``error``). ``weights_only=True``: a file holding pickled code is refused unrun."""
+    """``{"state_dict", "meta"}`` from a fastlab checkpoint, as plain data (``meta`` a dict),
+    refusing anything else with one line (as ``error``). ``weights_only=True``: a file holding
+    pickled code is refused unrun."""
     ckpt = load_plain(path, error)
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict) or "meta" not in ckpt:
         raise error(f"cannot read checkpoint '{path}': it has no state_dict and meta, so it is not a fastlab "
                     "checkpoint; use a model.pt written by fastlab-train")
     return ckpt
+
+
+def read_model(path: Path, error: type[FastlabError] = ConfigError) -> tuple[dict[str, torch.Tensor], ModelMeta]:
+    """The weights and the checked ``ModelMeta`` (of its task's type) of a ``model.pt`` or
+    ``best.pt``; anything else is one ``error`` line."""
+    ckpt = read_checkpoint(path, error)
+    return ckpt["state_dict"], ModelMeta.from_dict(ckpt["meta"], str(path), error)
+
+
+def model_checkpoint(model: nn.Module, meta: ModelMeta | Mapping[str, Any], **extra: Any) -> dict:
+    """What ``model.pt`` (and ``best.pt``, a zoo entry) holds: CPU weights and the meta as plain
+    data, with ``extra`` beside its fields (``best.pt``'s epoch and monitored value). ``meta`` is
+    the run's ``ModelMeta``, or a plain dict of a Learner built by hand."""
+    plain = meta.to_dict() if isinstance(meta, ModelMeta) else dict(meta)
+    return {"state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "meta": {**plain, **extra}}
+
+
+def write_model(path: Path, checkpoint: dict) -> None:
+    """Write a :func:`model_checkpoint` to ``path``, atomically and as plain data only (so
+    :func:`read_checkpoint` reads it with ``weights_only=True``)."""
+    save_checkpoint(Path(path), checkpoint)
 
 
 @dataclass

@@ -18,17 +18,19 @@ from fastlab.callbacks.prune import Prune
 from fastlab.callbacks.tracker import finish_tracking
 from fastlab.callbacks.validate import ValidateFinal
 from fastlab.config import RunConfig
+from fastlab.context import RunContext
 from fastlab.diagnostics import dead_filter_fraction, diagnose
 from fastlab.distributed import Context, from_main
 from fastlab.errors import FastlabError
 from fastlab.guards import OutOfMemory, free_device_memory, out_of_memory
-from fastlab.prepare import prepare
 from fastlab.run.batch_plot import write_batch_plot
-from fastlab.run.metrics import RunMetrics, finite_or_none, summarize, write_metrics
 from fastlab.run.outputs import write_outputs
 from fastlab.run.plan import plan, plan_state, saved_plan
+from fastlab.run.prepare import prepare
 from fastlab.run.resources import set_threads
 from fastlab.run.stage_start import StageStart
+from fastlab.rundir import PLOTS
+from fastlab.rundir.metrics_json import RunMetrics, finite_or_none, summarize, write_metrics
 from fastlab.tasks import get_task
 from fastlab.tta import tta_metrics
 
@@ -36,13 +38,13 @@ log = logging.getLogger("fastlab")
 
 
 def fit_retrying(run: RunConfig, run_dir: Path, state: dict | None, ctx: Context, cbs: Sequence[Callback],
-                 start: float) -> RunMetrics:
+                 start: float, context: RunContext) -> RunMetrics:
     """:func:`fit`, again with half the batch after each out-of-memory when ``trainer.auto_bs``
     (from the last finished epoch's ``last.pt``; the schedule continues at the same point)."""
     tried: list[int] = []  # batch sizes that ran out of memory
     while True:
         try:
-            return fit(run, run_dir, state, ctx, cbs, start, tried)
+            return fit(run, run_dir, state, ctx, cbs, start, tried, context)
         except OutOfMemory:
             if not run.trainer.auto_bs or run.data.bs < 2 * ctx.world:
                 raise
@@ -55,26 +57,27 @@ def fit_retrying(run: RunConfig, run_dir: Path, state: dict | None, ctx: Context
 
 
 def fit(run: RunConfig, run_dir: Path, state: dict | None, ctx: Context, cbs: Sequence[Callback], start: float,
-        tried: list[int]) -> RunMetrics:
+        tried: list[int], context: RunContext) -> RunMetrics:
     """One attempt at the run: prepare, plan (or restore the plan of ``state``, a ``last.pt``),
-    fit, write the outputs and ``metrics.json`` (also when it fails)."""
+    fit, write the outputs and ``metrics.json`` (also when it fails). ``context`` says where the
+    run runs (threads, GPU, what the process keeps, the sweep trial it is)."""
     objective = run.task.objective
     metrics = RunMetrics(objective_name=objective, direction=get_task(run.task).direction(objective))
     if tried:
         metrics.auto_bs = {"out_of_memory": list(tried), "bs": run.data.bs}
     built: list[Callback] = []  # the config's callbacks; its trackers are finished below
     try:
-        metrics.threads = set_threads(run.trainer.threads)
-        prep = prepare(run, ctx=ctx)
+        metrics.threads = set_threads(run.trainer.threads, context.parallel_jobs)
+        prep = prepare(run, ctx=ctx, context=context)
         learn, task = prep.learn, prep.task
-        meta = {**prep.meta, "config": run.to_dict()}
+        meta = prep.meta  # the run's ModelMeta, its config included
         built = build_callbacks(run.trainer, run_dir, task, meta, writes=ctx.main, seed=run.seed, objective=objective,
-                                ctx=ctx)
+                                ctx=ctx, context=context)
         learn.add_cbs([*built, *cbs])
         if run.trainer.validate == "final":  # settled by fastlab.run.trial: a sweep's objective needs no more
             learn.add_cbs([ValidateFinal()])
         if run.trainer.plots and ctx.main:
-            write_batch_plot(learn, run, run_dir / "plots" / "batch.png")
+            write_batch_plot(learn, run, run_dir / PLOTS / "batch.png")
         if state is None:
             (stages, found), decided = plan(learn, run.schedule), []
         else:
@@ -110,7 +113,7 @@ def fit(run: RunConfig, run_dir: Path, state: dict | None, ctx: Context, cbs: Se
         raise
     finally:
         if ctx.main:
-            write_metrics(metrics, run_dir, start)
+            write_metrics(metrics, run_dir, start, context.keep)
             finish_tracking(built, run_dir)  # MLflow's final values and artifacts, from the run dir
     if ctx.main:
         # Finished, and metrics.json says so: a leftover last.pt would only invite resuming a run

@@ -9,28 +9,30 @@ from pathlib import Path
 from fastlab.config import RunConfig
 from fastlab.learner import Learner
 from fastlab.lr_find import LRFindResult
-from fastlab.rundir import model_checkpoint, save_checkpoint, write_history
+from fastlab.models.meta import ModelMeta
+from fastlab.models.zoo import MODEL_FILE, model_checkpoint, write_model
+from fastlab.rundir import HISTORY, PLOTS, write_history
 from fastlab.tasks import Task
 
 log = logging.getLogger("fastlab")
 
 
-def write_outputs(run: RunConfig, task: Task, learn: Learner, meta: dict, found: LRFindResult | None,
+def write_outputs(run: RunConfig, task: Task, learn: Learner, meta: ModelMeta, found: LRFindResult | None,
                   run_dir: Path, decided: list[dict] = ()) -> None:
     """Write the run's outputs into ``run_dir``; ``meta`` is what ``model.pt`` records;
     ``decided``: the records of stages whose rates a later LR finder decided (``schedule=course``)."""
-    write_history(run_dir / "history.csv", learn.recorder.history, list(task.metrics))
+    write_history(run_dir / HISTORY, learn.recorder.history, list(task.metrics))
     # weights copied to the CPU only when written (a sweep's trials write none)
     checkpoint = model_checkpoint(learn.model, meta) if run.trainer.save_model or run.save_as else None
     if run.trainer.save_model:
-        save_checkpoint(run_dir / "model.pt", checkpoint)
+        write_model(run_dir / MODEL_FILE, checkpoint)
     if run.save_as:
         zoo_file = Path(run.paths.models) / f"{run.save_as}.pt"
         zoo_file.parent.mkdir(parents=True, exist_ok=True)
-        save_checkpoint(zoo_file, checkpoint)
+        write_model(zoo_file, checkpoint)
         log.info("saved to the model zoo: %s (use arch.pretrained=%s)", zoo_file, run.save_as)
     if run.trainer.plots and learn.recorder.losses:
-        write_plots(task, learn, found, run_dir / "plots", decided)
+        write_plots(task, learn, found, run_dir / PLOTS, decided)
 
 
 def write_plots(task: Task, learn: Learner, found: LRFindResult | None, plots: Path, decided: list[dict] = ()) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-from fastlab.config import RunConfig, ScheduleConfig, TrainerConfig, to_run_config
+from fastlab.config import BaseSchedule, RunConfig, TrainerConfig, to_run_config
 from fastlab.learner import Learner
 from fastlab.lr_find import LRFindResult
 from fastlab.schedules import Stage, discriminative_lrs, plan_stages
@@ -17,10 +17,12 @@ log = logging.getLogger("fastlab")
 RESUME_OVERRIDES = ("resume", "timeout", "progress", "threads")
 
 
-def plan(learn: Learner, s: ScheduleConfig) -> tuple[list[Stage], LRFindResult | None]:
-    """The schedule's stages; with ``lr_max=find`` (``lr_frozen`` for ``schedule=course``) the LR
-    finder runs first, in the freezing of the first stage, and its ``schedule.suggestion``
-    becomes the head's rate. With ``schedule.sizes`` the stages repeat once per image side."""
+def plan(learn: Learner, s: BaseSchedule) -> tuple[list[Stage], LRFindResult | None]:
+    """The schedule's stages, from its head rate ``s.head_lr`` spread over the layer groups by
+    ``s.lr_ratio`` (``lr_max`` and ``lr_ratio``; ``lr_frozen`` and no ratio for
+    ``schedule=course``). A head rate of ``find`` runs the LR finder first, in the freezing of the
+    first stage, and its ``schedule.suggestion`` becomes the head's rate. With ``schedule.sizes``
+    the stages repeat once per image side."""
     n = len(learn.layer_groups)
 
     def stages(lr_max) -> list[Stage]:
@@ -36,7 +38,7 @@ def plan(learn: Learner, s: ScheduleConfig) -> tuple[list[Stage], LRFindResult |
     return stages(lr), found
 
 
-def find_lr(learn: Learner, s: ScheduleConfig) -> LRFindResult:
+def find_lr(learn: Learner, s: BaseSchedule) -> LRFindResult:
     """The LR finder in the freezing the schedule starts with (the head alone for fine_tune and
     gradual), since that is the training whose rate it picks."""
     first = plan_stages(s.name, s.epochs, [1.0] * len(learn.layer_groups), s.freeze_epochs)[0]

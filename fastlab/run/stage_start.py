@@ -10,10 +10,10 @@ from fastlab.callbacks.augment import Augment
 from fastlab.callbacks.checkpoint import Checkpointer
 from fastlab.distributed import from_main
 from fastlab.lr_find import LRFindResult
-from fastlab.prepare import Prepared
 from fastlab.rng import restore_random_states
 from fastlab.run.course import decide
 from fastlab.run.plan import plan_state
+from fastlab.run.prepare import Prepared
 from fastlab.schedules import Stage
 
 log = logging.getLogger("fastlab")

@@ -15,29 +15,9 @@ import atexit
 import dataclasses
 import gc
 
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
-
 from fastlab.config import RunConfig
+from fastlab.context import RunContext
 from fastlab.errors import ConfigError
-
-SWEEPER = "FastlabSweeper"
-
-
-def in_fastlab_sweep() -> bool:
-    """Whether this process runs a job of a ``hydra/sweeper=fastlab`` multirun."""
-    if not HydraConfig.initialized():
-        return False
-    hydra = HydraConfig.get()
-    return hydra.mode == RunMode.MULTIRUN and str(hydra.sweeper.get("_target_", "")).endswith(SWEEPER)
-
-
-def sweep_pruner() -> str:
-    """``hydra.sweeper.pruner`` of the fastlab sweep this process runs a job of ("none" outside
-    one). Read off Hydra's config: cheap, and the same on every rank of a data-parallel trial."""
-    if not in_fastlab_sweep():
-        return "none"
-    return str(HydraConfig.get().sweeper.get("pruner", None) or "none")
 
 
 def epoch_monitors(run: RunConfig) -> list[str]:
@@ -47,13 +27,14 @@ def epoch_monitors(run: RunConfig) -> list[str]:
             if on]
 
 
-def trial_profile(run: RunConfig, trial: bool) -> RunConfig:
-    """``run`` with ``trainer``'s auto values settled: for a sweep trial (``trial``) or a run alone.
-    Refuses ``trainer.validate=final`` with a callback that monitors every epoch, or in a sweep
-    whose pruner judges every epoch, in one line."""
+def trial_profile(run: RunConfig, context: RunContext) -> RunConfig:
+    """``run`` with ``trainer``'s auto values settled: for a sweep trial (``context.trial``) or a
+    run alone. Refuses ``trainer.validate=final`` with a callback that monitors every epoch, or in a
+    sweep whose pruner judges every epoch, in one line."""
     t = run.trainer
     monitors = epoch_monitors(run)
-    pruner = sweep_pruner() if trial else "none"
+    trial = context.trial is not None
+    pruner = context.pruner
     validate = t.validate
     if validate == "auto":
         validate = "final" if trial and not monitors and pruner == "none" else "epoch"

@@ -16,4 +16,5 @@ so the plugin imports these modules only when a sweep actually runs. The modules
 - ``compose``: the config loader that composes a sweep's shared part once per process
 - ``shipping``: what a launcher ships to every job, pickled once per sweep
 - ``hydra_glue``: adapts Hydra's launcher and job returns to the driver
+- ``hydra_private``: every use of Hydra's private API, each checked, with its public fallback
 """

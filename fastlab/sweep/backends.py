@@ -22,6 +22,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from fastlab.sweep.errors import StoreError
+
 SCHEMA_SQLITE = """
 CREATE TABLE IF NOT EXISTS trials (
     number      INTEGER PRIMARY KEY,
@@ -140,8 +142,6 @@ class PostgresDatabase(Database):
         try:
             import psycopg
         except ImportError:
-            from fastlab.sweep.store import StoreError
-
             raise StoreError("hydra.sweeper.storage=postgresql://... needs psycopg 3: pip install "
                              "'fastlab[postgres]'") from None
         self.psycopg = psycopg

@@ -4,12 +4,15 @@ Hydra composes every job from scratch (``load_sweep_config``): the defaults list
 group's node deep-copied out of the ConfigStore, the merges. For a study's small trials that cost
 more than the training (about 0.1-0.2 s twice per trial on a 2-core CPU: once in the driver to
 validate the batch, once in the worker). Yet a sweep's trials differ only in *values*: Hydra
-itself applies every override that is not a config-group choice after composing, in order
-(``ConfigLoaderImpl._apply_overrides_to_config``). So the part that shapes the composition (group
-choices such as ``+study=lr_ratio``, ``hydra.searchpath``) is composed once and kept; a trial is a
-fresh copy of it with its value overrides applied by Hydra's own function and the ``hydra`` node's
-per-job fields (``overrides``, ``job.override_dirname``) set as Hydra sets them. The result is the
-config Hydra composes, which ``tests/sweep/test_compose.py`` checks node for node.
+itself applies every override that is not a config-group choice after composing, in order. So
+the part that shapes the composition (group choices such as ``+study=lr_ratio``,
+``hydra.searchpath``) is composed once and kept; a trial is a fresh copy of it with its value
+overrides applied by Hydra's own function and the ``hydra`` node's per-job fields
+(``overrides``, ``job.override_dirname``) set as Hydra sets them. The result is the config Hydra
+composes, which ``tests/sweep/test_compose.py`` checks node for node. Both steps are
+Hydra's private API, used through ``fastlab.sweep.hydra_private`` only: checked once per process,
+and when they are not as fastlab relies on, ``reusing`` leaves Hydra's loader as it is (one
+warning line) and every trial is Hydra's own composition.
 
 Anything else (a swept config group, a sweep value, an error) goes to Hydra's own loader, so its
 messages stay Hydra's. The kept compositions live in this process only (a joblib worker keeps
@@ -25,14 +28,14 @@ import secrets
 from collections import OrderedDict
 from typing import Any
 
-from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
 from hydra.core.config_loader import ConfigLoader
+from hydra.core.object_type import ObjectType
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
-from fastlab.sweep import shipping
+from fastlab.sweep import hydra_private, shipping
 
 # Compositions kept per process: (token, config name, shaping overrides) -> the composed config,
 # pickled: unpickling a fresh copy for a trial takes a fifth of the time of ``copy.deepcopy``
@@ -40,6 +43,13 @@ from fastlab.sweep import shipping
 # searches a config group.
 _KEPT: OrderedDict[tuple, bytes | DictConfig] = OrderedDict()
 _KEEP = 2
+
+
+def reusing(loader: ConfigLoader) -> ConfigLoader:
+    """``loader`` as the sweep's launcher should get it: wrapped to reuse the sweep's shared
+    composition, or as it is when Hydra's internals for that fail their check (Hydra's public path,
+    ``load_sweep_config`` for every trial; ``hydra_private`` logs one warning line)."""
+    return ReusingConfigLoader(loader) if hydra_private.composes() else loader
 
 
 class ReusingConfigLoader(ConfigLoader):
@@ -51,6 +61,7 @@ class ReusingConfigLoader(ConfigLoader):
         self.token = token or secrets.token_hex(8)  # this sweep's: no other sweep reads its kept configs
         self._blob: bytes | None = None
         self._groups: dict[str, bool] = {}  # key -> whether it names a config group
+        self._listed: dict[str, list[str]] = {}  # parent group -> the groups in it
 
     def __reduce__(self) -> tuple:
         # Shipped with every job: the inner loader pickled once, restored once per job process
@@ -65,7 +76,7 @@ class ReusingConfigLoader(ConfigLoader):
         lines = [*OmegaConf.to_container(master_config.hydra.overrides.hydra), *sweep_overrides]
         config_name = master_config.hydra.job.config_name
         try:
-            cfg = self._compose(config_name, lines)
+            cfg = self._compose(config_name, lines) if hydra_private.composes() else None
         except Exception:  # noqa: BLE001 - Hydra's own composition says what is wrong, in its words
             cfg = None
         if cfg is None:
@@ -86,21 +97,16 @@ class ReusingConfigLoader(ConfigLoader):
         if base is None:
             composed = self.inner.load_configuration(config_name=config_name,
                                                      overrides=[o.input_line for o in shaping], run_mode=RunMode.RUN)
+            if not hydra_private.job_fields_hold(composed, shaping):  # as fastlab sets a trial's
+                return None
             base = shipping.blob(composed) or composed  # a schema pickle cannot find: deep copies
             _KEPT[key] = base
             while len(_KEPT) > _KEEP:
                 _KEPT.popitem(last=False)
         _KEPT.move_to_end(key)
         cfg = pickle.loads(base) if isinstance(base, bytes) else copy.deepcopy(base)
-        ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
-        app = [o for o in parsed if not o.is_hydra_override()]
-        # The hydra node's per-job fields, as ConfigLoaderImpl._load_configuration_impl sets them.
-        with open_dict(cfg.hydra):
-            cfg.hydra.overrides.hydra = [o.input_line for o in parsed if o.is_hydra_override()]
-            cfg.hydra.overrides.task = [o.input_line for o in app]
-            dirname = cfg.hydra.job.config.override_dirname
-            cfg.hydra.job.override_dirname = get_overrides_dirname(
-                overrides=app, kv_sep=dirname.kv_sep, item_sep=dirname.item_sep, exclude_keys=dirname.exclude_keys)
+        hydra_private.apply_overrides(values, cfg)
+        hydra_private.set_job_fields(cfg, parsed)  # overrides.hydra, overrides.task, override_dirname
         return cfg
 
     def _shapes(self, override: Override) -> bool:
@@ -108,12 +114,16 @@ class ReusingConfigLoader(ConfigLoader):
         exists and a value that is not a dict; or the search path), not just a value in it."""
         if override.key_or_group == "hydra.searchpath" or override.package is not None:
             return True
-        repository = getattr(self.inner, "repository", None)
-        if repository is None:
-            return True  # not Hydra's loader: nothing is known, so everything shapes
         key = override.key_or_group
         if key not in self._groups:  # the config files do not change within a sweep
-            self._groups[key] = repository.group_exists(key)
+            parent, _, name = key.rpartition("/")
+            if parent not in self._listed:
+                try:  # the groups of the search path, as the loader's repository finds them
+                    self._listed[parent] = self.inner.get_group_options(parent, results_filter=ObjectType.GROUP)
+                except Exception:  # noqa: BLE001 - nothing is known, so it shapes: Hydra composes it
+                    self._listed[parent] = None
+            listed = self._listed[parent]
+            self._groups[key] = True if listed is None else name in listed
         return self._groups[key] and not isinstance(override.value(), dict)
 
     # ------------------------------------------------------------- the rest is the inner loader's

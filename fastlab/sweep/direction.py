@@ -1,6 +1,6 @@
 """Which way a sweep's objective is better: said by the user, or known by fastlab's task.
 
-The rule (README, "Sweeps"):
+The rule (docs/sweeps.md and docs/design.md):
 
 - ``hydra.sweeper.direction`` given: that, for any app.
 - not given, and the composed config has a ``task`` node whose ``name`` and ``objective`` fastlab's

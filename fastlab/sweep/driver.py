@@ -30,15 +30,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fastlab.run.metrics import read_metrics
+from fastlab.rundir.metrics_json import read_metrics
 from fastlab.sweep.direction import HOW_TO_SET
 from fastlab.sweep.errors import SweepError
-from fastlab.sweep.export import best_table, best_trials, write_exports
 from fastlab.sweep.lease import DriverLease
+from fastlab.sweep.results import best_table, best_trials, write_exports
 from fastlab.sweep.settings import DEFAULT_N_TRIALS, SweepSettings
 from fastlab.sweep.space import SearchSpace
 from fastlab.sweep.store import FINISHED, Trial, TrialStore, now, open_store
 from fastlab.sweep.strategies import Observation, grid_size, propose
+from fastlab.sweepdir import trials_db
 
 log = logging.getLogger(__name__)
 # How often a driver with nothing to launch looks again at trials other drivers run.
@@ -72,6 +73,7 @@ class _Sweep:
     job_dir_for: Callable[[int], str]
     validate: Callable[[list[list[str]]], None] | None
     started: str  # when this driver started: failed trials before it are retried (retry_failed)
+    hand_number: Callable[[int], list[str]]  # trial number -> overrides that tell its job
     checked: set[tuple] = field(default_factory=set)  # trial shapes whose composition was checked
     retried: set[int] = field(default_factory=set)  # failed trials this driver already ran again
 
@@ -85,6 +87,7 @@ def run_sweep(
     validate: Callable[[list[list[str]]], None] | None = None,
     echo: Callable[[str], None] = print,
     context: str = "",
+    hand_number: Callable[[int], list[str]] = lambda number: [],
 ) -> list[Trial]:
     """Run (or resume, or join) a sweep in ``sweep_dir``; return its trials.
 
@@ -95,6 +98,8 @@ def run_sweep(
     validate : raises if a list of override lists cannot be composed, before anything runs.
     echo : where the best-trials table goes.
     context : anything else a resume must match (the app's composed config), besides the space.
+    hand_number : trial number -> the overrides that tell a job its trial number (Hydra's
+        launchers: ``hydra.sweeper.trial=N``), appended to each job's overrides.
 
     ``settings.direction`` must be set: ``hydra_glue`` resolves it from the app's task when the
     user gave none (``fastlab.sweep.direction``).
@@ -110,7 +115,7 @@ def run_sweep(
         with DriverLease(sweep_dir) as lease:
             seed = store.claim(lambda: _check_identity(store, space, context, settings, sweep_dir))
             sweep = _Sweep(settings, space, sweep_dir, store, lease, seed, _total(settings, space),
-                           job_dir_for, validate, now())
+                           job_dir_for, validate, now(), hand_number)
             _log_resume(store.trials(), sweep.n_total)
             with _Heartbeat(settings, sweep_dir, lease.id):
                 concurrency = settings.batch_size or 1
@@ -159,6 +164,11 @@ class _Heartbeat:
             store.close()
 
 
+def _job_overrides(sweep: _Sweep, number: int, params: dict[str, Any]) -> list[str]:
+    """A trial's job: its values, and the overrides that hand it its trial number."""
+    return [*sweep.space.overrides(params), *sweep.hand_number(number)]
+
+
 def _run_batches(sweep: _Sweep, launch: Launch, size: int) -> None:
     """Batch-synchronous: claim up to ``size`` trials, launch them at once, record them."""
     while True:
@@ -167,7 +177,7 @@ def _run_batches(sweep: _Sweep, launch: Launch, size: int) -> None:
             if not _wait_for_others(sweep):
                 return
             continue
-        overrides = [sweep.space.overrides(params) for _, params, _ in runs]
+        overrides = [_job_overrides(sweep, number, params) for number, params, _ in runs]
         _log_launch(runs)
         outcomes = launch(overrides, runs[0][2])
         if len(outcomes) != len(runs):
@@ -190,7 +200,7 @@ def _run_async(sweep: _Sweep, launch: Launch, concurrency: int) -> None:
                 # one job per launch call: each trial starts when a worker frees up
                 for run in _claim(sweep, free):
                     _log_launch([run])
-                    overrides = [sweep.space.overrides(run[1])]
+                    overrides = [_job_overrides(sweep, run[0], run[1])]
                     running[pool.submit(launch, overrides, run[2])] = run
             if not running:
                 if error is not None or not _wait_for_others(sweep):
@@ -340,13 +350,13 @@ def _check_identity(
             store.set(key, value)
         elif stored != value:
             raise SweepError(
-                f"{sweep_dir / 'trials.db'} holds a sweep over {what}; rerun with the same "
+                f"{trials_db(sweep_dir)} holds a sweep over {what}; rerun with the same "
                 "ones, or use a new hydra.sweep.dir"
             )
     stored = store.get("direction")
     if stored is not None and started and stored != settings.direction:
         raise SweepError(
-            f"{sweep_dir / 'trials.db'} holds a sweep to {stored} its objective, not to "
+            f"{trials_db(sweep_dir)} holds a sweep to {stored} its objective, not to "
             f"{settings.direction} it; rerun with hydra.sweeper.direction="
             f"{stored}, or use a new hydra.sweep.dir"
         )

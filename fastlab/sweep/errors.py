@@ -11,3 +11,7 @@ class SweepError(FastlabError, CompactHydraException):
     Hydra prints a ``CompactHydraException`` as its message alone (no traceback) and exits
     non-zero, so the message is one line that names the thing and the fix.
     """
+
+
+class StoreError(SweepError):
+    """``trials.db`` cannot be read: not a fastlab trials store, or a damaged one."""

@@ -6,23 +6,21 @@ import dataclasses
 import logging
 import math
 import os
-import secrets
 import traceback
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from fastlab.run.trial import exit_without_final_collection
-from fastlab.sweep import shipping
+from fastlab.sweep import hydra_private
 from fastlab.sweep.direction import resolve_direction
 from fastlab.sweep.driver import Outcome, run_sweep
 from fastlab.sweep.errors import SweepError
-from fastlab.sweep.settings import SweepSettings
+from fastlab.sweep.settings import SweepSettings, trial_override
 from fastlab.sweep.space import parse_space
-from fastlab.tracking.sweep import close_sweep, open_sweep
+from fastlab.sweep.trackers import close_sweep, open_sweep
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +46,8 @@ def run_hydra_sweep(
 
     def launch(overrides: list[list[str]], initial_job_idx: int) -> list[Outcome]:
         try:
-            returns = launcher.launch([tuple(o) for o in overrides], initial_job_idx=initial_job_idx)
+            with shipped.installed() if shipped is not None else contextlib.nullcontext():
+                returns = launcher.launch([tuple(o) for o in overrides], initial_job_idx=initial_job_idx)
         except Exception as e:
             # A job's own errors come back in its JobReturn; an exception here means the launcher
             # itself broke (e.g. joblib when a worker process is killed). The batch stays
@@ -63,16 +62,18 @@ def run_hydra_sweep(
     tracking = open_sweep(config, str(config.hydra.sweep.dir), space, options)
     ok = False
     try:
-        with shipped_state_once():
-            run_sweep(
-                options,
-                space,
-                str(config.hydra.sweep.dir),
-                launch,
-                job_dir_for=JobDirs(config),
-                validate=validate,
-                context=app_config_text(config),
-            )
+        # Hydra's singletons copied once for all the launch calls (None: each call copies its own)
+        shipped = hydra_private.shipped_singletons()
+        run_sweep(
+            options,
+            space,
+            str(config.hydra.sweep.dir),
+            launch,
+            job_dir_for=JobDirs(config),
+            validate=validate,
+            context=app_config_text(config),
+            hand_number=trial_override,
+        )
         ok = True
     finally:
         close_sweep(tracking, ok)
@@ -158,68 +159,19 @@ class JobDirs:
         return os.path.join(self.root, subdir)
 
 
-@contextlib.contextmanager
-def shipped_state_once() -> Iterator[None]:
-    """Hydra's launchers that run jobs elsewhere (joblib, submitit, ray) call
-    ``Singleton.get_state()`` on every launch call to ship Hydra's singletons to their jobs: a deep
-    copy of the config store with every schema and of the composed config, about 35 ms of the
-    driver's time per call, and one call per trial when launching asynchronously. Nothing in them
-    changes while the driver sweeps (the jobs change their own copies), so one copy, made and
-    pickled here, serves every call of the sweep (``ShippedInstances``)."""
-    state = Singleton.get_state()
-    state = dict(state, instances=ShippedInstances(state["instances"]))
-    original = Singleton.__dict__["get_state"]
-    Singleton.get_state = staticmethod(lambda: state)
-    try:
-        yield
-    finally:
-        Singleton.get_state = original
-
-
-class ShippedInstances(dict):
-    """Hydra's singletons as ``Singleton.get_state()`` ships them to a job: pickled once by the
-    driver and unpickled once per job process (``fastlab.sweep.shipping``).
-
-    ``set_state`` then re-discovers Hydra's plugins unless they are among the instances, about
-    30 ms per job of walking and importing the plugin packages; the installed plugins do not
-    change while a process runs, so a job process discovers them once (``_restored``).
-    """
-
-    def __init__(self, instances: Mapping) -> None:
-        super().__init__(instances)
-        self.token = secrets.token_hex(8)
-        self.blob = shipping.blob(dict(instances))
-
-    def __reduce__(self) -> tuple:
-        if self.blob is None:
-            return dict, (dict(self),)
-        return _restored, (self.token, self.blob)
-
-
-def _restored(token: str, blob: bytes) -> dict:
-    """A job process's copy of the shipped singletons, with the plugins it already discovered."""
-    from hydra.core.plugins import Plugins
-
-    # Discover the plugins before unpickling: discovery executes the plugin modules again, and
-    # the schemas in the config store must be the classes their modules hold afterwards, or no
-    # config composed from them pickles ("not the same object"). Once per process.
-    plugins = Plugins.instance()
-    return shipping.received(token, blob, lambda instances: {**instances, Plugins: plugins})
-
-
 def outcome_of(ret: JobReturn) -> Outcome:
     """A Hydra ``JobReturn`` -> an Outcome. The objective must be a float; NaN (or inf) = diverged."""
     job_dir = None
     if ret.hydra_cfg is not None:
         job_dir = OmegaConf.select(ret.hydra_cfg, "hydra.runtime.output_dir")
     if ret.status != JobStatus.COMPLETED:
-        error = ret._return_value
+        error = hydra_private.returned(ret)  # what the job raised
         if isinstance(error, BaseException):
             text = "".join(traceback.format_exception_only(type(error), error)).strip()
         else:
             text = f"the job ended with status {ret.status.name}"
         return Outcome("failed", error=text, job_dir=job_dir)
-    value = ret._return_value
+    value = hydra_private.returned(ret)
     try:
         number = float(value)
     except (TypeError, ValueError):

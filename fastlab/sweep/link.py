@@ -1,9 +1,10 @@
 """A sweep trial's line back to its study: the objective after each epoch, for pruning.
 
-A job of a fastlab sweep knows its study from its own Hydra config (``hydra.sweeper.storage``,
-``hydra.sweep.dir``) and finds its trial by its job dir, which its driver recorded when it claimed
-the trial. Nothing is passed through the trial's overrides, so a trial's config (and its
-``override_dirname``) is what it would be without pruning.
+A job of a fastlab sweep is handed its trial number by its driver (``hydra.sweeper.trial``, a
+Hydra override: the trial's own config and its ``override_dirname`` stay what they would be
+without pruning) and knows its study from its own Hydra config (``hydra.sweeper.storage``,
+``hydra.sweep.dir``). The edge (``fastlab-train``'s ``@hydra.main`` wrapper) reads those into the
+run's ``fastlab.context.Trial`` and builds the link with :func:`trial_link`.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from fastlab.context import Trial
 from fastlab.sweep.settings import SweepSettings
 from fastlab.sweep.store import open_store
 
@@ -43,29 +45,14 @@ class TrialLink:
             return sum(t.status in ("completed", "pruned") for t in store.trials(metrics=False))
 
 
-def trial_link() -> TrialLink | None:
-    """The link of this process's trial when it is a job of a fastlab sweep with a pruner, else
-    None. The direction is the one the study recorded (the driver resolves it)."""
-    from hydra.core.hydra_config import HydraConfig
-
-    from fastlab.run.trial import in_fastlab_sweep
-
-    if not in_fastlab_sweep():
+def trial_link(trial: Trial) -> TrialLink | None:
+    """The link of ``trial`` (a job of a fastlab sweep with a pruner), or None when its driver
+    handed it no number (a job launched by hand: nothing to report to). The direction is the one
+    the study recorded (the driver resolves it)."""
+    if trial.number is None or trial.pruner == "none":
         return None
-    hydra = HydraConfig.get()
-    if str(hydra.sweeper.get("pruner", "none")) == "none":
-        return None
-    settings = SweepSettings.from_config(hydra.sweeper)
-    sweep_dir = Path(str(hydra.sweep.dir))
-    output = Path(str(hydra.runtime.output_dir))
-    try:
-        job_dir = str(output.resolve().relative_to(sweep_dir.resolve()))
-    except ValueError:
-        job_dir = str(output)
-    with open_store(settings.storage, sweep_dir, settings.study, settings.storage_timeout_s) as store:
-        number = store.trial_for_job(job_dir)
+    settings = SweepSettings.from_config(trial.settings)
+    with open_store(settings.storage, trial.sweep_dir, settings.study, settings.storage_timeout_s) as store:
         direction = store.get("direction")
-    if number is None:  # not claimed through a store (a launcher run by hand): nothing to prune by
-        return None
     settings = dataclasses.replace(settings, direction=direction or settings.direction)
-    return TrialLink(settings, number, sweep_dir)
+    return TrialLink(settings, trial.number, trial.sweep_dir)

@@ -8,11 +8,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from fastlab.pruning import PRUNERS
 from fastlab.sweep.direction import DIRECTIONS, HOW_TO_SET
 from fastlab.sweep.errors import SweepError
 
 STRATEGIES = ("grid", "random", "forest")
-PRUNERS = ("none", "median", "asha")
 PRUNED_POLICIES = ("drop", "keep")
 
 # Trials a random or forest sweep runs when ``n_trials`` is not set (a grid runs all its points).
@@ -72,6 +72,10 @@ class SweepSettings:
     retry_failed: bool = False
     # Rows of the best-trials table printed at the end.
     top_k: int = 5
+    # Set by the sweep's driver on each job it launches (`hydra.sweeper.trial=N`, a Hydra override,
+    # so the job's own config and override_dirname stay as they are): the job's trial number, by
+    # which it reports to its study. Never set it yourself.
+    trial: int | None = None
 
     @classmethod
     def from_config(cls, values: Mapping[str, Any]) -> "SweepSettings":
@@ -131,3 +135,8 @@ class SweepSettings:
         if self.direction is None:  # hydra_glue resolves it before the driver runs
             raise SweepError(f"hydra.sweeper.direction is not set; {HOW_TO_SET}")
         return 1.0 if self.direction == "maximize" else -1.0
+
+
+def trial_override(number: int) -> list[str]:
+    """The Hydra override that hands a job its trial number (``SweepSettings.trial``)."""
+    return [f"hydra.sweeper.trial={number}"]

@@ -28,6 +28,7 @@ from hydra.core.override_parser.types import (
     ChoiceSweep,
     IntervalSweep,
     Override,
+    QuotedString,
     RangeSweep,
     Transformer,
     ValueType,
@@ -35,6 +36,7 @@ from hydra.core.override_parser.types import (
 from hydra.errors import HydraException
 
 from fastlab.sweep.errors import SweepError
+from fastlab.sweep.hydra_private import element_text
 
 # Floats proposed from intervals are rounded to this many significant digits: overrides and
 # trials.csv stay readable, and no hyperparameter needs more.
@@ -223,7 +225,18 @@ def _value_text(value: Any) -> str:
     """A value from ``hydra.sweeper.params`` as override text (YAML may have typed it)."""
     if isinstance(value, str):
         return value
-    return Override._get_value_element_as_str(value)
+    return element_text(value)
+
+
+def _plain(value: Any) -> Any:
+    """A value parsed from an override as a trial gets it: quoted strings as their text."""
+    if isinstance(value, QuotedString):
+        return value.text
+    if isinstance(value, list):
+        return [_plain(x) for x in value]
+    if isinstance(value, dict):
+        return {_plain(k): _plain(v) for k, v in value.items()}
+    return value
 
 
 def _plain_key(override: Override) -> str:
@@ -284,6 +297,6 @@ def _dimension(name: str, override: Override, where: str, config_loader: Any) ->
     raw = list(override.sweep_iterator(transformer=Transformer.identity))
     if not raw:
         raise SweepError(f"{where}: {form}(...) of {name} has no values; give it at least one")
-    values = tuple(Override._convert_value(x) for x in raw)
-    texts = tuple(Transformer.str(x) for x in raw)
+    values = tuple(_plain(x) for x in raw)
+    texts = tuple(element_text(x) for x in raw)
     return Discrete(name=name, key=key, form=form, values=values, texts=texts)

@@ -48,17 +48,13 @@ from fastlab.sweep.backends import (
     PostgresDatabase,
     SqliteDatabase,
 )
-from fastlab.sweep.errors import SweepError
+from fastlab.sweep.errors import StoreError
+from fastlab.sweepdir import read_pointer, trials_db, write_pointer
 
 FINISHED = ("completed", "failed", "diverged", "pruned")
-STORAGE_FILE = "storage.json"  # in a sweep dir whose study lives in PostgreSQL: where it is
 _COLUMNS = ("number, status, params, value, metrics, job_dir, started_at, finished_at, error, driver, "
             "heartbeat_at")
 T = TypeVar("T")
-
-
-class StoreError(SweepError):
-    """``trials.db`` cannot be read: not a fastlab trials store, or a damaged one."""
 
 
 @dataclass(frozen=True)
@@ -206,9 +202,8 @@ class TrialStore:
         Raises ``StoreError`` when ``path`` is missing or is not a trials store.
         """
         path = Path(path)
-        pointer = path.with_name(STORAGE_FILE)
-        if not path.is_file() and pointer.is_file():
-            where = json.loads(pointer.read_text())
+        where = None if path.is_file() else read_pointer(path.parent)
+        if where is not None:
             return cls.postgres(where["storage"], where["study"], readonly=True, timeout_s=10.0,
                                 where=path)
         if not path.is_file():
@@ -428,11 +423,6 @@ class TrialStore:
             out.setdefault(int(number), {})[int(epoch)] = float(value)
         return out
 
-    def trial_for_job(self, job_dir: str) -> int | None:
-        """The number of the running trial whose job runs in ``job_dir`` (as recorded)."""
-        rows = self._read("SELECT number FROM trials WHERE job_dir = ? AND status = 'running'", (job_dir,))
-        return int(rows[0][0]) if rows else None
-
 
 def open_store(storage: str | None, sweep_dir: str | os.PathLike, study: str | None = None,
                timeout_s: float = 120.0) -> TrialStore:
@@ -440,16 +430,10 @@ def open_store(storage: str | None, sweep_dir: str | os.PathLike, study: str | N
     PostgreSQL URL (then ``sweep_dir/storage.json`` says where, for fastlab-meta and the jobs)."""
     sweep_dir = Path(sweep_dir)
     if storage is None:
-        return TrialStore(sweep_dir / "trials.db", timeout_s=timeout_s)
+        return TrialStore(trials_db(sweep_dir), timeout_s=timeout_s)
     name = study or study_name(sweep_dir)
-    store = TrialStore.postgres(storage, name, timeout_s=timeout_s, where=sweep_dir / "trials.db")
-    pointer = sweep_dir / STORAGE_FILE
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    text = json.dumps({"storage": storage, "study": name}, indent=1)
-    if not pointer.is_file() or pointer.read_text() != text:
-        tmp = pointer.with_name(f".{STORAGE_FILE}.{os.getpid()}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, pointer)
+    store = TrialStore.postgres(storage, name, timeout_s=timeout_s, where=trials_db(sweep_dir))
+    write_pointer(sweep_dir, storage, name)
     return store
 
 

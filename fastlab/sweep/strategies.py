@@ -97,7 +97,7 @@ def propose(
     chosen = dict(zip(numbers, random_params(space, numbers, seed), strict=True))
     if by_model:
         # Imported here: scikit-learn is needed only once the surrogate takes over.
-        from fastlab.sweep.forest import forest_proposals
+        from fastlab.sweep.surrogate import forest_proposals
 
         taken = [o.params for o in finished] + list(pending)
         taken += [chosen[k] for k in numbers if k not in by_model]

@@ -7,7 +7,7 @@ from fastlab import registry
 from fastlab.config import TaskConfig
 from fastlab.errors import ConfigError
 from fastlab.tasks import classify, regress, segment, tabular, text  # noqa: F401  (they register)
-from fastlab.tasks.base import Task
+from fastlab.tasks.base import CAPABILITIES, Task
 from fastlab.tasks.classify import accuracy, error_rate
 from fastlab.tasks.regress import mae, rmse
 
@@ -26,4 +26,10 @@ def task_names() -> list[str]:
     return sorted(registry.options("task"))
 
 
-__all__ = ["Task", "accuracy", "error_rate", "get_task", "mae", "rmse", "task_names"]
+def supporting(capability: str) -> list[str]:
+    """The registered tasks that can do ``capability`` (one of ``CAPABILITIES``), for the errors
+    that say which tasks a setting works with."""
+    return sorted(registry.options("task", lambda e: e.builder.can(capability)))
+
+
+__all__ = ["CAPABILITIES", "Task", "accuracy", "error_rate", "get_task", "mae", "rmse", "supporting", "task_names"]

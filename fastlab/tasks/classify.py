@@ -11,9 +11,11 @@ import torch
 import torch.nn.functional as F
 
 from fastlab.config import TaskConfig, check
+from fastlab.data.augment import LABELS
+from fastlab.data.place import Place
 from fastlab.registry import register
 from fastlab.tasks.base import Task
-from fastlab.tasks.images import image_bunch, image_model
+from fastlab.tasks.images import ImageMeta, image_bunch, image_model
 
 
 def check_label_smoothing(value: float) -> None:
@@ -71,8 +73,8 @@ def class_probs(preds: torch.Tensor) -> torch.Tensor:
     return preds.float().softmax(dim=1)
 
 
-def build_data(run, pretrained_meta: dict | None):
-    return image_bunch(run, "category", pretrained_meta)
+def build_data(run, pretrained_meta: dict | None, place: Place):
+    return image_bunch(run, "category", pretrained_meta, place)
 
 
 @torch.no_grad()
@@ -99,10 +101,13 @@ CLASSIFY = register("task", "classify", ClassifyTask, Task(
     maximize=frozenset({"accuracy"}),
     data_kinds=frozenset({"images"}),
     arch_role="body",
+    supports=frozenset({"augment", "tta", "mixup", "cutmix", "presize", "sizes"}),
+    aug_targets=LABELS,
     build_data=build_data,
-    build_model=image_model,
+    model_from=image_model,
     show_results=show_results,
     inference="fastlab.inference.image:ClassifyInference",
+    meta_type=ImageMeta,
     build_loss=classify_loss,
     activation=class_probs,
 ))

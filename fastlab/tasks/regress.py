@@ -10,6 +10,7 @@ and makes the head's job easier.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,13 +19,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from fastlab.config import RunConfig, TaskConfig
+from fastlab.data.augment import LABELS, POINTS, point_targets
 from fastlab.data.generated.points import unscale_points
 from fastlab.data.images.bunch import DataBunch
+from fastlab.data.place import Place
 from fastlab.errors import ConfigError
 from fastlab.models.core import SigmoidRange
 from fastlab.registry import register
 from fastlab.tasks.base import Task
-from fastlab.tasks.images import image_bunch, image_model
+from fastlab.tasks.images import ImageMeta, image_bunch, image_model
 
 POINT_RANGE = [-1.0, 1.0]  # where scaled points lie: the image's edges
 
@@ -79,10 +82,17 @@ class RegressTask(TaskConfig):
         resolve_y_range(self.y_range, points=False)  # checked here, resolved with the data
 
 
-def build_data(run: RunConfig, pretrained_meta: dict | None) -> DataBunch:
+def moved_targets(data) -> str:
+    """What augmentation moves with the images of ``data`` (the run's ``DataConfig``): the points
+    when the targets are points on the image (``data=points``, ``data.points=true``), else nothing
+    (values per image, which a flip or a zoom leaves as they are)."""
+    return POINTS if point_targets(data) else LABELS
+
+
+def build_data(run: RunConfig, pretrained_meta: dict | None, place: Place) -> DataBunch:
     """Float targets, normalised like a pretrained body's source when there is one (as for
     classification), and the ``y_range`` the model will end in."""
-    data = image_bunch(run, "float", pretrained_meta)
+    data = image_bunch(run, "float", pretrained_meta, place)
     data.y_range = resolve_y_range(getattr(run.task, "y_range", None), data.points)
     return data
 
@@ -94,9 +104,9 @@ def add_y_range(model: nn.Module, y_range: list[float] | None) -> nn.Module:
     return model
 
 
-def build_model(run: RunConfig, data: DataBunch) -> nn.Module:
-    """The image model with ``data.c`` outputs, ending in the data's ``y_range`` when set."""
-    return add_y_range(image_model(run, data), data.y_range)
+def regress_model(build: Callable[..., nn.Module], arch_cfg, meta: ImageMeta) -> nn.Module:
+    """The image model with ``meta.n_out`` outputs, ending in ``meta.y_range`` when set."""
+    return add_y_range(image_model(build, arch_cfg, meta), meta.y_range)
 
 
 @torch.no_grad()
@@ -155,8 +165,12 @@ REGRESS = register("task", "regress", RegressTask, Task(
     maximize=frozenset(),
     data_kinds=frozenset({"images", "points"}),
     arch_role="body",
+    # blending or pasting values or points of two images means nothing: no mixup, no cutmix
+    supports=frozenset({"augment", "tta", "presize", "sizes"}),
+    aug_targets=moved_targets,
     build_data=build_data,
-    build_model=build_model,
+    model_from=regress_model,
     show_results=show_results,
     inference="fastlab.inference.image:RegressInference",
+    meta_type=ImageMeta,
 ))

@@ -18,14 +18,16 @@ import torch.nn.functional as F
 
 from fastlab import registry
 from fastlab.config import RunConfig
+from fastlab.data.augment import MASKS
 from fastlab.data.masks.bunch import IGNORE, MaskBunch
+from fastlab.data.place import Place
+from fastlab.errors import ConfigError, FastlabError
 from fastlab.metrics import BatchMetric
-from fastlab.models.unet import Unet
 from fastlab.plots import plot_masks
 from fastlab.rundir import write_json
 from fastlab.tasks.base import Task
 from fastlab.tasks.classify import SmoothedTask
-from fastlab.tasks.images import use_pretrained_stats
+from fastlab.tasks.images import ImageMeta, image_model, use_pretrained_stats
 
 # ---------------------------------------------------------------------------- loss and metrics
 
@@ -167,14 +169,24 @@ def _or_none(v: float) -> float | None:
 # ------------------------------------------------------------------------------------ hooks
 
 
-def build_data(run: RunConfig, pretrained_meta: dict | None) -> MaskBunch:
+def build_data(run: RunConfig, pretrained_meta: dict | None, place: Place) -> MaskBunch:
     """Images and masks from the data source; normalised as a pretrained encoder's source task
     was, when there is one and ``data.mean`` is not given."""
-    return use_pretrained_stats(MaskBunch.from_config(run.data, seed=run.seed), run.data, pretrained_meta)
+    return use_pretrained_stats(MaskBunch.from_config(run.data, seed=run.seed, place=place), run.data, pretrained_meta)
 
 
-def build_model(run: RunConfig, data: MaskBunch) -> Unet:
-    return registry.get("arch", run.arch.name).builder(run.arch, data.n_channels, data.c)
+@dataclass(kw_only=True)
+class SegmentMeta(ImageMeta):
+    """What a segmentation model records: an image model's fields plus its codes
+    (``MaskBunch.meta()``); its model is a registered segmenter built like an image model."""
+
+    codes: list[str]  # code i names mask value i
+    void: int | None = None  # the code training ignored, or None
+
+    def check(self, source: str, error: type[FastlabError] = ConfigError) -> None:
+        super().check(source, error)
+        if list(self.codes) != list(self.classes or []):
+            raise error(f"'{source}' has codes {self.codes} but classes {self.classes}: the file is inconsistent")
 
 
 SEGMENT = registry.register("task", "segment", SegmentTask, Task(
@@ -186,9 +198,13 @@ SEGMENT = registry.register("task", "segment", SegmentTask, Task(
     maximize=frozenset({"pixel_accuracy", "mean_iou", "dice"}),
     data_kinds=frozenset({"masks"}),
     arch_role="segmenter",
+    # a mask per pixel cannot be blended (mixup) nor averaged over augmented passes (tta)
+    supports=frozenset({"augment", "cutmix", "presize", "sizes"}),
+    aug_targets=MASKS,
     build_data=build_data,
-    build_model=build_model,
+    model_from=image_model,
     show_results=show_results,
     inference="fastlab.inference.segment:SegmentInference",
+    meta_type=SegmentMeta,
     build_loss=build_loss,
 ))

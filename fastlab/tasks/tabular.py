@@ -14,17 +14,21 @@ resolved by ``fastlab.data.tables.bunch.target_kind``), known only once the tabl
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from fastlab import registry
 from fastlab.config import RunConfig, TaskConfig, check_choice
+from fastlab.data.place import Place
 from fastlab.data.tables.bunch import TableBunch
-from fastlab.errors import ConfigError
-from fastlab.models.tabular import TabularModel
+from fastlab.data.tables.procs import TabularProcs
+from fastlab.errors import ConfigError, FastlabError
+from fastlab.models.meta import ModelMeta
 from fastlab.tasks.base import Task
 
 
@@ -63,7 +67,7 @@ def rmse(preds: torch.Tensor, targets: torch.Tensor) -> float:
     return (preds.view(-1).float() - targets.float()).pow(2).mean().sqrt().item()
 
 
-def build_data(run: RunConfig, pretrained_meta: dict | None) -> TableBunch:
+def build_data(run: RunConfig, pretrained_meta: dict | None, place: Place) -> TableBunch:
     data = TableBunch.from_config(run.data, run.task.target, seed=run.seed)
     needs = OBJECTIVE_TARGET.get(run.task.objective)
     if needs is not None and needs != data.target:
@@ -73,9 +77,34 @@ def build_data(run: RunConfig, pretrained_meta: dict | None) -> TableBunch:
     return data
 
 
-def build_model(run: RunConfig, data: TableBunch) -> TabularModel:
-    build = registry.get("arch", run.arch.name).builder
-    return build(run.arch, data.emb_sizes, len(data.cont_names), data.c, data.y_mean, data.y_std)
+@dataclass(kw_only=True)
+class TabularMeta(ModelMeta):
+    """What a table model records (``TableBunch.meta()``): its columns, embedding sizes, the
+    target's kind and scale, and the fitted procs that read a row as training did."""
+
+    target: str  # "category" | "float"
+    y_name: str
+    cat_names: list[str]  # the model's categorical inputs: the table's, then the <col>_na flags
+    cont_names: list[str]
+    emb_sizes: list[int]
+    procs: dict  # TabularProcs.state()
+    y_mean: float | None = None
+    y_std: float | None = None
+
+    def check(self, source: str, error: type[FastlabError] = ConfigError) -> None:
+        if len(self.emb_sizes) != len(self.cat_names):
+            raise error(f"'{source}' has {len(self.cat_names)} categorical columns but "
+                        f"{len(self.emb_sizes)} embedding sizes: the file is inconsistent")
+        try:
+            TabularProcs.from_state(self.procs)
+        except (KeyError, TypeError, AttributeError):
+            raise error(f"'{source}' has unreadable tabular procs: retrain or re-export it with this fastlab") from None
+
+
+def table_model(build: Callable[..., nn.Module], arch_cfg, meta: TabularMeta) -> nn.Module:
+    """A registered table architecture: ``build(arch_cfg, emb_sizes, n_cont, n_out, y_mean, y_std)``
+    (a regression's outputs in the target's units)."""
+    return build(arch_cfg, meta.emb_sizes, len(meta.cont_names), meta.n_out, meta.y_mean, meta.y_std)
 
 
 def _cell(v) -> str:
@@ -129,8 +158,10 @@ TABULAR = registry.register("task", "tabular", TabularTask, Task(
     maximize=frozenset({"accuracy"}),
     data_kinds=frozenset({"table"}),
     arch_role="table",
+    supports=frozenset(),  # table rows: no image to augment, mix or resize
     build_data=build_data,
-    build_model=build_model,
+    model_from=table_model,
     show_results=show_results,
     inference="fastlab.inference.tabular:TabularInference",
+    meta_type=TabularMeta,
 ))

@@ -10,18 +10,22 @@ from __future__ import annotations
 
 import math
 import textwrap
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from fastlab import registry
 from fastlab.config import RunConfig, TaskConfig
+from fastlab.data.place import Place
 from fastlab.data.text.bunch import TextBunch, text_bunch
-from fastlab.data.text.tokens import BOS_ID, PAD_ID, UNK_ID, detokenize
+from fastlab.data.text.tokens import BOS_ID, PAD, PAD_ID, UNK, UNK_ID, detokenize
+from fastlab.errors import ConfigError, FastlabError
 from fastlab.metrics import BatchMetric
-from fastlab.models.awd_lstm import AwdLstmClassifier, AwdLstmLM
+from fastlab.models.meta import ModelMeta
 from fastlab.tasks.base import Task
 from fastlab.tasks.classify import SmoothedTask, accuracy, classify_loss, error_rate
 
@@ -68,22 +72,38 @@ class TokenAccuracy(BatchMetric):
         return self.correct / self.count if self.count else float("nan")
 
 
-def build_lm_data(run: RunConfig, pretrained_meta: dict | None) -> TextBunch:
-    return text_bunch(run.data, language_model=True, seed=run.seed, pretrained_meta=pretrained_meta)
+def build_lm_data(run: RunConfig, pretrained_meta: dict | None, place: Place) -> TextBunch:
+    return text_bunch(run.data, language_model=True, seed=run.seed, pretrained_meta=pretrained_meta, keep=place.keep)
 
 
-def build_classifier_data(run: RunConfig, pretrained_meta: dict | None) -> TextBunch:
-    return text_bunch(run.data, language_model=False, seed=run.seed, pretrained_meta=pretrained_meta)
+def build_classifier_data(run: RunConfig, pretrained_meta: dict | None, place: Place) -> TextBunch:
+    return text_bunch(run.data, language_model=False, seed=run.seed, pretrained_meta=pretrained_meta, keep=place.keep)
 
 
-def build_lm(run: RunConfig, data: TextBunch) -> AwdLstmLM:
-    """The registered text architecture ``arch.name`` as a language model over the vocabulary."""
-    return registry.get("arch", run.arch.name).builder(run.arch, len(data.vocab))
+@dataclass(kw_only=True)
+class TextMeta(ModelMeta):
+    """What a text model records (``TextBunch.meta()``): its vocabulary and how it read texts."""
+
+    vocab: list[str]  # token of each id
+    bptt: int  # a language model's context in training
+    max_len: int  # a classifier reads a text's first max_len tokens
+
+    def check(self, source: str, error: type[FastlabError] = ConfigError) -> None:
+        if not self.vocab or self.vocab[UNK_ID] != UNK or self.vocab[PAD_ID] != PAD:
+            raise error(f"'{source}' has no usable vocabulary (it must start with {UNK}, {PAD}): "
+                        "retrain or re-export it with this fastlab")
 
 
-def build_classifier(run: RunConfig, data: TextBunch) -> AwdLstmClassifier:
-    """The registered text architecture ``arch.name`` as a classifier of ``data.c`` classes."""
-    return registry.get("arch", run.arch.name).builder(run.arch, len(data.vocab), data.c)
+def build_lm(build: Callable[..., nn.Module], arch_cfg, meta: TextMeta) -> nn.Module:
+    """A registered text architecture as a language model over the vocabulary:
+    ``build(arch_cfg, vocab_sz)``."""
+    return build(arch_cfg, len(meta.vocab))
+
+
+def build_classifier(build: Callable[..., nn.Module], arch_cfg, meta: TextMeta) -> nn.Module:
+    """A registered text architecture as a classifier of ``meta.n_out`` classes:
+    ``build(arch_cfg, vocab_sz, n_out)``."""
+    return build(arch_cfg, len(meta.vocab), meta.n_out)
 
 
 # ------------------------------------------------------------------------------ show_results
@@ -110,7 +130,7 @@ def _wrap(text: str, width: int = 95, lines: int = 3) -> str:
 
 
 @torch.no_grad()
-def greedy_continue(model: AwdLstmLM, ids: list[int], n: int) -> list[int]:
+def greedy_continue(model: nn.Module, ids: list[int], n: int) -> list[int]:
     """The ``n`` most likely next tokens, one at a time (never xxunk or xxpad)."""
     model.eval()
     device = next(model.parameters()).device
@@ -162,10 +182,12 @@ LANGUAGE_MODEL = registry.register("task", "language_model", TaskConfig, Task(
     maximize=frozenset({"accuracy"}),
     data_kinds=frozenset({"text"}),
     arch_role="text",
+    supports=frozenset(),  # token ids: no image to augment, mix or resize
     build_data=build_lm_data,
-    build_model=build_lm,
+    model_from=build_lm,
     show_results=show_lm_results,
     inference="fastlab.inference.text:LanguageModelInference",
+    meta_type=TextMeta,
 ))
 
 TEXT_CLASSIFY = registry.register("task", "text_classify", TextClassifyTask, Task(
@@ -176,9 +198,11 @@ TEXT_CLASSIFY = registry.register("task", "text_classify", TextClassifyTask, Tas
     maximize=frozenset({"accuracy"}),
     data_kinds=frozenset({"text"}),
     arch_role="text",
+    supports=frozenset(),  # token ids: no image to augment, mix or resize
     build_data=build_classifier_data,
-    build_model=build_classifier,
+    model_from=build_classifier,
     show_results=show_classifier_results,
     inference="fastlab.inference.text:TextClassifyInference",
+    meta_type=TextMeta,
     build_loss=classify_loss,
 ))

@@ -81,14 +81,6 @@ def experiment_id(client: Any, name: str, artifacts: str | None) -> str:
         return found.experiment_id
 
 
-def sweep_dir_of(run_dir: Path) -> Path | None:
-    """The fastlab sweep dir a job runs in: the nearest folder above it holding ``trials.db``."""
-    for parent in Path(run_dir).resolve().parents:
-        if (parent / "trials.db").is_file():
-            return parent
-    return None
-
-
 def _quoted(text: str) -> str | None:
     # MLflow's filter grammar has no escape for a quote inside a string
     return None if "'" in text else f"'{text}'"

@@ -28,12 +28,13 @@ class FastlabSweeper(Sweeper):
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
         # Imported here, not at module level: Hydra imports every plugin at start-up.
-        from fastlab.sweep.compose import ReusingConfigLoader
+        from fastlab.sweep.compose import reusing
 
         self.config = config
         # Trials differ in values only: compose the sweep's shared part once per process (in the
-        # driver's batch check and in each worker), then each trial's values (fastlab.sweep.compose).
-        hydra_context = HydraContext(config_loader=ReusingConfigLoader(hydra_context.config_loader),
+        # driver's batch check and in each worker), then each trial's values (fastlab.sweep.compose;
+        # Hydra's own loader when the internals that needs fail their check).
+        hydra_context = HydraContext(config_loader=reusing(hydra_context.config_loader),
                                      callbacks=hydra_context.callbacks)
         self.hydra_context = hydra_context
         self.launcher = Plugins.instance().instantiate_launcher(

@@ -6,19 +6,20 @@ store, is ``tests/sweep/test_prune.py``."""
 from __future__ import annotations
 
 import json
-import sys
-import types
+from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 
-import fastlab.run.trial as trial_mod
 from fastlab.callbacks.prune import Prune
+from fastlab.cli.hydra_app import run_context
+from fastlab.config import config_dir, to_run_config
+from fastlab.context import RunContext, Trial
 from fastlab.errors import ConfigError
-from fastlab.run.trial import sweep_pruner, trial_profile
+from fastlab.run.train import train
+from fastlab.run.trial import trial_profile
 from fastlab.sweep.settings import SweepSettings
-from fastlab.train import config_dir, to_run_config, train
 from tests.conftest import SMALL, compose_cfg, one_thread
 from tests.learner.test_learner import make_learner
 
@@ -110,17 +111,17 @@ def test_without_a_link_nothing_is_reported_or_pruned():
 # --------------------------------------------------------- a real small run through train()
 
 
-@pytest.fixture
-def pruned_sweep(monkeypatch):
-    """Make ``train`` behave as a trial of a pruned sweep with ``link``: the cheap Hydra check
-    answers the link's pruner, and ``fastlab.sweep.link.trial_link`` returns the link."""
+def trial_context(pruner: str, link=None) -> RunContext:
+    """The context of a trial of a sweep with ``pruner`` that reports through ``link``."""
+    return RunContext(Trial(0, Path("sweep"), {"pruner": pruner}), link=link)
 
-    def use(link: FakeLink) -> FakeLink:
-        monkeypatch.setattr(trial_mod, "sweep_pruner", lambda: link.settings.pruner)
-        fake = types.ModuleType("fastlab.sweep.link")
-        fake.trial_link = lambda: link
-        monkeypatch.setitem(sys.modules, "fastlab.sweep.link", fake)
-        return link
+
+@pytest.fixture
+def pruned_sweep():
+    """``train`` as a trial of a pruned sweep with ``link``: the context the edge would build."""
+
+    def use(link: FakeLink) -> tuple[FakeLink, RunContext]:
+        return link, trial_context(link.settings.pruner, link)
 
     return use
 
@@ -128,9 +129,9 @@ def pruned_sweep(monkeypatch):
 def test_a_trial_worse_than_the_others_is_pruned_at_a_rung(tmp_path, pruned_sweep):
     # rungs 1 and 3 of 4 epochs: the others are worse at rung 1 (it goes on), better at rung 3
     others = {n: {1: -1.0, 2: 2.0, 3: 2.0, 4: 2.0} for n in range(3)}
-    link = pruned_sweep(FakeLink(settings("asha"), others))
+    link, context = pruned_sweep(FakeLink(settings("asha"), others))
     with one_thread():
-        metrics = train(compose_cfg("schedule.epochs=4"), run_dir=tmp_path)
+        metrics = train(compose_cfg("schedule.epochs=4"), run_dir=tmp_path, context=context)
     on_disk = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["status"] == on_disk["status"] == "pruned"
     assert metrics["epochs"] == 3 and metrics["stopped_early"]
@@ -140,9 +141,9 @@ def test_a_trial_worse_than_the_others_is_pruned_at_a_rung(tmp_path, pruned_swee
 
 
 def test_a_trial_better_than_the_others_completes(tmp_path, pruned_sweep):
-    link = pruned_sweep(FakeLink(settings("asha"), {n: every_epoch(-1.0) for n in range(3)}))
+    link, context = pruned_sweep(FakeLink(settings("asha"), {n: every_epoch(-1.0) for n in range(3)}))
     with one_thread():
-        metrics = train(compose_cfg("schedule.epochs=4"), run_dir=tmp_path)
+        metrics = train(compose_cfg("schedule.epochs=4"), run_dir=tmp_path, context=context)
     assert metrics["status"] == "completed" and metrics["epochs"] == 4 and "pruned" not in metrics
     assert sorted(link.reports) == [1, 2, 3, 4] and metrics["objective"] == link.reports[4]
 
@@ -154,16 +155,14 @@ def run_config(*overrides: str):
     return to_run_config(compose_cfg(*overrides))
 
 
-def test_a_pruned_sweep_validates_every_epoch(monkeypatch):
-    monkeypatch.setattr(trial_mod, "sweep_pruner", lambda: "none")
-    assert trial_profile(run_config(), trial=True).trainer.validate == "final"
-    monkeypatch.setattr(trial_mod, "sweep_pruner", lambda: "asha")
-    assert trial_profile(run_config(), trial=True).trainer.validate == "epoch"
-    assert trial_profile(run_config("trainer.validate=epoch"), trial=True).trainer.validate == "epoch"
+def test_a_pruned_sweep_validates_every_epoch():
+    assert trial_profile(run_config(), trial_context("none")).trainer.validate == "final"
+    assert trial_profile(run_config(), trial_context("asha")).trainer.validate == "epoch"
+    assert trial_profile(run_config("trainer.validate=epoch"), trial_context("asha")).trainer.validate == "epoch"
     with pytest.raises(ConfigError, match=r"hydra.sweeper.pruner=asha .*trainer.validate=epoch"):
-        trial_profile(run_config("trainer.validate=final"), trial=True)
+        trial_profile(run_config("trainer.validate=final"), trial_context("asha"))
     # a run alone is no trial: the pruner is not asked
-    assert trial_profile(run_config("trainer.validate=final"), trial=False).trainer.validate == "final"
+    assert trial_profile(run_config("trainer.validate=final"), RunContext()).trainer.validate == "final"
 
 
 @pytest.mark.parametrize("mode, pruner, expected", [
@@ -171,14 +170,15 @@ def test_a_pruned_sweep_validates_every_epoch(monkeypatch):
     ("MULTIRUN", "none", "none"),
     ("RUN", "asha", "none"),  # not a multirun: no sweep
 ])
-def test_sweep_pruner_reads_hydras_config(mode, pruner, expected):
+def test_the_edge_reads_the_pruner_off_hydras_config(mode, pruner, expected):
     with initialize_config_dir(str(config_dir()), version_base="1.3"):
         cfg = compose("train", overrides=[*SMALL, "hydra/sweeper=fastlab", f"hydra.sweeper.pruner={pruner}",
                                           f"hydra.mode={mode}"], return_hydra_config=True)
     hydra = HydraConfig.instance()
     try:
         hydra.set_config(cfg)
-        assert sweep_pruner() == expected
+        # no trial number handed (a job launched by hand): no link, but the trial's pruner
+        assert run_context()[0].pruner == expected
     finally:
         hydra.cfg = None
-    assert sweep_pruner() == "none"
+    assert RunContext().pruner == "none"

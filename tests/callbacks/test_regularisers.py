@@ -19,11 +19,11 @@ from fastlab.data.images.bunch import DataBunch
 from fastlab.data.masks.bunch import IGNORE
 from fastlab.errors import ConfigError
 from fastlab.learner import Learner
+from fastlab.run.train import train
 from fastlab.tasks import get_task
 from fastlab.tasks.classify import ClassifyTask
 from fastlab.tasks.segment import SegmentTask
 from fastlab.tasks.text import TextClassifyTask
-from fastlab.train import train
 from tests.conftest import compose_cfg, one_thread
 from tests.run.test_resume import history, same_run, stopped_then_resumed
 

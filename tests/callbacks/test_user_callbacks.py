@@ -18,9 +18,9 @@ from fastlab.callbacks.save_best import SaveBestModel
 from fastlab.callbacks.tensorboard import TensorBoardLogger
 from fastlab.config import CallbacksConfig, EarlyStoppingConfig, SaveBestConfig, TrainerConfig
 from fastlab.errors import ConfigError
+from fastlab.run.train import train
 from fastlab.schedules import Stage
 from fastlab.tasks import get_task
-from fastlab.train import train
 from tests.conftest import compose_cfg
 from tests.learner.test_learner import make_learner
 

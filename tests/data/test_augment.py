@@ -25,7 +25,7 @@ from fastlab.data.augment import (
     warp_points,
 )
 from fastlab.errors import ConfigError
-from fastlab.train import train
+from fastlab.run.train import train
 from tests.conftest import compose_cfg, one_thread
 from tests.run.test_resume import same_run, stopped_then_resumed
 

@@ -1,7 +1,7 @@
 """Augmentation pays where fast.ai says it does: few-shot digits from scratch score higher with
 ``aug=no_flip`` than without, at the same budget, seed by seed.
 
-Measured (README): 10 training images a class, 16 px, 20 epochs, seeds 0/1/2: 0.900/0.911/0.890
+Measured (docs/runs.md): 10 training images a class, 16 px, 20 epochs, seeds 0/1/2: 0.900/0.911/0.890
 without augmentation against 0.930/0.947/0.913 with it (+2.3 to +3.6 points each).
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from fastlab.train import train
+from fastlab.run.train import train
 from tests.conftest import compose_cfg, one_thread
 
 FEW_SHOT = ["data.train_per_class=10", "data.size=16", "data.bs=16", "schedule.epochs=20", "schedule.lr_max=1e-2",

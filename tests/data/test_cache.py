@@ -20,13 +20,13 @@ from PIL import Image
 
 from fastlab.config import TrainerConfig, to_run_config
 from fastlab.data.images import cache as cache_mod
-from fastlab.data.images import storage
 from fastlab.data.images.bunch import DataBunch
 from fastlab.data.images.lazy import DiskImages
 from fastlab.data.images.sources import FolderData, NameReData
 from fastlab.data.images.stream import StreamLoader
+from fastlab.data.place import Place, Storage
 from fastlab.errors import ConfigError, DataError
-from fastlab.train import train
+from fastlab.run.train import train
 from tests.conftest import compose_cfg, one_thread
 from tests.run.test_resume import same_run, stopped_then_resumed
 
@@ -34,8 +34,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def bunch(path: Path, cache_root: Path, mode: str, **kwargs) -> DataBunch:
-    with storage.using(storage.Storage(cache_root=cache_root, workers=kwargs.pop("workers", 0))):
-        return DataBunch.from_config(FolderData(path=str(path), size=16, bs=8, cache=mode, **kwargs), seed=3)
+    place = Place(Storage(cache_root=cache_root, workers=kwargs.pop("workers", 0)))
+    return DataBunch.from_config(FolderData(path=str(path), size=16, bs=8, cache=mode, **kwargs), seed=3, place=place)
 
 
 def batches(loader) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -151,7 +151,8 @@ def test_a_build_that_fails_midway_leaves_nothing_that_is_read(tmp_path, image_d
 KILLED_BUILD = """
 import sys, time
 from pathlib import Path
-from fastlab.data.images import decode, storage
+from fastlab.data.images import decode
+from fastlab.data.place import Place, Storage
 from fastlab.data.images.bunch import DataBunch
 from fastlab.data.images.sources import FolderData
 real = decode.load_image
@@ -163,8 +164,8 @@ def slow(path, size):
     return real(path, size)
 slow.n = 0
 decode.load_image = slow
-with storage.using(storage.Storage(cache_root=Path(sys.argv[2]))):
-    DataBunch.from_config(FolderData(path=sys.argv[1], size=16, bs=8, cache="disk"), seed=3)
+DataBunch.from_config(FolderData(path=sys.argv[1], size=16, bs=8, cache="disk"), seed=3,
+                      place=Place(Storage(cache_root=Path(sys.argv[2]))))
 print("finished", flush=True)
 """
 
@@ -187,13 +188,13 @@ def test_a_build_killed_by_a_signal_is_built_again_and_never_read_half_made(tmp_
 
 
 def test_auto_keeps_small_sets_in_memory_and_goes_to_disk_above_max_resident_gb(tmp_path, image_dirs) -> None:
-    assert storage.Storage(max_resident_gb=1.0).mode("auto", 1000, 64) == "memory"
-    assert storage.Storage(max_resident_gb=0.01).mode("auto", 1000, 64) == "disk"  # 12 MB > 10 MB
-    assert storage.Storage(max_resident_gb=0.0).mode("memory", 10**9, 512) == "memory"
+    assert Storage(max_resident_gb=1.0).mode("auto", 1000, 64) == "memory"
+    assert Storage(max_resident_gb=0.01).mode("auto", 1000, 64) == "disk"  # 12 MB > 10 MB
+    assert Storage(max_resident_gb=0.0).mode("memory", 10**9, 512) == "memory"
     small = bunch(image_dirs["per_class"], tmp_path, "auto")
     assert isinstance(small.train.x, torch.Tensor) and not list(tmp_path.glob("*.npy"))
-    with storage.using(storage.Storage(cache_root=tmp_path, max_resident_gb=0.0)):
-        big = DataBunch.from_config(FolderData(path=str(image_dirs["per_class"]), size=16, bs=8), seed=3)
+    big = DataBunch.from_config(FolderData(path=str(image_dirs["per_class"]), size=16, bs=8), seed=3,
+                                place=Place(Storage(cache_root=tmp_path, max_resident_gb=0.0)))
     assert isinstance(big.train.x, DiskImages)
     same_batches(small.train, big.train)
 
@@ -224,7 +225,7 @@ def test_bad_cache_settings_are_one_line(override, fragment) -> None:
     with pytest.raises(ConfigError, match=fragment.replace("(", r"\(").replace(")", r"\)")) as e:
         to_run_config(compose_cfg(override))
     assert "\n" not in str(e.value)
-    assert TrainerConfig().workers is None and storage.Storage().cache_root == Path("outputs/cache")
+    assert TrainerConfig().workers is None and Storage().cache_root == Path("outputs/cache")
 
 
 RSS = """
@@ -232,14 +233,14 @@ import sys
 from pathlib import Path
 import torch
 torch.set_num_threads(1)
-from fastlab.data.images import storage
+from fastlab.data.place import Place, Storage
 from fastlab.data.images.bunch import DataBunch
 from fastlab.data.images.sources import NameReData
 def anon_kb():
     return int(open("/proc/self/status").read().split("RssAnon:")[1].split()[0])
 path, cache, mode = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
-with storage.using(storage.Storage(cache_root=cache)):
-    data = DataBunch.from_config(NameReData(path=str(path), size=SIDE, bs=32, cache=mode))
+data = DataBunch.from_config(NameReData(path=str(path), size=SIDE, bs=32, cache=mode),
+                             place=Place(Storage(cache_root=cache)))
 peak = anon_kb()
 for loader in (data.train, data.valid):
     for xb, yb in loader:
@@ -271,8 +272,8 @@ def peak_rss_kb(path: Path, cache: Path, mode: str) -> int:
 def test_training_memory_from_a_disk_cache_does_not_grow_with_the_data(tmp_path) -> None:
     small, big = write_images(tmp_path / "small", 1000), write_images(tmp_path / "big", 2000)
     for folder in (small, big):  # built here; the measured runs reuse the caches
-        with storage.using(storage.Storage(cache_root=tmp_path / "cache")):
-            DataBunch.from_config(NameReData(path=str(folder), size=SIDE, cache="disk"))
+        DataBunch.from_config(NameReData(path=str(folder), size=SIDE, cache="disk"),
+                              place=Place(Storage(cache_root=tmp_path / "cache")))
     disk_small, disk_big = (peak_rss_kb(f, tmp_path / "cache", "disk") for f in (small, big))
     # 1,000 more images are 27 MiB more in memory; read from the cache, a pass holds a batch or two
     # (what grows is the list of file names and labels: about 1 KiB an image)

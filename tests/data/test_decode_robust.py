@@ -11,10 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
-from fastlab.data.images import storage
 from fastlab.data.images.bunch import DataBunch
 from fastlab.data.images.decode import decode_image
 from fastlab.data.images.sources import CsvData, FolderData
+from fastlab.data.place import Place, Storage
 from fastlab.errors import ConfigError, DataError
 
 ORIENTATION = 0x0112
@@ -65,8 +65,8 @@ def test_a_folder_of_mixed_modes_decodes_every_image_to_its_rgb(tmp_path: Path, 
             if im.mode == "P":
                 im.putpalette([0, 0, 0, 0, 0, 255] + [0] * 762)
             im.save(path)
-    with storage.using(storage.Storage(cache_root=tmp_path / "cache")):
-        data = DataBunch.from_config(FolderData(path=str(tmp_path / "data"), size=8, bs=2, cache=mode))
+    data = DataBunch.from_config(FolderData(path=str(tmp_path / "data"), size=8, bs=2, cache=mode),
+                                 place=Place(Storage(cache_root=tmp_path / "cache")))
     assert data.n_channels == 3
     for i, item in enumerate(data.valid_items):
         want = torch.tensor(MODES[Path(item).name][1], dtype=torch.float32)

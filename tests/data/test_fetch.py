@@ -15,7 +15,7 @@ import pytest
 
 from fastlab.data.external import untar_data
 from fastlab.errors import DataError
-from fastlab.train import train
+from fastlab.run.train import train
 from tests.conftest import compose_cfg
 
 

@@ -18,7 +18,7 @@ from PIL import Image
 
 from fastlab.data.images.decode import decode_image, read_images
 from fastlab.errors import ConfigError, DataError
-from fastlab.train import train
+from fastlab.run.train import train
 from tests.conftest import compose_cfg
 
 
@@ -91,7 +91,7 @@ def test_a_config_cannot_add_a_target(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"unknown top-level key\(s\) \['_target_'\]"):
         train(compose_cfg("+_target_=os.system"), tmp_path)
     marker = tmp_path / "pwned"
-    proc = subprocess.run([sys.executable, "-m", "fastlab.train", f"hydra.run.dir={tmp_path}/run",
+    proc = subprocess.run([sys.executable, "-m", "fastlab.cli.train", f"hydra.run.dir={tmp_path}/run",
                            "+data._target_=os.system", f"+data._args_=[touch {marker}]"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and not marker.exists()
@@ -107,7 +107,7 @@ def test_a_folder_with_broken_images_stops_or_skips_them(tmp_path: Path, image_d
     (root / "two" / "bomb.png").write_bytes(bomb_png())
     (root / "zero" / "cmyk.jpg").write_bytes(b"")
     Image.new("CMYK", (16, 16), (0, 0, 0, 255)).save(root / "zero" / "cmyk.jpg")  # odd mode: loads
-    proc = subprocess.run([sys.executable, "-m", "fastlab.train", f"hydra.run.dir={tmp_path}/run", "data=folder",
+    proc = subprocess.run([sys.executable, "-m", "fastlab.cli.train", f"hydra.run.dir={tmp_path}/run", "data=folder",
                            f"data.path={root}", "data.size=16", "schedule.epochs=1", "trainer.progress=none"],
                           capture_output=True, text=True, timeout=120)
     last = proc.stderr.strip().splitlines()[-1]

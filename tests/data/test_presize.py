@@ -19,8 +19,8 @@ from fastlab.data.images.bunch import DataBunch
 from fastlab.data.images.presize import resize_images, resize_masks
 from fastlab.data.masks.bunch import MaskBunch
 from fastlab.errors import ConfigError
-from fastlab.prepare import prepare
-from fastlab.train import train
+from fastlab.run.prepare import prepare
+from fastlab.run.train import train
 from tests.conftest import compose_cfg
 from tests.data.test_augment import FASTAI, GEOMETRY, neutral
 from tests.run.test_resume import same_run, stopped_then_resumed

@@ -21,8 +21,8 @@ from fastlab.data.loader_bunch import LoaderBunch
 from fastlab.data.masks.bunch import MaskBunch
 from fastlab.data.masks.sources import ScenesData
 from fastlab.plots import point_pixels, show_images
-from fastlab.prepare import prepare
 from fastlab.run.batch_plot import write_batch_plot
+from fastlab.run.prepare import prepare
 from tests.conftest import compose_cfg, one_thread
 
 FASTAI = AugConfig(name="fastai", flip=True, max_rotate=10.0, max_zoom=1.1, max_warp=0.2, max_lighting=0.2)

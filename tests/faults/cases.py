@@ -40,7 +40,7 @@ class Result:
 
 
 def train_cmd(run_dir: Path, *overrides: str) -> list[str]:
-    return [sys.executable, "-m", "fastlab.train", f"hydra.run.dir={run_dir}", *SMALL, *overrides]
+    return [sys.executable, "-m", "fastlab.cli.train", f"hydra.run.dir={run_dir}", *SMALL, *overrides]
 
 
 def run(cmd: list[str], cwd: Path, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
@@ -198,7 +198,7 @@ def _statuses(sweep_dir: Path) -> list[str]:
 
 def kill_sweep_driver(tmp: Path) -> Result:
     sweep_dir = tmp / "sweep_driver"
-    cmd = [sys.executable, "-m", "fastlab.train", *SWEEP, f"hydra.sweep.dir={sweep_dir}",
+    cmd = [sys.executable, "-m", "fastlab.cli.train", *SWEEP, f"hydra.sweep.dir={sweep_dir}",
            *[o for o in SMALL if not o.startswith("schedule.lr_max")]]
     proc = subprocess.Popen(cmd, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     kill_when(proc, lambda: "completed" in _statuses(sweep_dir) and "running" in _statuses(sweep_dir),
@@ -216,7 +216,7 @@ def kill_sweep_driver(tmp: Path) -> Result:
 
 def kill_sweep_worker(tmp: Path) -> Result:
     sweep_dir = tmp / "sweep_worker"
-    cmd = [sys.executable, "-m", "fastlab.train", *SWEEP, f"hydra.sweep.dir={sweep_dir}",
+    cmd = [sys.executable, "-m", "fastlab.cli.train", *SWEEP, f"hydra.sweep.dir={sweep_dir}",
            "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "schedule.epochs=3",
            *[o for o in SMALL if not o.startswith("schedule.lr_max")]]
     proc = subprocess.Popen(cmd, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

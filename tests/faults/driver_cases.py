@@ -27,7 +27,7 @@ APP = ROOT / "tests" / "sweep_apps" / "app.py"
 
 def _train_sweep(sweep_dir: Path, *overrides: str) -> list[str]:
     """A fastlab-train sweep of 4 small trials in ``sweep_dir`` (the fault suite's ``SWEEP``)."""
-    return [sys.executable, "-m", "fastlab.train", *SWEEP, f"hydra.sweep.dir={sweep_dir}",
+    return [sys.executable, "-m", "fastlab.cli.train", *SWEEP, f"hydra.sweep.dir={sweep_dir}",
             *[o for o in SMALL if not o.startswith("schedule.lr_max")], *overrides]
 
 

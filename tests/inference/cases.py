@@ -75,10 +75,11 @@ TEXT_2 = "Open the file and return a stream; raise OSError upon failure."
 def table_csv(run_cfg, path: Path, n: int = 12) -> tuple[Path, list[dict]]:
     """The run's first ``n`` validation rows, raw, as a CSV (an empty cell where a value is missing)."""
     from fastlab.config import to_run_config
+    from fastlab.data.place import Place
     from fastlab.tasks import get_task
 
     run = to_run_config(run_cfg)
-    data = get_task("tabular").build_data(run, None)
+    data = get_task("tabular").build_data(run, None, Place.of(run))
     cols = list(data.valid_rows)
     rows = [{c: data.valid_rows[c][i] for c in cols} for i in range(n)]
     with open(path, "w", newline="") as f:

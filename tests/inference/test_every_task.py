@@ -11,13 +11,13 @@ import warnings
 import pytest
 import torch
 
-from fastlab.export import export
+from fastlab.cli.export import export
+from fastlab.cli.predict import main as predict_main
 from fastlab.inference import BUNDLE_META, InputError, Predictor
 from fastlab.inference.text import N_WORDS
 from fastlab.interpret import interpret_run
-from fastlab.predict import main as predict_main
+from fastlab.run.train import train
 from fastlab.serve.app import create_app
-from fastlab.train import train
 from tests.conftest import one_thread
 from tests.inference.cases import (
     EXPERIMENTS,
@@ -192,7 +192,7 @@ def test_tabular_rows_are_read_as_training_read_them(case):
 def test_learner_predict_reads_the_task_input(case):
     name, run_dir, bundle, inputs = case
     from fastlab.config import to_run_config
-    from fastlab.prepare import prepare
+    from fastlab.run.prepare import prepare
 
     cfg = torch.load(run_dir / "model.pt", weights_only=True)["meta"]["config"]
     learn = prepare(to_run_config(cfg)).learn

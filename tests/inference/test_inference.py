@@ -16,12 +16,13 @@ import pytest
 import torch
 from PIL import Image
 
+from fastlab.cli.export import export
+from fastlab.cli.export import main as export_main
+from fastlab.cli.predict import main as predict_main
 from fastlab.config import to_run_config
 from fastlab.data import DataBunch
 from fastlab.data.images.bunch import TensorLoader
 from fastlab.data.images.decode import load_image
-from fastlab.export import export
-from fastlab.export import main as export_main
 from fastlab.inference import (
     BUNDLE_META,
     BUNDLE_WEIGHTS,
@@ -35,8 +36,7 @@ from fastlab.inference import (
     read_model_file,
     to_channels,
 )
-from fastlab.predict import main as predict_main
-from fastlab.train import train
+from fastlab.run.train import train
 from tests.conftest import compose_cfg, one_thread
 
 BIN = Path(sys.executable).parent

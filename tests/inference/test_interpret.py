@@ -11,9 +11,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from fastlab.cli.interpret import main
 from fastlab.config import to_run_config
-from fastlab.interpret import Interpretation, InterpretError, main
-from fastlab.train import train
+from fastlab.interpret import Interpretation, InterpretError
+from fastlab.run.train import train
 from tests.conftest import compose_cfg
 
 FILES = ("top_losses.png", "confusion_matrix.png", "most_confused.json", "show_results.png")
@@ -39,7 +40,7 @@ def regress_run(tmp_path_factory):
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fastlab.interpret", *map(str, args)],
+    return subprocess.run([sys.executable, "-m", "fastlab.cli.interpret", *map(str, args)],
                           capture_output=True, text=True, timeout=300)
 
 

@@ -9,6 +9,9 @@ import json
 import pytest
 import torch
 
+from fastlab.cli.export import export
+from fastlab.cli.predict import main as predict_main
+from fastlab.cli.predict import predict_files
 from fastlab.config import AugConfig
 from fastlab.data.augment import (
     AugParams,
@@ -18,12 +21,9 @@ from fastlab.data.augment import (
     sampling_matrix,
     warp_images,
 )
-from fastlab.export import export
 from fastlab.inference import InferenceError, Predictor
 from fastlab.inference.segment import SegmentInference, SegmentMeta
-from fastlab.predict import main as predict_main
-from fastlab.predict import predict_files
-from fastlab.train import train
+from fastlab.run.train import train
 from tests.conftest import compose_cfg, one_thread
 from tests.inference.test_inference import digit_png
 

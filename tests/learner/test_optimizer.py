@@ -14,7 +14,7 @@ from fastlab.config import to_run_config
 from fastlab.data import DataBunch
 from fastlab.errors import ConfigError
 from fastlab.learner import Learner
-from fastlab.prepare import prepare
+from fastlab.run.prepare import prepare
 from fastlab.schedules import one_cycle_lr, one_cycle_mom
 
 

@@ -13,8 +13,8 @@ from fastlab.callbacks.augment import Augment
 from fastlab.config import AugConfig, TrainerConfig, to_run_config
 from fastlab.data.augment import AugParams, BatchAugment, draw_params, sampling_matrix, warp_points
 from fastlab.errors import ConfigError
-from fastlab.prepare import prepare
-from fastlab.run.metrics import RunMetrics, json_safe
+from fastlab.run.prepare import prepare
+from fastlab.rundir.metrics_json import RunMetrics, json_safe
 from fastlab.tta import augmented_preds, check_tta, mix, tta_images, tta_metrics, unwarp_points
 from tests.conftest import compose_cfg, one_thread
 

@@ -17,8 +17,8 @@ from fastlab.models.cnn import CnnArch
 from fastlab.models.groups import parse_groups, split_points
 from fastlab.models.resnet import ResnetArch
 from fastlab.models.unet import Unet, UnetArch
-from fastlab.prepare import prepare
-from fastlab.train import train
+from fastlab.run.prepare import prepare
+from fastlab.run.train import train
 from tests.conftest import compose_cfg
 from tests.models.test_groups import assert_partition
 

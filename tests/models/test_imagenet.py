@@ -19,7 +19,7 @@ from fastlab.models import create_model
 from fastlab.models.imagenet import adapt_first_conv, read_imagenet
 from fastlab.models.resnet import ResnetArch
 from fastlab.models.unet import Unet, UnetArch
-from fastlab.prepare import prepare
+from fastlab.run.prepare import prepare
 from tests.conftest import compose_cfg
 from tests.offline import (
     block_network,
@@ -71,7 +71,7 @@ def test_cached_resnet34_gives_its_body_exactly_and_imagenet_stats(pets, home, n
     with torch.no_grad():
         assert torch.equal(model.body(x), tv_features(torchvision_net("resnet34"), x))
     assert prep.data.mean == pytest.approx(IMAGENET_MEAN) and prep.data.std == pytest.approx(IMAGENET_STD)
-    assert prep.meta["mean"] == pytest.approx(IMAGENET_MEAN)  # model.pt records what it was trained on
+    assert prep.meta.mean == pytest.approx(IMAGENET_MEAN)  # model.pt records what it was trained on
     assert len(prep.learn.layer_groups) == 3
     report = prep.pretrained
     assert report.path.name == "resnet34-b627a593.pth" and len(report.loaded) > 100

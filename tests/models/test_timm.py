@@ -18,8 +18,8 @@ from fastlab.config import to_run_config  # noqa: E402
 from fastlab.errors import ConfigError  # noqa: E402
 from fastlab.models.imagenet import read_imagenet  # noqa: E402
 from fastlab.models.timm_arch import TimmArch, timm_model  # noqa: E402
-from fastlab.prepare import prepare  # noqa: E402
-from fastlab.train import train  # noqa: E402
+from fastlab.run.prepare import prepare  # noqa: E402
+from fastlab.run.train import train  # noqa: E402
 from tests.conftest import compose_cfg  # noqa: E402
 from tests.models.test_groups import assert_partition  # noqa: E402
 from tests.offline import block_network, hub_cache, pets_folder, timm_net  # noqa: E402

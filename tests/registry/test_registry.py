@@ -46,7 +46,7 @@ USER_MODULE = textwrap.dedent('''
         return BodyHead(body, create_head(cfg.width, n_out, 32, 0.1), splits=(1,))
 
 
-    from fastlab.train import main
+    from fastlab.cli.train import main
 
     main()
 ''')
@@ -109,7 +109,7 @@ def test_unknown_names_and_double_registration_are_refused():
 
 
 def test_help_lists_each_option_once_and_no_schema():
-    out = subprocess.run([sys.executable, "-m", "fastlab.train", "--help"], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-m", "fastlab.cli.train", "--help"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     groups = dict(re.findall(r"^(\w+): (.+)$", out.stdout.split("== Config ==")[0], re.M))
     assert set(groups) >= {"data", "arch", "schedule", "task", "trainer", "experiment", "study"}

@@ -5,24 +5,31 @@ either stage resumes to the same weights, history and picks."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 import torch
+from hydra.errors import ConfigCompositionException
 
 from fastlab.config import to_run_config
 from fastlab.errors import ConfigError
 from fastlab.lr_find import LRFindResult, rise
-from fastlab.prepare import prepare
 from fastlab.rng import random_states
 from fastlab.run.course import course_rates, decide
-from fastlab.schedules import plan_stages
-from fastlab.train import train
+from fastlab.run.prepare import prepare
+from fastlab.run.train import train
+from fastlab.schedules import CourseSchedule, plan_stages
 from tests.conftest import compose_cfg
 from tests.run.test_resume import Stop, same_run
+from tests.test_cli import run_cli
 
 TINY = ["data.size=16", "arch.channels=[16,32]", "arch.head_hidden=32", "trainer.progress=none"]
+# +experiment=transfer_digits without its schedule: it sets schedule.lr_max for fine_tune, a key
+# schedule=course does not have (the course's rates are lr_frozen, lr_low and lr_high)
+TRANSFER_DIGITS = ["data=digits", "arch=cnn", "data.classes=[5,6,7,8,9]", "data.train_per_class=10", "data.bs=16",
+                   "arch.pretrained=glyphs"]
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +44,7 @@ def zoo(tmp_path_factory) -> Path:
 
 
 def course_cfg(zoo: Path, *extra: str):
-    return compose_cfg("+experiment=transfer_digits", "schedule=course", *TINY, "schedule.epochs=2",
+    return compose_cfg(*TRANSFER_DIGITS, "schedule=course", *TINY, "schedule.epochs=2",
                        "schedule.freeze_epochs=1", f"paths.models={zoo}", *extra, small=False)
 
 
@@ -147,5 +154,36 @@ def test_a_stopped_course_run_resumes_to_the_same_weights_history_and_picks(zoo:
 ])
 def test_bad_course_settings_are_one_line(override: str, key: str) -> None:
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")) as e:
-        to_run_config(compose_cfg("schedule=course", override))
+        to_run_config(compose_cfg("schedule=course", override, small=False))
     assert "\n" not in str(e.value)
+
+
+# --------------------------------------------------------------------- the course's own keys
+
+
+def test_the_cli_refuses_a_key_course_does_not_use(tmp_path: Path) -> None:
+    out = run_cli(["schedule=course", "schedule.lr_max=1e-3"], cwd=tmp_path, module=True)
+    assert out.returncode == 1 and "Traceback" not in out.stderr  # Hydra's error exit, before any run
+    lines = out.stderr.strip().splitlines()
+    assert lines[0] == "Could not override 'schedule.lr_max'."
+    assert "Key 'lr_max' not in 'CourseSchedule'" in lines
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_course_has_only_the_keys_it_uses() -> None:
+    keys = {f.name for f in dataclasses.fields(CourseSchedule)}
+    assert {"lr_frozen", "lr_low", "lr_high", "epochs", "freeze_epochs", "sizes"} <= keys
+    assert not keys & {"lr_max", "lr_ratio"}
+    with pytest.raises(ConfigCompositionException, match="lr_ratio"):
+        compose_cfg("schedule=course", "schedule.lr_ratio=2.6", small=False)
+    s = to_run_config(compose_cfg("schedule=course", "schedule.lr_frozen=4e-3", small=False)).schedule
+    # what the planner and the Learner read of any schedule: the head rate, and no ratio
+    assert isinstance(s, CourseSchedule) and s.head_lr == 4e-3 and s.lr_ratio == 1
+
+
+def test_a_course_config_saved_with_the_common_rate_keys_reads_back() -> None:
+    composed = to_run_config(compose_cfg("schedule=course", small=False))
+    saved = composed.to_dict()
+    assert "lr_max" not in saved["schedule"]
+    saved["schedule"] |= {"lr_max": 3e-3, "lr_ratio": 1.0}  # a course run saved when it had them
+    assert to_run_config(saved).schedule == composed.schedule

@@ -13,7 +13,7 @@ import torch
 
 from fastlab.callbacks.core import Callback
 from fastlab.errors import ConfigError
-from fastlab.train import train
+from fastlab.run.train import train
 from tests.conftest import compose_cfg
 
 

@@ -15,9 +15,9 @@ from fastlab.callbacks.core import Callback
 from fastlab.config import to_run_config
 from fastlab.errors import ConfigError
 from fastlab.learner import Learner
-from fastlab.prepare import prepare
+from fastlab.run.prepare import prepare
+from fastlab.run.train import train
 from fastlab.schedules import Stage
-from fastlab.train import train
 from tests.conftest import compose_cfg
 from tests.run.test_resume import same_run, stopped_then_resumed
 

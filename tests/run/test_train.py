@@ -13,7 +13,7 @@ from fastlab.config import to_run_config
 from fastlab.data import DataBunch
 from fastlab.errors import ConfigError
 from fastlab.models import create_model
-from fastlab.train import train
+from fastlab.run.train import train
 from tests.conftest import compose_cfg
 
 

@@ -25,11 +25,11 @@ import pytest
 import torch
 from PIL import Image
 
+from fastlab.cli.serve import main as serve_main
 from fastlab.inference import Predictor
-from fastlab.serve import main as serve_main
+from fastlab.run.train import train
 from fastlab.serve.app import create_app
 from fastlab.serve.batcher import Batcher
-from fastlab.train import train
 from tests.conftest import compose_cfg
 
 BIN = Path(sys.executable).parent

@@ -7,9 +7,9 @@ from hydra.errors import ConfigCompositionException
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
+from fastlab.config import config_dir
 from fastlab.sweep import compose
 from fastlab.sweep.compose import ReusingConfigLoader
-from fastlab.train import config_dir
 
 MASTER = ["+study=lr_ratio", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweep.dir=/tmp/sweep-x"]
 TRIALS = [
@@ -67,3 +67,13 @@ def test_another_sweep_never_reads_this_ones_compositions(loader):
     first.load_sweep_config(master, TRIALS[0])
     assert first.token != second.token
     assert not any(key[0] == second.token for key in compose._KEPT)
+
+
+def test_config_groups_are_told_from_values_as_hydras_repository_tells_them(loader):
+    # The public listing of groups (get_group_options) decides what shapes a composition.
+    reusing = ReusingConfigLoader(loader)
+    keys = ["aug", "arch", "data", "study", "trainer", "hydra/launcher", "hydra/sweeper", "hydra/job_logging",
+            "data.bs", "schedule.lr_max", "arch.groups", "hydra.sweep.dir", "seed", "nothing", "hydra/nothing"]
+    parsed = compose._parsed([f"{key}=x" for key in keys])
+    assert [reusing._shapes(o) for o in parsed] == [loader.repository.group_exists(k) for k in keys]
+    assert sum(reusing._shapes(o) for o in parsed) == 8  # the groups above, and only they

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fastlab.meta.cli import main as meta_main
-from fastlab.meta.synthetic import planted_trials
+from fastlab.analysis.sources.synthetic import planted_trials
+from fastlab.cli.meta import main as meta_main
 from fastlab.sweep.store import TrialStore, read_sweep
 
 TRAIN = Path(sys.executable).with_name("fastlab-train")
@@ -76,6 +76,21 @@ def test_pruned_trials_are_recorded_with_their_last_value_and_epoch(pruned_sweep
     assert best["number"] == max(done, key=lambda t: t.value).number
     assert f"{len(pruned)} pruned (not ranked)" in out
     assert (sweep_dir / "trials.csv").read_text().count(",pruned,") == len(pruned)
+
+
+def test_trials_in_job_dirs_named_by_their_overrides_are_pruned_too(tmp_path) -> None:
+    """The driver hands each job its trial number: a job dir that depends on the overrides (not
+    the job number the driver reserved) still reports to its trial, and the subdir holds only
+    the trial's own overrides."""
+    sweep_dir = tmp_path / "sweep"
+    sweep(sweep_dir, "hydra.sweep.subdir=${hydra.job.override_dirname}")
+    trials = read_sweep(sweep_dir / "trials.db").trials
+    assert len(trials) == N and any(t.status == "pruned" for t in trials)
+    with TrialStore.open_readonly(sweep_dir / "trials.db") as store:
+        reports = store.reports()
+    for t in trials:
+        assert "schedule.lr_max=" in t.job_dir and "hydra" not in t.job_dir, t.job_dir
+        assert sorted(reports[t.number]) == list(range(1, t.metrics["epochs"] + 1))
 
 
 def test_a_resume_keeps_every_pruning_decision(pruned_sweep) -> None:

@@ -1,4 +1,4 @@
-"""The pruners' decisions (``fastlab.sweep.pruners``): hand-worked cases, then the same random
+"""The pruners' decisions (``fastlab.pruning``): hand-worked cases, then the same random
 sequences of reports fed to Optuna's own ``MedianPruner`` and ``SuccessiveHalvingPruner``,
 decision by decision."""
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import optuna
 import pytest
 
-from fastlab.sweep.pruners import asha_promotes, checks_at, median_prunes, rungs, should_prune
+from fastlab.pruning import asha_promotes, checks_at, median_prunes, rungs, should_prune
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -10,11 +10,12 @@ from hydra.core.singleton import Singleton
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
+from fastlab.config import config_dir
 from fastlab.sweep import shipping
 from fastlab.sweep.compose import ReusingConfigLoader
-from fastlab.sweep.hydra_glue import ShippedInstances, auto_batch_size
+from fastlab.sweep.hydra_glue import auto_batch_size
+from fastlab.sweep.hydra_private import ShippedInstances
 from fastlab.sweep.store import TrialStore
-from fastlab.train import config_dir
 
 
 def test_random_and_grid_queue_a_trial_per_worker_the_forest_does_not():

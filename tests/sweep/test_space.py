@@ -3,8 +3,11 @@ it refuses with a message."""
 
 import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override, Quote, QuotedString
 
+from fastlab.sweep import hydra_private
 from fastlab.sweep.errors import SweepError
+from fastlab.sweep.hydra_private import written
 from fastlab.sweep.space import Discrete, Interval, SearchSpace, parse_space
 
 # (override, the dimension it must parse to)
@@ -148,3 +151,29 @@ def test_fingerprint_changes_with_the_space_and_fixed_values() -> None:
 
 def _parse(line: str):
     return OverridesParser.create().parse_override(line)
+
+
+# Values a space may have to write as override text: escapes, quotes, nesting, every scalar type.
+TEXTS = ["x y", "a=b", "f(1)", "[x]", "{k}", "a:b", "c,d", "tab\there", "back\\slash", "\\(", "", "plain",
+         1, -3, 2.5, 1e-05, float("inf"), True, False, None, [1, "a b", [None]], {"k": "v:w", "n": {"m": 1.5}},
+         QuotedString(text="it's", quote=Quote.single), QuotedString(text='say "hi" \\', quote=Quote.double)]
+
+
+@pytest.mark.parametrize("value", TEXTS, ids=[repr(v) for v in TEXTS])
+def test_fastlab_writes_override_text_as_hydra_does(value) -> None:
+    # The public path when Hydra's private writer fails its check (fastlab.sweep.hydra_private).
+    assert written(value) == Override._get_value_element_as_str(value)
+
+
+def test_every_form_parses_alike_without_hydras_private_writer(monkeypatch) -> None:
+    expected = [parse_space(None, [line]).dims for line, _ in FORMS]
+    typed = parse_space({"n": 3, "f": 0.5, "flag": True, "lst": [1, "a b"], "none": None}, []).fixed
+    hydra_private.forget()
+    monkeypatch.delattr(Override, "_get_value_element_as_str")
+    try:
+        assert [parse_space(None, [line]).dims for line, _ in FORMS] == expected
+        assert parse_space({"n": 3, "f": 0.5, "flag": True, "lst": [1, "a b"], "none": None}, []).fixed == typed
+        assert not hydra_private.fit(hydra_private.TEXT)
+    finally:
+        monkeypatch.undo()
+        hydra_private.forget()

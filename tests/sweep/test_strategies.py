@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from fastlab.sweep.errors import SweepError
-from fastlab.sweep.forest import expected_improvement, forest_proposals, targets
 from fastlab.sweep.settings import SweepSettings
 from fastlab.sweep.space import parse_space
 from fastlab.sweep.strategies import (
@@ -19,6 +18,7 @@ from fastlab.sweep.strategies import (
     random_params,
     sobol_units,
 )
+from fastlab.sweep.surrogate import expected_improvement, forest_proposals, targets
 
 
 def test_grid_enumerates_every_combination_once_in_product_order() -> None:

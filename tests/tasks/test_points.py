@@ -18,11 +18,12 @@ from fastlab.config import to_run_config
 from fastlab.data import DataBunch
 from fastlab.data.generated.points import make_points, scale_points
 from fastlab.data.images.sources import CsvData, PointsData
+from fastlab.data.place import Place
 from fastlab.errors import ConfigError, DataError
 from fastlab.inference import Predictor
 from fastlab.models.core import SigmoidRange
+from fastlab.run.train import train
 from fastlab.tasks.regress import REGRESS, mae, point_error
-from fastlab.train import train
 from tests.conftest import SMALL, compose_cfg
 
 # A points run small enough for a test: 600 images of 24 px, a three-stage CNN, 12 epochs
@@ -136,7 +137,7 @@ def test_csv_points_train_through_train(point_csv, tmp_path):
 def test_sigmoid_range_keeps_outputs_in_range():
     assert SigmoidRange(0, 10)(torch.tensor([-1e4, 0.0, 1e4])).tolist() == [0.0, 5.0, 10.0]
     run = to_run_config(compose_cfg("task=regress", "data=points", "data.n_images=40", *SMALL, small=False))
-    data = REGRESS.build_data(run, None)
+    data = REGRESS.build_data(run, None, Place())
     model = REGRESS.build_model(run, data).eval()
     assert isinstance(model.head[-1], SigmoidRange) and data.y_range == [-1.0, 1.0]
     with torch.no_grad():
@@ -147,13 +148,13 @@ def test_sigmoid_range_keeps_outputs_in_range():
 
 def test_y_range_of_one_number_regression_and_a_bad_range():
     run = to_run_config(compose_cfg("task=regress", "task.y_range=[0,9]"))
-    data = REGRESS.build_data(run, None)
+    data = REGRESS.build_data(run, None, Place())
     head = REGRESS.build_model(run, data).head
     assert data.c == 1 and data.train.y.ndim == 1 and (head[-1].lo, head[-1].hi) == (0.0, 9.0)
     plain = to_run_config(compose_cfg("task=regress"))  # digits: no range unless asked for
-    assert isinstance(REGRESS.build_model(plain, REGRESS.build_data(plain, None)).head[-1], torch.nn.Linear)
+    assert isinstance(REGRESS.build_model(plain, REGRESS.build_data(plain, None, Place())).head[-1], torch.nn.Linear)
     with pytest.raises(ConfigError, match=r"task.y_range=\[9.0, 0.0\] must be \[lo, hi\]"):
-        REGRESS.build_data(to_run_config(compose_cfg("task=regress", "task.y_range=[9,0]")), None)
+        REGRESS.build_data(to_run_config(compose_cfg("task=regress", "task.y_range=[9,0]")), None, Place())
 
 
 def test_one_number_regression_shows_true_and_predicted_values(tmp_path):
@@ -212,7 +213,7 @@ def test_cli_odd_point_columns_exit_2_with_one_line(point_csv, tmp_path):
 
 # ------------------------------------------------------------------------- (5) inference
 def test_saved_points_model_predicts_a_list_of_values(points_run, tmp_path):
-    from fastlab.export import export
+    from fastlab.cli.export import export
 
     run_dir, _ = points_run
     predictor = Predictor.load(run_dir)

@@ -19,7 +19,8 @@ from fastlab.data.masks.sources import CamvidData, ScenesData, camvid
 from fastlab.errors import ConfigError, DataError
 from fastlab.models import create_model
 from fastlab.models.unet import Unet, UnetArch, encoder_config
-from fastlab.prepare import prepare
+from fastlab.run.prepare import prepare
+from fastlab.run.train import train
 from fastlab.tasks.segment import (
     ConfusionMetric,
     confusion_matrix,
@@ -30,7 +31,6 @@ from fastlab.tasks.segment import (
     pixel_accuracy_of,
     segment_loss,
 )
-from fastlab.train import train
 from tests.conftest import compose_cfg
 from tests.test_cli import run_cli
 

@@ -11,13 +11,14 @@ import torch
 from sklearn.linear_model import LogisticRegression, Ridge
 
 from fastlab.config import to_run_config
+from fastlab.data.place import Place
 from fastlab.data.tables.bunch import TableBunch, target_kind
 from fastlab.data.tables.procs import NA, TabularProcs
 from fastlab.data.tables.sources import SklearnTableData
 from fastlab.errors import ConfigError, DataError, FastlabError
 from fastlab.models.tabular import TabularModel, emb_sz_rule
+from fastlab.run.train import train
 from fastlab.tasks.tabular import build_data
-from fastlab.train import train
 from tests.conftest import compose_cfg
 from tests.test_cli import run_cli
 
@@ -39,7 +40,7 @@ def design(loader, emb_sizes) -> tuple[np.ndarray, np.ndarray]:
 def fit_and_baseline(c, tmp_path):
     """Train ``c`` and rebuild its data (same split and procs) for the sklearn baselines."""
     metrics = train(c, run_dir=tmp_path)
-    data = build_data(to_run_config(c), None)
+    data = build_data(to_run_config(c), None, Place())
     return metrics, (*design(data.train, data.emb_sizes), *design(data.valid, data.emb_sizes))
 
 
@@ -175,7 +176,7 @@ def test_csv_table_trains_end_to_end(tmp_path):
     meta = torch.load(tmp_path / "run" / "model.pt", weights_only=True)["meta"]
     assert meta["cat_names"] == ["colour", "x_na"] and meta["cont_names"] == ["x", "noise"]
     assert meta["classes"] == ["high", "low"] and meta["procs"]["vocabs"]["colour"] == [NA, "blue", "green", "red"]
-    data = build_data(to_run_config(c), None)
+    data = build_data(to_run_config(c), None, Place())
     assert data.valid_items == [f"t.csv:{i + 2}" for i in range(400) if i % 5 == 0]  # line 1 is the header
     # The rule is learnable from colour and x; rows whose x is missing (1 in 11) are guesses.
     # Measured 0.96-0.99 over seeds 0-7 (80 validation rows; with 200 rows in all one seed fell

@@ -27,8 +27,8 @@ from fastlab.data.text.tokens import (
 )
 from fastlab.errors import ConfigError, DataError
 from fastlab.models.awd_lstm import AwdLstmArch, AwdLstmClassifier, AwdLstmLM
-from fastlab.prepare import prepare
-from fastlab.train import train
+from fastlab.run.prepare import prepare
+from fastlab.run.train import train
 from tests.conftest import compose_cfg
 from tests.test_cli import run_cli
 

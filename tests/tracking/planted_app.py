@@ -1,7 +1,7 @@
 """A Hydra app with a planted optimum whose jobs log to MLflow through fastlab's own MlflowLogger,
 as fastlab-train's do: the MLflow experiment a fastlab sweep makes, without training anything.
 
-The response is ``fastlab.meta.synthetic.planted_response``: a peak at schedule.lr_ratio = 2.6
+The response is ``fastlab.analysis.sources.synthetic.planted_response``: a peak at schedule.lr_ratio = 2.6
 and schedule.lr_max = 3e-3; schedule.pct_start does nothing. Each job writes the run-dir contract's
 ``metrics.json``, then the logger finishes from it, exactly as ``fastlab.run.fit`` does.
 """
@@ -14,10 +14,10 @@ import numpy as np
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from fastlab.analysis.sources.synthetic import planted_response
+from fastlab.callbacks.mlflow import MlflowLogger
 from fastlab.callbacks.tracker import finish_tracking
 from fastlab.config import MlflowConfig
-from fastlab.meta.synthetic import planted_response
-from fastlab.tracking.mlflow_logger import MlflowLogger
 
 
 @hydra.main(version_base="1.3", config_path="planted_conf", config_name="config")

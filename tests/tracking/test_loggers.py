@@ -102,7 +102,7 @@ def test_a_sweep_with_a_missing_package_stops_before_its_first_trial(tmp_path):
 
 def test_a_tensorboard_logger_that_cannot_write_is_one_warning_and_the_run_goes_on(tmp_path, caplog):
     """A log dir that cannot be made (a file in its place: as a full or read-only disk would)."""
-    from fastlab.train import train
+    from fastlab.run.train import train
     from tests.conftest import one_thread
 
     (tmp_path / "tensorboard").write_text("not a dir")

@@ -1,6 +1,6 @@
 """fastlab-meta over other tools' studies: an MLflow experiment made by a fastlab sweep, and an
 Optuna study made with optuna.create_study + study.optimize, each over the planted response of
-fastlab.meta.synthetic (peak at schedule.lr_ratio = 2.6): the same report as on a sweep dir."""
+fastlab.analysis.sources.synthetic (peak at schedule.lr_ratio = 2.6): the same report as on a sweep dir."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fastlab.meta.cli import main
-from fastlab.meta.mlflow_source import typed_params
-from fastlab.meta.synthetic import LR, RATIO, planted_response
+from fastlab.analysis.sources.mlflow import typed_params
+from fastlab.analysis.sources.synthetic import LR, RATIO, planted_response
+from fastlab.cli.meta import main
 
 APP = Path(__file__).with_name("planted_app.py")
 QUICK = ["--n-boot", "20", "--trees", "100", "--quiet", "--focus", RATIO]

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from fastlab.train import train
+from fastlab.run.train import train
 from tests.conftest import compose_cfg, one_thread
 from tests.tracking.conftest import experiment_runs
 

@@ -100,3 +100,28 @@ def test_trials_in_joblib_worker_processes_find_their_parent_run(tmp_path, store
     (parent,) = [r for r in runs if r.data.tags.get("fastlab.role") == "sweep"]
     children = [r for r in runs if r.data.tags.get("fastlab.role") == "trial"]
     assert len(children) == 4 and {c.data.tags.get("mlflow.parentRunId") for c in children} == {parent.info.run_id}
+
+
+def test_a_sweep_whose_study_lives_in_postgresql_is_tracked_like_one_in_sqlite(tmp_path, store_uri, postgres_url):
+    """No trials.db in the sweep dir (its storage.json names the study): the parent run still
+    ends with the sweep's results, the trials nest under it, and the HParams summary is written."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import metadata
+
+    sweep_dir = tmp_path / "pg"
+    sweep(sweep_dir, store_uri, "trainer.logger=[csv,tensorboard,mlflow]", "trainer.mlflow.experiment=pg4",
+          f"hydra.sweeper.storage='{postgres_url}'")  # quoted: = and ? in it
+    assert not (sweep_dir / "trials.db").exists() and (sweep_dir / "storage.json").is_file()
+    runs = experiment_runs(store_uri, "pg4")
+    (parent,) = [r for r in runs if r.data.tags.get("fastlab.role") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("fastlab.role") == "trial"]
+    assert parent.info.status == "FINISHED" and parent.data.tags["fastlab.status"] == "completed"
+    assert parent.data.metrics["trials.completed"] == 4 and "best_value" in parent.data.metrics
+    assert len(children) == 4 and {c.data.tags.get("mlflow.parentRunId") for c in children} == {parent.info.run_id}
+    assert sorted(c.data.tags["fastlab.trial"] for c in children) == ["0", "1", "2", "3"]
+    root = EventAccumulator(str(sweep_dir / "hparams"))
+    root.Reload()
+    experiment = metadata.parse_experiment_plugin_data(
+        root.PluginTagToContent(metadata.PLUGIN_NAME)[metadata.EXPERIMENT_TAG])
+    assert [h.name for h in experiment.hparam_infos] == ["schedule.lr_max"]
+    assert sorted(p.name for p in (sweep_dir / "hparams").iterdir() if p.is_dir()) == ["0", "1", "2", "3"]

@@ -17,6 +17,7 @@ from fastlab.data.images.presize import build_source
 from fastlab.data.images.sources import CsvData, Source, from_table
 from fastlab.data.images.stream import loader_for
 from fastlab.data.loader_bunch import LoaderBunch
+from fastlab.data.place import Place, Storage
 from fastlab.data.tensors import check_tensors
 from fastlab.errors import ConfigError, DataError
 
@@ -249,15 +250,19 @@ class DataBunch(ImageLoaders):
         return LoaderBunch(train, valid, c, classes, device)
 
     @classmethod
-    def from_config(cls, cfg: DataConfig, targets: str = "category", seed: int = 0) -> DataBunch:
-        return cls(build_source(cfg), cfg.bs, targets, seed, cfg.mean, cfg.std, cfg.valid_bs)
+    def from_config(cls, cfg: DataConfig, targets: str = "category", seed: int = 0,
+                    place: Place | None = None) -> DataBunch:
+        """The bunch of the data config ``cfg``, its images kept where ``place`` says (a run's:
+        ``Place.of(run)``; by default the schemas' storage settings, nothing kept)."""
+        return cls(build_source(cfg, place or Place()), cfg.bs, targets, seed, cfg.mean, cfg.std, cfg.valid_bs)
 
     @classmethod
     def from_df(cls, df, path: str | Path, fn_col: str = "fname", label_col: str = "label",
                 valid_col: str | None = None, targets: str = "category", seed: int = 0,
-                **data_kwargs) -> DataBunch:
+                storage: Storage | None = None, **data_kwargs) -> DataBunch:
         """From a DataFrame (anything with ``.columns`` and ``df[col]``) of file names relative to
-        ``path``; other keyword arguments are ``DataConfig`` fields (``bs``, ``size``, ...)."""
+        ``path``; other keyword arguments are ``DataConfig`` fields (``bs``, ``size``, ...).
+        ``storage``: where decoded images live (``data.cache``; default: the schemas' settings)."""
         cfg = CsvData(path=str(path), fn_col=fn_col, label_col=label_col, valid_col=valid_col, **data_kwargs)
         columns = [str(c) for c in df.columns]
         wanted = (fn_col, label_col, valid_col, *(data_kwargs.get("target_cols") or []))
@@ -267,7 +272,8 @@ class DataBunch(ImageLoaders):
         root = Path(path).expanduser()
         if not root.is_dir():
             raise DataError(f"path '{path}' is not a folder: pass the folder the file names are relative to")
-        return cls(from_table(cfg, root, columns, rows, "the DataFrame"), cfg.bs, targets, seed, cfg.mean, cfg.std)
+        return cls(from_table(cfg, root, columns, rows, "the DataFrame", storage or Storage()), cfg.bs, targets, seed,
+                   cfg.mean, cfg.std)
 
 
 def float_targets(labels: Sequence, items: Sequence[str]) -> torch.Tensor:

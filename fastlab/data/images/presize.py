@@ -18,8 +18,7 @@ import torch.nn.functional as F
 
 from fastlab import registry
 from fastlab.config import DataConfig
-from fastlab.data.images import storage
-from fastlab.run import reuse
+from fastlab.data.place import Place
 
 log = logging.getLogger("fastlab")
 
@@ -49,21 +48,27 @@ def resize_masks(masks: torch.Tensor, size: int) -> torch.Tensor:
     return out[:, 0].round().to(masks.dtype)
 
 
-def build_source(cfg: DataConfig) -> Any:
+def build_source(cfg: DataConfig, place: Place) -> Any:
     """The registered image source ``cfg.name`` (a ``Source`` or ``MaskSource``), presized when
     ``cfg.presize`` is set: training images at ``presize``, validation images (and masks) at
-    ``size``. The split is the same either way: it depends on ``data.seed`` only."""
-    # A sweep worker decodes its trials' images once (fastlab.run.reuse): the source depends on
-    # data.* (not the batch size) and where decoded images live, and no run changes it.
-    key = (repr(dataclasses.replace(cfg, bs=1)), repr(storage.current()))
-    return reuse.kept("image source", key, lambda: _build_source(cfg))
+    ``size``. The split is the same either way: it depends on ``data.seed`` only. A source whose
+    schema ``streams`` is built with ``place.storage`` (where its decoded images live)."""
+    # A sweep worker decodes its trials' images once (place.keep): the source depends on data.*
+    # (not the batch size) and where decoded images live, and no run changes it.
+    key = (repr(dataclasses.replace(cfg, bs=1)), repr(place.storage))
+    return place.keep.kept("image source", key, lambda: _build_source(cfg, place))
 
 
-def _build_source(cfg: DataConfig) -> Any:
-    builder = registry.get("data", cfg.name).builder
-    if cfg.cache in ("disk", "none") and not type(cfg).streams:
+def _build_source(cfg: DataConfig, place: Place) -> Any:
+    entry = registry.get("data", cfg.name)
+    streams = type(cfg).streams
+    if cfg.cache in ("disk", "none") and not streams:
         log.info("data.cache=%s reads images batch by batch from folder, name_re and csv data; data=%s keeps "
                  "its images in memory", cfg.cache, cfg.name)
+
+    def builder(c: DataConfig) -> Any:
+        return entry.builder(c, place.storage) if streams else entry.builder(c)
+
     if cfg.presize is None or cfg.presize == cfg.size:
         return builder(cfg)
     source = builder(dataclasses.replace(cfg, size=cfg.presize))

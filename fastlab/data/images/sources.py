@@ -23,10 +23,10 @@ import torch.nn.functional as F
 
 from fastlab.config import DataConfig
 from fastlab.data.generated.points import image_sizes, make_points, scale_points
-from fastlab.data.images import storage
 from fastlab.data.images.cache import image_cache
 from fastlab.data.images.decode import is_image, read_images, report_bad, unreadable
 from fastlab.data.images.lazy import DiskImages, FileImages, LazyImages
+from fastlab.data.place import Storage
 from fastlab.data.split import seeded_split
 from fastlab.errors import ConfigError, DataError
 from fastlab.registry import register
@@ -181,8 +181,9 @@ def data_root(cfg: DataConfig) -> Path:
 
 
 def from_files(cfg: DataConfig, root: Path, paths: Sequence[Path], labels: Sequence,
-               is_valid: Sequence[bool] | None, points: bool = False) -> Source:
-    """Split (by ``is_valid``, else seeded ``valid_pct``) and decode the images."""
+               is_valid: Sequence[bool] | None, storage: Storage, points: bool = False) -> Source:
+    """Split (by ``is_valid``, else seeded ``valid_pct``) and decode the images, kept where
+    ``storage`` says (memory, a disk cache, or decoded at each read)."""
     order = sorted(range(len(paths)), key=lambda i: str(paths[i]))
     paths, labels = [paths[i] for i in order], [labels[i] for i in order]
     if is_valid is None:
@@ -195,8 +196,8 @@ def from_files(cfg: DataConfig, root: Path, paths: Sequence[Path], labels: Seque
         raise DataError(f"data in '{root}' gives {len(train)} training and {len(valid)} validation "
                         "images: both need at least one (add images or change data.valid_pct)")
 
-    mode = storage.current().mode(cfg.cache, len(paths), cfg.size)
-    images = None if mode == "memory" else lazy_images(mode, paths, cfg)
+    mode = storage.mode(cfg.cache, len(paths), cfg.size)
+    images = None if mode == "memory" else lazy_images(mode, paths, cfg, storage)
 
     def part(idx: list[int]):
         if images is None:
@@ -216,11 +217,10 @@ def from_files(cfg: DataConfig, root: Path, paths: Sequence[Path], labels: Seque
     return Source(*train_part, *valid_part, points=points)
 
 
-def lazy_images(mode: str, paths: Sequence[Path], cfg: DataConfig) -> LazyImages:
+def lazy_images(mode: str, paths: Sequence[Path], cfg: DataConfig, store: Storage) -> LazyImages:
     """All ``paths`` as images read when indexed: rows of the cache of their decoded images
     (``disk``: built once, reused after) or the files decoded at each read (``none``). ``bad``
     holds the unreadable ones (``data.on_bad_file=skip``; with ``error`` the first stops the run)."""
-    store = storage.current()
     if mode == "disk":
         cache = image_cache(paths, cfg.size, cfg.on_bad_file, store.cache_root)
         images: LazyImages = DiskImages(cache)
@@ -261,7 +261,7 @@ class FolderData(DataConfig):
 
 
 @register("data", "folder", FolderData)
-def folder(cfg: FolderData) -> Source:
+def folder(cfg: FolderData, storage: Storage) -> Source:
     """``path/train/<class>/*`` and ``path/valid/<class>/*``; or ``path/<class>/*`` split by
     ``valid_pct`` (also used when the train folder has no valid sibling)."""
     root = data_root(cfg)
@@ -271,11 +271,11 @@ def folder(cfg: FolderData) -> Source:
         if valid_dir.is_dir():
             pairs += [(p, lab, True) for p, lab in _class_folders(valid_dir)]
             return from_files(cfg, root, [p for p, _, _ in pairs], [lab for _, lab, _ in pairs],
-                              [v for _, _, v in pairs])
+                              [v for _, _, v in pairs], storage)
         pairs_2 = _class_folders(train_dir)
-        return from_files(cfg, root, [p for p, _ in pairs_2], [lab for _, lab in pairs_2], None)
+        return from_files(cfg, root, [p for p, _ in pairs_2], [lab for _, lab in pairs_2], None, storage)
     pairs_2 = _class_folders(root)
-    return from_files(cfg, root, [p for p, _ in pairs_2], [lab for _, lab in pairs_2], None)
+    return from_files(cfg, root, [p for p, _ in pairs_2], [lab for _, lab in pairs_2], None, storage)
 
 
 @dataclass
@@ -288,7 +288,7 @@ class NameReData(DataConfig):
 
 
 @register("data", "name_re", NameReData)
-def name_re(cfg: NameReData) -> Source:
+def name_re(cfg: NameReData, storage: Storage) -> Source:
     """Images in ``path`` labelled by group 1 of ``pattern`` matched against the file name."""
     root = data_root(cfg)
     try:
@@ -308,7 +308,7 @@ def name_re(cfg: NameReData) -> Source:
     if bad:
         raise DataError(f"data.pattern {cfg.pattern!r} does not match {len(bad)} of {len(files)} "
                         f"images (e.g. '{bad[0]}'): fix data.pattern or move those files")
-    return from_files(cfg, root, files, [m.group(1) for _, m in matches], None)
+    return from_files(cfg, root, files, [m.group(1) for _, m in matches], None, storage)
 
 
 _TRUE = {"1", "true", "yes", "y", "t", "valid"}
@@ -343,7 +343,7 @@ def _target_values(row: dict, cols: list[str], where: str) -> list[float]:
 
 
 def from_table(cfg: CsvData, root: Path, columns: Sequence[str], rows: Sequence[dict],
-               source_name: str) -> Source:
+               source_name: str, storage: Storage) -> Source:
     """A table of rows (dicts) with a file-name column, a label column (or ``target_cols``: the
     several numbers of each image) and maybe a valid column. With ``points``, the target columns
     are pixel ``x, y`` pairs of the original image, scaled to [-1, 1] by its width and height."""
@@ -371,7 +371,7 @@ def from_table(cfg: CsvData, root: Path, columns: Sequence[str], rows: Sequence[
     is_valid = None
     if cfg.valid_col is not None:
         is_valid = [str(r[cfg.valid_col]).strip().lower() in _TRUE for r in rows]
-    return from_files(cfg, root, paths, labels, is_valid, points=cfg.points)
+    return from_files(cfg, root, paths, labels, is_valid, storage, points=cfg.points)
 
 
 @dataclass
@@ -403,13 +403,13 @@ class CsvData(DataConfig):
 
 
 @register("data", "csv", CsvData)
-def csv_source(cfg: CsvData) -> Source:
+def csv_source(cfg: CsvData, storage: Storage) -> Source:
     root = data_root(cfg)
     csv_path = Path(cfg.csv) if Path(cfg.csv).is_absolute() else root / cfg.csv
     if not csv_path.is_file():
         raise DataError(f"data.csv '{csv_path}' does not exist: set data.csv=<csv file, relative to data.path>")
     columns, rows = read_csv_rows(csv_path, cfg.encoding)
-    return from_table(cfg, root, columns, rows, f"csv '{csv_path}'")
+    return from_table(cfg, root, columns, rows, f"csv '{csv_path}'", storage)
 
 
 def read_csv_rows(path: Path, encoding: str = "utf-8") -> tuple[list[str], list[dict]]:

@@ -18,6 +18,7 @@ from fastlab.data.base import valid_batch_size
 from fastlab.data.images.bunch import ImageLoaders, TensorLoader, channel_stats
 from fastlab.data.images.presize import build_source
 from fastlab.data.masks.sources import MaskSource
+from fastlab.data.place import Place
 
 IGNORE = 255  # target value of pixels that neither the loss nor the metrics count
 
@@ -81,5 +82,6 @@ class MaskBunch(ImageLoaders):
         return plot_masks(x, [y], ["mask"], self.classes, Path(path))
 
     @classmethod
-    def from_config(cls, cfg: DataConfig, seed: int = 0) -> MaskBunch:
-        return cls(build_source(cfg), cfg.bs, seed, cfg.mean, cfg.std, cfg.valid_bs)
+    def from_config(cls, cfg: DataConfig, seed: int = 0, place: Place | None = None) -> MaskBunch:
+        """The bunch of ``cfg``, its images kept where ``place`` says (see ``DataBunch.from_config``)."""
+        return cls(build_source(cfg, place or Place()), cfg.bs, seed, cfg.mean, cfg.std, cfg.valid_bs)

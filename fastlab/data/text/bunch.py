@@ -10,12 +10,12 @@ from typing import Any
 import torch
 
 from fastlab import registry
+from fastlab.context import Keep
 from fastlab.data.base import valid_batch_size
 from fastlab.data.images.bunch import _label_key
 from fastlab.data.text.sources import TextData, TextSource
 from fastlab.data.text.tokens import PAD_ID, make_vocab, numericalize, tokenize
 from fastlab.errors import ConfigError, DataError
-from fastlab.run import reuse
 
 
 class LMLoader:
@@ -139,17 +139,18 @@ def _read_tokens(cfg: TextData, language_model: bool) -> tuple[TextSource, list[
     return src, [tokenize(t) for t in train_texts], [tokenize(t) for t in src.valid_texts]
 
 
-def text_bunch(cfg: TextData, language_model: bool, seed: int, pretrained_meta: dict | None = None) -> TextBunch:
+def text_bunch(cfg: TextData, language_model: bool, seed: int, pretrained_meta: dict | None = None,
+               keep: Keep | None = None) -> TextBunch:
     """Read ``cfg``'s source and build the loaders of a language model or a classifier.
 
     The language model learns from the training texts and the unlabelled ones, and validates on
     the validation texts: the classifier's validation texts stay unread by both. Training order
     is drawn from a generator seeded with ``seed`` (the training seed).
     """
-    # A sweep worker reads and tokenizes its trials' texts once (fastlab.run.reuse): they depend on
-    # data.* but the batch size, and no run changes them.
+    # A sweep worker reads and tokenizes its trials' texts once (``keep``, the run's): they depend
+    # on data.* but the batch size, and no run changes them.
     key = (repr(dataclasses.replace(cfg, bs=1)), language_model)
-    src, train_tok, valid_tok = reuse.kept("text tokens", key, lambda: _read_tokens(cfg, language_model))
+    src, train_tok, valid_tok = (keep or Keep()).kept("text tokens", key, lambda: _read_tokens(cfg, language_model))
     train_items = src.train_items + (src.unlabelled_items if language_model else [])
     vocab = _vocab(train_tok, cfg, pretrained_meta)
     stoi = {t: i for i, t in enumerate(vocab)}

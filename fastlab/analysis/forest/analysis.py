@@ -1,0 +1,385 @@
+"""The meta-analysis of a sweep: a random forest over the trials, what matters, and where the best
+value of the focus parameter lies.
+
+:class:`MetaAnalysis` follows scikit-learn's conventions: the constructor stores its arguments
+unchanged, :meth:`MetaAnalysis.fit` does the work and returns ``self``, learned state ends in
+``_``, and every random step is seeded from ``random_state``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import yaml
+from sklearn.base import BaseEstimator
+
+from fastlab.analysis.errors import MetaError
+from fastlab.analysis.forest.dependence import (
+    Progress,
+    bootstrap_curves,
+    conditional_optimum,
+    grid_for,
+    pd_curve,
+    pd_surface,
+)
+from fastlab.analysis.forest.derive import with_derived
+from fastlab.analysis.forest.encode import encode, label
+from fastlab.analysis.forest.importance import heldout_importance
+from fastlab.analysis.forest.recommend import MIN_IMPORTANCE, NEUTRAL, recommend, round3
+from fastlab.analysis.forest.trees import fit_quietly, make_forest, oob_r2
+from fastlab.analysis.forest.verdict import trust, trust_warning
+from fastlab.analysis.sources.direction import check_direction
+from fastlab.analysis.sources.table import (
+    EPOCHS_RUN,
+    PRUNED,
+    PRUNED_POLICIES,
+    TrialsTable,
+    keep_pruned,
+)
+
+DEFAULT_FOCUS = "schedule.lr_ratio"
+MIN_TRIALS = 5  # a forest with out-of-bag estimates needs a handful of trials at the very least
+FEW_TRIALS = 30  # below this, say that everything is a sketch
+GRID_2D = 30  # points of the other parameter in the 2-D partial dependence
+
+
+class MetaAnalysis(BaseEstimator):
+    """Random-forest meta-analysis of a trials table.
+
+    A scikit-learn estimator in form (``get_params``, ``clone`` and ``repr`` work), though
+    ``fit`` takes a :class:`TrialsTable` rather than ``(X, y)``: the table carries what ``X``
+    cannot, such as scales, statuses and the objective's direction.
+
+    Parameters
+    ----------
+    focus : the parameter to recommend a value for; None: ``schedule.lr_ratio`` when it was swept,
+        else the most important numeric parameter.
+    level : coverage of the intervals (0 < level < 1).
+    neutral : the focus value that does nothing, to measure the gain against; ``"auto"``: 1 for
+        ``schedule.lr_ratio``, else none.
+    reference : a value to test against the interval (e.g. 2.6, ULMFiT's ratio), or None.
+    direction : ``maximize`` or ``minimize``; None: what the sweep recorded.
+    diverged : ``worst`` (score diverged trials as the worst completed value) or ``drop``.
+    pruned : ``drop`` (pruned trials say nothing about a full training: left out) or ``keep``
+        (scored by the value they were stopped at, with ``epochs_run`` as a feature;
+        :func:`fastlab.analysis.sources.table.keep_pruned`).
+    n_estimators : trees of the main forest (OOB R^2, partial dependence, the 2-D surface).
+    min_samples_leaf : of every forest.
+    n_boot : bootstrap refits for the bands and intervals.
+    n_boot_estimators : trees of each bootstrap and importance forest; fewer than the main
+        forest's, since a forest's cost is mostly per tree and the resampling dominates the
+        spread anyway.
+    grid_size : points of each 1-D partial dependence grid.
+    n_splits, n_repeats : folds and shuffles of the held-out permutation importance.
+    random_state : seeds every forest, fold split and resample.
+    n_jobs : forests' parallel jobs (None: 1).
+    progress : called as ``progress(done, total)`` during the bootstrap, or None.
+    derive : ``NAME=EXPR`` strings (``--derive``, :mod:`fastlab.analysis.forest.derive`): columns computed
+        from others, analysed like any parameter (and a possible ``focus``).
+    """
+
+    def __init__(self, focus: str | None = None, level: float = 0.9, neutral: Any = "auto",
+                 reference: float | None = None, direction: str | None = None,
+                 diverged: str = "worst", pruned: str = "drop", n_estimators: int = 300, min_samples_leaf: int = 3,
+                 n_boot: int = 100, n_boot_estimators: int = 100, grid_size: int = 50, n_splits: int = 5, n_repeats: int = 5,
+                 random_state: int = 0, n_jobs: int | None = None,
+                 progress: Progress | None = None, derive: tuple[str, ...] = ()) -> None:
+        self.focus = focus
+        self.level = level
+        self.neutral = neutral
+        self.reference = reference
+        self.direction = direction
+        self.diverged = diverged
+        self.pruned = pruned
+        self.n_estimators = n_estimators
+        self.min_samples_leaf = min_samples_leaf
+        self.n_boot = n_boot
+        self.n_boot_estimators = n_boot_estimators
+        self.grid_size = grid_size
+        self.n_splits = n_splits
+        self.n_repeats = n_repeats
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+        self.progress = progress
+        self.derive = derive
+
+    # ------------------------------------------------------------------------------------ fit
+
+    def _forest(self, seed: int, main: bool = False):
+        # min_samples_leaf shrinks with the trials so that a tiny sweep still gets some splits.
+        leaf = max(1, min(self.min_samples_leaf, len(self.encoded_.y) // 5))
+        trees = self.n_estimators if main else min(self.n_boot_estimators, self.n_estimators)
+        return make_forest(trees, leaf, seed, self.n_jobs)
+
+    def _check_params(self) -> None:
+        if not 0 < self.level < 1:
+            raise MetaError(f"--level {self.level} must lie strictly between 0 and 1, e.g. 0.9")
+        if self.n_boot < 2:
+            raise MetaError(f"--n-boot {self.n_boot} is too few for an interval: use e.g. 100")
+
+    def fit(self, table: TrialsTable) -> MetaAnalysis:
+        """Analyse ``table``; returns ``self``. Raises ``MetaError`` (one line) on unusable input."""
+        self._check_params()
+        if self.pruned not in PRUNED_POLICIES:
+            raise MetaError(f"--pruned {self.pruned!r} is not known: use drop or keep")
+        n_pruned = table.counts().get(PRUNED, 0)
+        if self.pruned == "keep":
+            table, n_pruned = keep_pruned(table)
+        self.pruned_policy_ = pruned_policy(self.pruned, n_pruned)
+        self.table_ = table = with_derived(table, self.derive)
+        self.direction_ = check_direction(self.direction or table.direction, table.objective,
+                                          str(table.path), table.direction_note)
+        self.sign_ = 1.0 if self.direction_ == "maximize" else -1.0
+        self.encoded_ = enc = encode(table, self.direction_, self.diverged)
+        self.n_trials_ = n = len(enc.y)
+        if n < MIN_TRIALS:
+            raise MetaError(f"{table.path} has only {n} usable trial(s) ({enc.policy['text']}): "
+                            f"the forest needs at least {MIN_TRIALS}; run more trials")
+        if not enc.features:
+            raise MetaError(f"no parameter varies between the trials of {table.path} "
+                            f"(swept: {list(table.names) or 'none'}): sweep at least one "
+                            "hyperparameter")
+        X, y = enc.X, enc.y
+        self.focus_ = self._resolve_focus()
+
+        self.forest_ = fit_quietly(self._forest(self.random_state, main=True), X, y)
+        self.oob_prediction_ = np.asarray(self.forest_.oob_prediction_, dtype=float)
+        self.oob_r2_ = oob_r2(self.forest_, y)
+        mean, std = heldout_importance(self._forest, X, y, self.n_splits, self.n_repeats,
+                                       self.random_state)
+        self.importance_ = dict(zip(enc.names, (float(v) for v in mean)))
+        self.importance_std_ = dict(zip(enc.names, (float(v) for v in std)))
+        if self.focus_ is None:  # the default focus was not swept: take the most important
+            # hyperparameter; epochs_run (--pruned keep) says how long a trial ran, not what to set
+            numeric = [f.name for f in enc.features if f.numeric and f.name != EPOCHS_RUN] or \
+                [f.name for f in enc.features if f.numeric]
+            self.focus_ = max(numeric, key=self.importance_.get) if numeric else None
+        self.neutral_ = (NEUTRAL.get(self.focus_) if self.neutral == "auto" else self.neutral)
+
+        grids = {}
+        for j, f in enumerate(enc.features):
+            extra = (self.neutral_, self.reference) if f.name == self.focus_ else ()
+            grids[j] = grid_for(f, X[:, j], self.grid_size, extra)
+        boot = bootstrap_curves(self._forest, X, y, grids, self.n_boot, self.random_state + 1,
+                                self.progress)
+        self.pd_ = {}
+        for j, f in enumerate(enc.features):
+            curve = pd_curve(self.forest_, X, j, grids[j])
+            lo, hi = np.quantile(boot[j], [(1 - self.level) / 2, (1 + self.level) / 2], axis=0)
+            self.pd_[f.name] = {"x": grids[j], "values": f.from_x(grids[j]), "mean": curve,
+                                "lo": lo, "hi": hi, "boot": boot[j]}
+        self.recommendation_ = None
+        if self.focus_ is not None:
+            f = enc.features[enc.index(self.focus_)]
+            p = self.pd_[self.focus_]
+            self.recommendation_ = recommend(
+                f, p["x"], p["mean"], p["boot"], self.sign_, self.level, self.neutral_,
+                self.reference, (self.importance_[f.name], self.importance_std_[f.name]),
+                table.objective or "objective")
+        self.pd2d_ = self._fit_2d()
+        self.warnings_ = self._warnings()
+        return self
+
+    def _resolve_focus(self) -> str | None:
+        enc = self.encoded_
+        if self.focus is None:
+            ok = DEFAULT_FOCUS in enc.names and enc.features[enc.index(DEFAULT_FOCUS)].numeric
+            return DEFAULT_FOCUS if ok else None
+        if self.focus not in enc.names:
+            why = self.encoded_.skipped.get(self.focus)
+            raise MetaError(f"--focus {self.focus} is not a parameter of this sweep"
+                            f"{f' ({why})' if why else ''}: use one of {enc.names}")
+        if not enc.features[enc.index(self.focus)].numeric:
+            numeric = [f.name for f in enc.features if f.numeric]
+            raise MetaError(f"--focus {self.focus} is categorical: a recommendation needs a "
+                            f"numeric parameter, one of {numeric}")
+        return self.focus
+
+    def _fit_2d(self) -> dict[str, Any] | None:
+        """Partial dependence of the focus against the most important other parameter, and the
+        focus's best value for each value of the other (the conditional optimum)."""
+        enc = self.encoded_
+        others = [name for name in enc.names if name != self.focus_]
+        if self.focus_ is None or not others:
+            return None
+        other = max(others, key=self.importance_.get)
+        j, k = enc.index(self.focus_), enc.index(other)
+        fo = enc.features[k]
+        grid_j = self.pd_[self.focus_]["x"]
+        grid_k = grid_for(fo, enc.X[:, k], GRID_2D)
+        surface = pd_surface(self.forest_, enc.X, j, k, grid_j, grid_k)  # (Gj, Gk)
+        best_j = conditional_optimum(surface, self.sign_)  # (Gk,)
+        ff = enc.features[j]
+        return {"a": self.focus_, "b": other, "x_a": grid_j, "x_b": grid_k,
+                "values_a": ff.from_x(grid_j), "values_b": fo.from_x(grid_k),
+                "surface": surface, "best_a": ff.from_x(grid_j[best_j]),
+                "best_value": surface[best_j, np.arange(len(grid_k))]}
+
+    def _warnings(self) -> list[str]:
+        out = []
+        fit = trust_warning(self.oob_r2_)  # every grade below "good" says how far to trust it
+        if fit is not None:
+            out.append(fit)
+        for name, n in self.encoded_.policy.get("not_finite", {}).items():
+            out.append(f"--derive {name}={self.table_.derived[name]} is not finite for {n} "
+                       "trial(s): they are left out of the analysis")
+        if self.n_trials_ < FEW_TRIALS:
+            out.append(f"only {self.n_trials_} trials: read everything below as a sketch; "
+                       f"{FEW_TRIALS * 3} or more make a study")
+        counts, kept = self.table_.counts(), self.n_trials_
+        if counts.get("diverged", 0) > 0.3 * max(kept, 1):
+            out.append(f"{counts['diverged']} of {len(self.table_)} trials diverged: the ranges "
+                       "reach far into rates that break training")
+        return out
+
+    # -------------------------------------------------------------------------------- results
+
+    def conditional_rows(self, k: int = 6) -> list[dict[str, Any]]:
+        """Rows of the conditional optimum, ``{b, best_a, predicted}``: every category of a
+        categorical other parameter and every sampled value of a discrete one (its grid holds
+        nothing else), else about ``k`` rows evenly over its grid."""
+        p = self.pd2d_
+        if p is None:
+            return []
+        n = len(p["values_b"])
+        fb = self.encoded_.features[self.encoded_.index(p["b"])]
+        if fb.numeric and not fb.discrete:
+            idx = np.unique(np.linspace(0, n - 1, min(k, n)).round().astype(int))
+        else:
+            idx = np.arange(n)
+        return [self._conditional_row(int(i)) for i in idx]
+
+    def _conditional_row(self, i: int) -> dict[str, Any]:
+        p = self.pd2d_
+        fb = self.encoded_.features[self.encoded_.index(p["b"])]
+        return {"b": _values(fb, p["x_b"][i:i + 1])[0], "best_a": float(p["best_a"][i]),
+                "predicted": float(p["best_value"][i])}
+
+    def conditional_at_best(self) -> dict[str, Any] | None:
+        """The conditional optimum where the 2-D surface is best: ``{b, best_a, predicted}``."""
+        p = self.pd2d_
+        if p is None:
+            return None
+        return self._conditional_row(int(np.argmax(self.sign_ * p["best_value"])))
+
+    def summary(self) -> dict[str, Any]:
+        """Everything ``summary.json`` holds (plain JSON types; NaN as null)."""
+        enc = self.encoded_
+        order = sorted(enc.names, key=self.importance_.get, reverse=True)
+        rec = self.recommendation_
+        return _json_safe({
+            "source": {"path": str(self.table_.path), "format": self.table_.source},
+            "objective": self.table_.objective,
+            "direction": self.direction_,
+            "n_trials": self.n_trials_,
+            "trials": self.table_.counts(),
+            "policy": enc.policy,
+            "pruned": self.pruned_policy_,
+            "features": {f.name: {"kind": f.kind, "scale": "log10" if f.log else
+                                  ("linear" if f.numeric else "codes"), "why": f.why,
+                                  **({"range": [f.low, f.high]} if f.numeric else
+                                     {"categories": list(f.categories)}),
+                                  **({"levels": _values(f, f.levels)} if f.discrete else {}),
+                                  **({"derived": self.table_.derived[f.name]}
+                                     if f.name in self.table_.derived else {})}
+                         for f in enc.features},
+            "skipped": enc.skipped,
+            "oob_r2": self.oob_r2_,
+            "trust": trust(self.oob_r2_),
+            "derived": dict(self.table_.derived),
+            "importance": {name: self.importance_[name] for name in order},
+            "importance_std": {name: self.importance_std_[name] for name in order},
+            "recommendation": rec,
+            "focus_curve": self.focus_curve(),
+            "conditional_optimum": None if self.pd2d_ is None else {
+                "param": self.pd2d_["a"], "given": self.pd2d_["b"],
+                "rows": self.conditional_rows(), "at_best": self.conditional_at_best()},
+            "warnings": self.warnings_,
+            "settings": {"level": self.level, "n_boot": self.n_boot,
+                         "n_estimators": self.n_estimators,
+                         "n_boot_estimators": self.n_boot_estimators,
+                         "min_samples_leaf": self.min_samples_leaf, "grid_size": self.grid_size,
+                         "importance_folds": self.n_splits, "importance_repeats": self.n_repeats,
+                         "random_state": self.random_state, "diverged": self.diverged,
+                         "pruned": self.pruned},
+        })
+
+    def focus_curve(self) -> dict[str, Any] | None:
+        """The focus's partial dependence as plain lists, ``{param, values, mean, lo, hi}``
+        (grid points; the band is the bootstrap's): what a cross-study figure overlays
+        without refitting (:mod:`fastlab.analysis.study.matrix`)."""
+        if self.focus_ is None:
+            return None
+        p = self.pd_[self.focus_]
+        return {"param": self.focus_, "values": [float(v) for v in p["values"]],
+                "mean": p["mean"], "lo": p["lo"], "hi": p["hi"]}
+
+    def matters(self, name: str) -> bool:
+        """Whether a parameter's held-out importance is clearly above zero."""
+        imp, spread = self.importance_[name], self.importance_std_[name]
+        return imp > MIN_IMPORTANCE and imp > spread
+
+    def suggest(self, name: str, current: Any) -> tuple[Any, str]:
+        """A value for a parameter other than the focus, when fixing it for the next runs, and why.
+
+        One that matters: the best of its own partial dependence. One that does not: ``current``
+        (the sweep's config value) when it lies within what the trials sampled, else the trials'
+        median (or most common category), so a fixed value never leaves the explored space.
+        """
+        enc = self.encoded_
+        f = enc.features[enc.index(name)]
+        if self.matters(name):
+            p = self.pd_[name]
+            best = p["values"][int(np.argmax(self.sign_ * p["mean"]))]
+            value = round3(float(best), f.integer) if f.numeric else yaml.safe_load(str(best))
+            return value, "the best of its partial dependence"
+        why = (f"it does not matter: importance {self.importance_[name]:.2g} ± "
+               f"{self.importance_std_[name]:.2g}")
+        column = enc.X[:, enc.index(name)]
+        if f.numeric:
+            if isinstance(current, int | float) and not isinstance(current, bool) \
+                    and f.low <= current <= f.high:
+                return current, f"kept; {why}"
+            return round3(float(f.from_x([np.median(column)])[0]), f.integer), f"the trials' median; {why}"
+        if label(current) in f.categories:
+            return current, f"kept; {why}"
+        codes, counts = np.unique(column, return_counts=True)
+        common = f.categories[int(codes[np.argmax(counts)])]
+        return yaml.safe_load(common), f"the trials' most common value; {why}"
+
+
+def _values(f, x) -> list[Any]:
+    """Column values -> the parameter's own values as plain Python (ints for an integer one)."""
+    return [int(v) if f.numeric and f.integer else _plain(v) for v in f.from_x(x)]
+
+
+def _plain(v: Any) -> Any:
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def pruned_policy(policy: str, n: int) -> dict[str, Any]:
+    """What the report says of pruned trials: ``{"policy", "n", "text"}``."""
+    if n == 0:
+        text = "no trial was pruned"
+    elif policy == "keep":
+        text = (f"{n} pruned trial(s) kept with the objective they were stopped at; the epochs each "
+                "trial trained are the feature `epochs_run`")
+    else:
+        text = f"{n} pruned trial(s) left out (they did not train to the end)"
+    return {"policy": policy, "n": n, "text": text}
+
+
+def _json_safe(obj: Any) -> Any:
+    """Numpy scalars to Python, NaN and infinities to None, recursively."""
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return [_json_safe(v) for v in obj.tolist()]
+    obj = _plain(obj)
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj

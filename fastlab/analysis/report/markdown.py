@@ -1,0 +1,268 @@
+"""The report dir: ``summary.json``, ``report.md`` (readable on its own, figures inline) and PNGs.
+
+Every file is written under a temporary name and renamed into place, so a reader never sees half
+a report; figures go first, so the Markdown never points at a missing one.
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+from pathlib import Path
+from typing import Any
+
+from fastlab.analysis.forest.analysis import MetaAnalysis
+from fastlab.analysis.forest.verdict import SCALE_TEXT, fmt, rule_text
+from fastlab.analysis.report.figures import (
+    IMPORTANCE_FILE,
+    OOB_FILE,
+    pd2d_file,
+    pd_file,
+    plot_importance,
+    plot_oob,
+    plot_pd,
+    plot_pd2d,
+)
+from fastlab.rundir import atomic_write_text, write_json
+
+
+def write_figures(m: MetaAnalysis, out: Path) -> list[Path]:
+    """Every PNG of the report, into ``out``."""
+    paths = [plot_importance(m, out / IMPORTANCE_FILE), plot_oob(m, out / OOB_FILE)]
+    paths += [plot_pd(m, name, out / pd_file(name)) for name in m.encoded_.names]
+    if m.pd2d_ is not None:
+        paths.append(plot_pd2d(m, out / pd2d_file(m.pd2d_["a"], m.pd2d_["b"])))
+    return paths
+
+
+def write_report(m: MetaAnalysis, out: str | Path,
+                 confirmation: dict[str, Any] | None = None,
+                 stability: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write the report of a fitted analysis into ``out``; returns the summary written.
+
+    ``confirmation`` (from :mod:`fastlab.analysis.study.confirm`) and ``stability`` (from
+    :mod:`fastlab.analysis.study.stability`) add their sections and summary keys.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_figures(m, out)
+    summary = m.summary()
+    if confirmation is not None:
+        summary["confirmation"] = confirmation
+    if stability is not None:
+        summary["stability"] = stability
+    write_json(out / "summary.json", summary)
+    atomic_write_text(out / "report.md", markdown(m, summary))
+    return summary
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _value(v: Any) -> str:
+    return fmt(v) if isinstance(v, int | float) and not isinstance(v, bool) else str(v)
+
+
+def markdown(m: MetaAnalysis, s: dict[str, Any]) -> str:
+    """``report.md``: conclusion first, then the evidence, then the method."""
+    obj, rec = s["objective"] or "objective", s["recommendation"]
+    pct = f"{m.level:.0%}"
+    parts = [f"# Meta-analysis of `{s['source']['path']}`", ""]
+    parts += [conclusion(s), ""]
+    parts += [f"> **Warning:** {w}." for w in s["warnings"]]
+    if s["warnings"]:
+        parts.append("")
+
+    counts = ", ".join(f"{v} {k}" for k, v in s["trials"].items() if v)
+    parts += ["## The trials", "",
+              f"- Source: `{s['source']['path']}` (read from {s['source']['format']}).",
+              f"- Objective: **{obj}**, to {s['direction']}.",
+              f"- {s['n_trials']} trials analysed ({counts}). Policy: {s['policy']['text']}.",
+              ""]
+    rows = []
+    for name, f in s["features"].items():
+        span = (", ".join(_value(v) for v in f["levels"]) if "levels" in f
+                else f"{fmt(f['range'][0])} to {fmt(f['range'][1])}" if "range" in f
+                else ", ".join(f["categories"]))
+        why = f" ({f['why']})" if f["why"] not in ("", "linear", "categorical") else ""
+        rows.append([f"`{name}`", f["kind"], f["scale"] + why, span])
+    parts += [_table(["parameter", "kind", "scale", "values"], rows), ""]
+    if s["derived"]:
+        parts += ["Derived (`--derive`): " + "; ".join(f"`{k}` = `{v}`" for k, v in
+                                                      s["derived"].items()) + ".", ""]
+    if s["skipped"]:
+        parts += ["Not used as features: " + "; ".join(f"`{k}` ({v})" for k, v in
+                                                        s["skipped"].items()) + ".", ""]
+
+    r2 = s["oob_r2"]
+    parts += ["## How well the forest explains the trials", "",
+              f"A random forest of {m.n_estimators} trees predicts each trial from the trees that "
+              f"did not see it: out-of-bag R^2 = **{fmt(r2)}** "
+              f"({'it explains ' + format(r2, '.0%') + ' of the spread' if r2 is not None else 'undefined'}). "
+              "Points near the diagonal are trials it predicts well.", "",
+              f"Trust in this fit: **{s['trust']['grade']}**, on the scale {SCALE_TEXT}."
+              + (f" {s['trust']['advice'][0].upper()}{s['trust']['advice'][1:]}."
+                 if s["trust"]["advice"] else ""), "",
+              f"![observed vs out-of-bag prediction]({OOB_FILE})", ""]
+
+    rows = [[str(i + 1), f"`{k}`", fmt(v), fmt(s["importance_std"][k])]
+            for i, (k, v) in enumerate(s["importance"].items())]
+    parts += ["## What matters", "",
+              "Held-out permutation importance: how much the forest's squared error on trials it "
+              "did not train on rises when a parameter's values are shuffled among them, divided "
+              f"by the variance of {obj} ({m.n_splits} folds x {m.n_repeats} shuffles; spread = "
+              "their standard deviation). About 0 means the parameter does not matter.", "",
+              _table(["rank", "parameter", "importance", "spread"], rows), "",
+              f"![importance]({IMPORTANCE_FILE})", ""]
+
+    if rec is not None:
+        p = rec["param"]
+        rows = [["best value", fmt(rec["best"])],
+                [f"{pct} interval", f"{fmt(rec['interval'][0])} to {fmt(rec['interval'][1])}"],
+                [f"predicted {obj} at the best", fmt(rec["predicted_best"])]]
+        for b in rec["baselines"]:  # the neutral value, or both ends of the range
+            rows.append([f"gain over {b['what']} {fmt(b['value'])}",
+                         f"{fmt(b['gain'], True)} ({pct}: {fmt(b['gain_interval'][0], True)} "
+                         f"to {fmt(b['gain_interval'][1], True)})"])
+        if rec["reference"] is not None:
+            rows.append([f"reference {fmt(rec['reference'])}", rec["reference_text"]])
+        rows.append(["clear optimum", rec["clear_text"]])
+        parts += [f"## The recommendation for `{p}`", "", rec["verdict"], "",
+                  _table(["", ""], rows), "",
+                  f"The curve is the forest's partial dependence (its average prediction as `{p}` "
+                  f"moves, every other parameter kept at the trials' values); the band and the "
+                  f"interval come from {m.n_boot} refits on trials resampled with replacement: "
+                  f"the interval holds the central {pct} of the refits' best values. "
+                  + rule_text(rec["baselines"]), "",
+                  f"![partial dependence of {p}]({pd_file(p)})", ""]
+
+    c = s["conditional_optimum"]
+    if c is not None:
+        a, b = c["param"], c["given"]
+        rows = [[_value(r["b"]), fmt(r["best_a"]), fmt(r["predicted"])] for r in c["rows"]]
+        parts += [f"## `{a}` given `{b}`: the conditional optimum", "",
+                  f"`{b}` is the most important other parameter. The map is the forest's 2-D "
+                  f"partial dependence; the white line is the best `{a}` for each value of `{b}`. "
+                  f"A line that bends means the best `{a}` depends on `{b}`. These are the "
+                  "forest's point estimates, without intervals"
+                  + ("" if rec is not None and rec["clear_optimum"] else
+                     ", and the optimum above is not clear: read them as a sketch") + ".", "",
+                  _table([f"`{b}`", f"best `{a}`", f"predicted {obj}"], rows), "",
+                  f"![2-D partial dependence]({pd2d_file(a, b)})", ""]
+
+    others = [n for n in s["importance"] if rec is None or n != rec["param"]]
+    if others:
+        parts += ["## Partial dependence of the other parameters", ""]
+        for name in others:
+            pd = m.pd_[name]
+            i = int((m.sign_ * pd["mean"]).argmax())
+            best = pd["values"][i]
+            rng = float(pd["mean"].max() - pd["mean"].min())
+            parts += [f"`{name}`: best on its own at {_value(best)}; the curve spans "
+                      f"{fmt(rng)} {obj}.", "", f"![partial dependence of {name}]({pd_file(name)})",
+                      ""]
+
+    if s.get("confirmation") is not None:
+        parts += confirmation_section(s["confirmation"], obj)
+    if s.get("stability") is not None:
+        parts += stability_section(s["stability"])
+
+    st = s["settings"]
+    parts += ["## Method", "",
+              f"- scikit-learn `RandomForestRegressor(n_estimators={st['n_estimators']}, "
+              f"min_samples_leaf<={st['min_samples_leaf']}, max_features=1.0, oob_score=True, "
+              f"random_state={st['random_state']})` on one column per swept parameter (log10 for "
+              "parameters sampled on a log scale or spanning more than a decade; integer codes "
+              "for categorical ones).",
+              f"- Bootstrap: {st['n_boot']} refits ({st['n_boot_estimators']} trees each) on "
+              f"resampled trials; intervals are central {pct} percentiles.",
+              f"- Importance: `sklearn.inspection.permutation_importance` on held-out folds "
+              f"({st['importance_folds']} folds x {st['importance_repeats']} repeats).",
+              f"- Partial dependence: `sklearn.inspection.partial_dependence` on a "
+              f"{st['grid_size']}-point grid over the observed range.",
+              f"- Failed and diverged trials: {s['policy']['text']} (`--diverged "
+              f"{st['diverged']}`).",
+              f"- Pruned trials: {s['pruned']['text']} (`--pruned {st['pruned']}`).", "",
+              "Reproduce: `fastlab-meta " + s["source"]["path"] + _cli_flags(m)
+              + (" --confirm" if s.get("confirmation") is not None else "") + "`.", ""]
+    return "\n".join(parts)
+
+
+def _cli_flags(m: MetaAnalysis) -> str:
+    flags = ""
+    for spec in m.derive:
+        flags += f" --derive {shlex.quote(spec)}"
+    if m.focus is not None:
+        flags += f" --focus {m.focus}"
+    if m.reference is not None:
+        flags += f" --reference {m.reference:g}"
+    if isinstance(m.neutral, int | float):
+        flags += f" --neutral {m.neutral:g}"
+    if m.level != 0.9:
+        flags += f" --level {m.level:g}"
+    if m.diverged != "worst":
+        flags += f" --diverged {m.diverged}"
+    if m.pruned != "drop":
+        flags += f" --pruned {m.pruned}"
+    return flags
+
+
+def conclusion(s: dict[str, Any]) -> str:
+    """Three plain lines: the fit and what matters, the finding, the confirmation."""
+    r2 = s["oob_r2"]
+    top = ", ".join(f"`{k}` ({fmt(v)})" for k, v in list(s["importance"].items())[:3])
+    lines = [f"**Fit:** {s['n_trials']} trials; the forest explains "
+             f"{'no reliable part' if r2 is None or r2 <= 0 else format(r2, '.0%')} of the "
+             f"spread of {s['objective'] or 'the objective'} out of bag (OOB R^2 = {fmt(r2)}, "
+             f"trust: {s['trust']['grade']}); what matters most: {top}."]
+    rec, c = s["recommendation"], s["conditional_optimum"]
+    finding = rec["verdict"] if rec is not None else "no numeric parameter to recommend a value for."
+    if c is not None:
+        first, last, top = c["rows"][0], c["rows"][-1], c["at_best"]
+        sketch = "" if rec is not None and rec["clear_optimum"] else " (a sketch, no interval)"
+        finding += (f" Given `{c['given']}`, the forest's best `{c['param']}`{sketch} goes from "
+                    f"{fmt(first['best_a'])} "
+                    f"(at {_value(first['b'])}) to {fmt(last['best_a'])} (at {_value(last['b'])}); "
+                    f"where {s['objective'] or 'the objective'} peaks ({_value(top['b'])}, "
+                    f"predicted {fmt(top['predicted'])}) it is {fmt(top['best_a'])}.")
+    lines.append(f"**Finding:** {finding}")
+    c = s.get("confirmation")
+    lines.append(f"**Confirmation:** {c['verdict']}" if c is not None else
+                 "**Confirmation:** not run (add --confirm for a controlled grid).")
+    if s.get("stability") is not None:
+        lines.append(f"**Stability:** {s['stability']['text']}")
+    return "  \n".join(lines)
+
+
+def stability_section(st: dict[str, Any]) -> list[str]:
+    """How far the best value and the verdict move over random subsamples of the trials."""
+    unit = "log10" if st["log"] else "value"
+    rows = []
+    for r in st["sizes"]:
+        verdicts = ", ".join(f"{k} x{v}" for k, v in r["verdicts"].items()) or "none usable"
+        rows.append([str(r["n"]), str(r["repeats"]), fmt(r["median"]),
+                     f"{fmt(r['lo'])} to {fmt(r['hi'])}", fmt(r["spread"]), verdicts,
+                     "n/a" if r["agree"] is None else f"{r['agree']:.0%}"])
+    return ["## Stability", "",
+            f"The analysis refitted on random subsamples of the trials ({st['repeats']} per size, "
+            "without replacement, cheaper forests): how far the best "
+            f"`{st['param']}` and the verdict move with the number of trials. Spread = standard "
+            f"deviation of the best ({unit}) across the subsamples; the last row is all trials.", "",
+            _table(["trials", "subsamples", "median best", "best from/to", f"spread ({unit})",
+                    "verdicts", "agree with all"], rows), "", st["text"], ""]
+
+
+def confirmation_section(c: dict[str, Any], obj: str) -> list[str]:
+    """The controlled grid's table: mean and standard error per (value, learning rate) cell."""
+    rows = []
+    for cell in c.get("cells", []):
+        se = cell.get("se")
+        rows.append([fmt(cell["value"]), fmt(cell["lr_max"]), str(cell["n"]),
+                     f"{fmt(cell['mean'])} ± {fmt(se) if se is not None and math.isfinite(se) else 'n/a'}"])
+    return [f"## Confirmation: a controlled grid of `{c['param']}`", "",
+            c.get("description", ""), "",
+            _table([f"`{c['param']}`", "`schedule.lr_max`", "runs", f"{obj} (mean ± s.e.)"], rows),
+            "", c.get("verdict", ""), ""]

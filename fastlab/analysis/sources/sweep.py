@@ -1,0 +1,108 @@
+"""Read a fastlab sweep dir: ``trials.db`` (or the PostgreSQL study its ``storage.json`` names),
+through the trial store's read-only API.
+
+``fastlab.sweep.store`` is the one module that knows the database; its ``read_sweep`` takes no
+lock, so a sweep that is still running can be analysed. The recorded state gives the search space
+(which dimensions were sampled with ``tag(log, ...)``), the fixed overrides, the app's composed
+config and the direction the sweep optimised.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from fastlab.analysis.errors import MetaError
+from fastlab.analysis.sources.direction import direction_of_metrics, direction_of_task
+from fastlab.analysis.sources.multirun import parse_overrides
+from fastlab.analysis.sources.table import TrialsTable, numeric_facts, require_trials
+from fastlab.sweep.store import StoreError, SweepRecord, read_sweep
+from fastlab.sweepdir import trials_db
+
+
+def _log_dims(space: dict[str, Any] | None) -> frozenset[str]:
+    """Names of the dimensions sampled uniformly in log(value): forms ``tag(log, ...)``."""
+    dims = (space or {}).get("dims")
+    if not isinstance(dims, list):
+        return frozenset()
+    return frozenset(d["name"] for d in dims
+                     if isinstance(d, dict) and str(d.get("form", "")).startswith("tag(log"))
+
+
+def _fixed(space: dict[str, Any] | None) -> dict[str, Any]:
+    try:
+        return parse_overrides((space or {}).get("fixed") or [])
+    except Exception:  # the fixed overrides are only reported: never fail on them
+        return {}
+
+
+def _best_yaml_direction(sweep_dir: Path) -> str | None:
+    """The direction an older sweep wrote into best.yaml only (before trials.db recorded it)."""
+    try:
+        best = yaml.safe_load((sweep_dir / "best.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return None
+    value = best.get("direction") if isinstance(best, dict) else None
+    return value if value in ("maximize", "minimize") else None
+
+
+def _direction(record: SweepRecord, sweep_dir: Path, config: dict | None) -> tuple[str | None, str]:
+    """The direction as recorded (fastlab.analysis.sources.direction's order), and a note when none is."""
+    if record.direction is not None:
+        return record.direction, ""
+    direction, note = direction_of_metrics(t.metrics for t in record.trials)
+    if direction is not None or note:
+        return direction, note
+    return (_best_yaml_direction(sweep_dir) or direction_of_task((config or {}).get("task")),
+            "")
+
+
+def read_trials_db(sweep_dir: Path) -> TrialsTable:
+    """The trials of the fastlab sweep dir ``sweep_dir``, in trial-number order."""
+    try:
+        record = read_sweep(trials_db(sweep_dir))
+    except StoreError as e:
+        raise MetaError(str(e)) from None
+    names: list[str] = []
+    params, values, status, numbers, job_dirs = [], [], [], [], []
+    objective = None
+    for t in record.trials:
+        names += [k for k in t.params if k not in names]
+        params.append(t.params)
+        status.append(t.status)
+        numbers.append(t.number)
+        # a pruned trial keeps its last value: dropped or kept by the analysis's --pruned policy
+        usable = t.value is not None and t.status in ("completed", "pruned")
+        values.append(float(t.value) if usable else math.nan)
+        job_dirs.append(None if t.job_dir is None else sweep_dir / t.job_dir)
+        if objective is None and t.metrics:
+            objective = t.metrics.get("objective_name")
+    try:
+        config = yaml.safe_load(record.config) if record.config is not None else None
+    except yaml.YAMLError:
+        config = None
+    config = config if isinstance(config, dict) else None
+    space = record.space
+    direction, note = _direction(record, sweep_dir, config)
+    return require_trials(TrialsTable(
+        names=tuple(names),
+        params=tuple(params),
+        values=np.asarray(values, dtype=float),
+        status=tuple(status),
+        numbers=tuple(numbers),
+        objective=objective or ((config or {}).get("task") or {}).get("objective"),
+        direction=direction,
+        direction_note=note,
+        log_scale=_log_dims(space),
+        scales_known=isinstance((space or {}).get("dims"), list),
+        fixed=_fixed(space),
+        metrics=tuple(numeric_facts(t.metrics) for t in record.trials),
+        job_dirs=tuple(job_dirs),
+        config=config,
+        source="trials.db",
+        path=sweep_dir,
+    ))

@@ -1,5 +1,0 @@
-"""``python -m fastlab.serve``: the same as ``fastlab-serve``."""
-
-from fastlab.serve import main
-
-main()
