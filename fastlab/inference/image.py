@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from fastlab.data.augment import LABELS, POINTS
 from fastlab.inference.base import CPU, TaskInference, decode_probs, decode_values
 from fastlab.inference.errors import InferenceError, InputError, clean_name
 from fastlab.inference.image_input import MAX_PIXELS, decode_bytes, read_input
@@ -56,7 +57,7 @@ class ImageInference(TaskInference):
         raise NotImplementedError
 
     def tta_kind(self) -> str:
-        return "points" if getattr(self.meta, "points", False) else "labels"
+        return POINTS if getattr(self.meta, "points", False) else LABELS
 
     def forward_tta(self, model: nn.Module, x: torch.Tensor, aug: Any, n: int = 4, beta: float = 0.25,
                     seed: int = 0) -> torch.Tensor:
