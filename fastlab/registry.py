@@ -15,8 +15,9 @@ plus one YAML under ``conf/<group>/``.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,6 +67,20 @@ def register(group: str, name: str, schema: type, builder: Any = None, tags: fro
         return obj
 
     return add if builder is None else add(builder)
+
+
+@contextlib.contextmanager
+def scope() -> Iterator[None]:
+    """Registrations made inside the block are forgotten at its end (the built-in ones and those
+    made before stay): a test or a notebook can try its own option out without it outliving the
+    block."""
+    saved = {g: dict(entries) for g, entries in _ENTRIES.items()}
+    try:
+        yield
+    finally:
+        for g, entries in saved.items():
+            _ENTRIES[g].clear()
+            _ENTRIES[g].update(entries)
 
 
 def load_builtins() -> None:

@@ -113,8 +113,7 @@ def user_archs(tmp_path_factory):
     this module's tests end."""
     root = tmp_path_factory.mktemp("user_module")
     (root / "my_archs.py").write_text(USER_MODULE)
-    with pytest.MonkeyPatch.context() as mp, one_thread():
-        mp.setattr(registry, "_ENTRIES", {g: dict(entries) for g, entries in registry._ENTRIES.items()})
+    with pytest.MonkeyPatch.context() as mp, one_thread(), registry.scope():
         mp.syspath_prepend(str(root))
         yield importlib.import_module("my_archs")
         sys.modules.pop("my_archs", None)

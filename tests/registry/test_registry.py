@@ -119,3 +119,11 @@ def test_help_lists_each_option_once_and_no_schema():
         assert not any(n.endswith("_schema") for n in names), (group, names)
     for group in registry.GROUPS:
         assert sorted(n.strip() for n in groups[group].split(",")) == sorted(registry.options(group)), group
+
+
+def test_a_scope_forgets_what_was_registered_inside_it():
+    before = sorted(registry.options("arch"))
+    with registry.scope():
+        registry.register("arch", "scoped_probe", ArchConfig, lambda cfg, n_in, n_out: None, tags={"body"})
+        assert "scoped_probe" in registry.options("arch")
+    assert sorted(registry.options("arch")) == before
