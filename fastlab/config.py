@@ -328,6 +328,8 @@ class TrainerConfig:
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "32"  # 32 | bf16-mixed | 16-mixed
     progress: str = "auto"  # auto (a bar on a terminal, else a line per epoch) | bar | log | none
+    # Print the composed config as a tree when the run starts (never for a trial of a fastlab sweep)
+    print_config: bool = False
     # Run-dir outputs: null = on for a run alone, off for a trial of a fastlab sweep
     # (fastlab.run.trial: the sweep's trials.db is its record); true or false to choose
     plots: bool | None = None

@@ -105,3 +105,23 @@ def test_joblib_multirun_shares_the_cores_among_its_jobs(tmp_path):
     want = max(1, (os.cpu_count() or 1) // 2)
     assert len(dirs) == 2
     assert all(json.loads((d / "metrics.json").read_text())["threads"] == want for d in dirs)
+
+
+def test_help_names_each_app_by_its_command():
+    for app in ("fastlab-train", "fastlab-lr-find"):
+        out = subprocess.run([str(BIN / app), "--help"], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.splitlines()[0] == f"{app} is powered by Hydra.", out.stdout[:200]
+
+
+def test_print_config_shows_the_composed_config_as_a_tree(tmp_path):
+    out = run_cli([f"hydra.run.dir={tmp_path}/run", *SMALL, "schedule.epochs=1", "trainer.print_config=true",
+                   "data.bs=48"], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "config"
+    for group in ("data", "arch", "schedule", "task", "trainer", "aug", "paths"):
+        assert any(line.rstrip().endswith("── " + group) for line in lines), (group, out.stdout[:3000])
+    assert any("bs: 48" in line for line in lines) and any("seed: 0" in line for line in lines)
+    quiet = run_cli([f"hydra.run.dir={tmp_path}/quiet", *SMALL, "schedule.epochs=1"], cwd=tmp_path)
+    assert quiet.returncode == 0 and "── trainer" not in quiet.stdout

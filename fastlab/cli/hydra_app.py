@@ -72,10 +72,11 @@ def run_context() -> tuple[RunContext, Path | None]:
     return RunContext(trial, job_num, jobs, WORKER_KEEP, link), run_dir
 
 
-def hydra_app(prog: str, job: str, body: Callable[[DictConfig, RunContext, Path], float]) -> Callable[[], None]:
+def hydra_app(prog: str, body: Callable[[DictConfig, RunContext, Path], float]) -> Callable[[], None]:
     """The ``main`` of a Hydra command: composes ``conf/train.yaml`` from the command line, runs
     ``body(cfg, context, run_dir)`` and returns its float to Hydra (any sweeper can optimise it).
-    ``job`` is Hydra's job name (``hydra.job.name``: the log file's name, ``--help``'s app).
+    Hydra's job name (``hydra.job.name``: the log file's name) is ``prog`` without ``fastlab-``,
+    and ``--help`` names the app ``prog`` (``hydra.help.app_name`` in ``conf/train.yaml``).
     A ``FastlabError`` ends the command with one line and exit 2, or, inside a multirun, is raised
     again so that the sweeper records a failed job."""
     register_configs()
@@ -90,5 +91,5 @@ def hydra_app(prog: str, job: str, body: Callable[[DictConfig, RunContext, Path]
             fail(prog, str(e))
 
     # Hydra names the job after the task function's module: the command's, not this one.
-    _main.__module__ = f"fastlab.cli.{job}"
+    _main.__module__ = "fastlab.cli." + prog.removeprefix("fastlab-")
     return hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")(_main)

@@ -16,7 +16,7 @@ def _find(cfg: DictConfig, context: RunContext, run_dir: Path) -> float:
     return run_lr_find(cfg, run_dir, context).suggestions["valley"]
 
 
-main = hydra_app("fastlab-lr-find", "lr_find", _find)
+main = hydra_app("fastlab-lr-find", _find)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ def _train(cfg: DictConfig, context: RunContext, run_dir: Path) -> float:
     return float("nan") if value is None else float(value)
 
 
-main = hydra_app("fastlab-train", "train", _train)
+main = hydra_app("fastlab-train", _train)
 
 
 if __name__ == "__main__":

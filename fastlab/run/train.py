@@ -41,6 +41,24 @@ def default_run_dir() -> Path:
     return Path("outputs/runs") / datetime.now().strftime("%Y-%m-%d/%H-%M-%S-%f")
 
 
+def print_config(run: RunConfig) -> None:
+    """The run's composed config as a tree on stdout (``trainer.print_config``): one branch per
+    group, its keys and values as the config spells them (rich, as lightning-hydra-template)."""
+    import yaml
+    from rich.console import Console
+    from rich.syntax import Syntax
+    from rich.tree import Tree
+
+    tree = Tree("config", style="bold")
+    for group, value in run.to_dict().items():
+        if not isinstance(value, dict):  # a top-level value (seed, save_as)
+            tree.add(f"{group}: {value}")
+            continue
+        text = yaml.safe_dump(value, sort_keys=False, default_flow_style=False).rstrip()
+        tree.add(group, style="bold").add(Syntax(text, "yaml", theme="ansi_dark", background_color="default"))
+    Console().print(tree)
+
+
 def train(cfg: DictConfig | RunConfig, run_dir: str | Path | None = None, cbs: Sequence[Callback] = (),
           context: RunContext | None = None) -> dict:
     """Train one run and write its run dir; returns the contents of ``metrics.json``.
@@ -64,6 +82,8 @@ def train(cfg: DictConfig | RunConfig, run_dir: str | Path | None = None, cbs: S
     if state is not None:
         run = resumed_config(state["config"], run.trainer)
         log.info("resuming the run in %s with its own config", run_dir)
+    if run.trainer.print_config and context.trial is None and ctx.main:
+        print_config(run)
     if ctx.main:  # in a data-parallel run only rank 0 writes
         run_dir.mkdir(parents=True, exist_ok=True)
         for tmp in clean_stale_temps(run_dir):

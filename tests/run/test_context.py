@@ -103,3 +103,13 @@ def test_prepare_outside_train_uses_the_runs_own_cache_settings(tmp_path, image_
     prep = prepare(run)
     assert isinstance(prep.data.train.x, DiskImages)
     assert len(list(cache.glob("*.npy"))) == 1  # the run's own folder (before: outputs/cache, whatever it said)
+
+
+def test_print_config_is_off_for_a_sweep_trial(tmp_path, capsys):
+    context = RunContext(Trial(0, tmp_path, {"pruner": "none"}))
+    with one_thread():
+        train(compose_cfg("schedule.epochs=1", "trainer.print_config=true"), run_dir=tmp_path / "t", context=context)
+    assert "── trainer" not in capsys.readouterr().out
+    with one_thread():
+        train(compose_cfg("schedule.epochs=1", "trainer.print_config=true"), run_dir=tmp_path / "r")
+    assert "── trainer" in capsys.readouterr().out
