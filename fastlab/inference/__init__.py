@@ -33,8 +33,8 @@ from fastlab.inference.image_input import (
     decode_bytes,
     to_channels,
 )
-from fastlab.inference.meta import ModelMeta
 from fastlab.inference.predictor import Predictor
+from fastlab.models.meta import ModelMeta
 
 __all__ = ["ACCEPTED_FORMATS", "BUNDLE_FORMAT", "BUNDLE_META", "BUNDLE_VERSION", "BUNDLE_WEIGHTS", "CHECKPOINT",
            "MAX_PIXELS", "ImageInputError", "ImageTooLarge", "InferenceError", "InputError", "ModelMeta",

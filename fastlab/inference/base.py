@@ -27,7 +27,7 @@ from torch import nn
 
 from fastlab import registry
 from fastlab.inference.errors import InferenceError, InputError
-from fastlab.inference.meta import ModelMeta
+from fastlab.models.meta import ModelMeta
 
 CPU = torch.device("cpu")
 Named = tuple[dict, Any]  # ({"file": ..., ...} naming an input in the CLI's output, the input)

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from fastlab.inference.errors import InferenceError
-from fastlab.inference.meta import ModelMeta
+from fastlab.models.meta import ModelMeta
 from fastlab.models.zoo import MODEL_FILE, read_model
 from fastlab.rundir import atomic_path, atomic_write_text
 

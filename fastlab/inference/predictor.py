@@ -19,7 +19,7 @@ from fastlab.inference.base import (
 from fastlab.inference.errors import InferenceError
 from fastlab.inference.files import read_model_file
 from fastlab.inference.image_input import MAX_PIXELS
-from fastlab.inference.meta import ModelMeta
+from fastlab.models.meta import ModelMeta
 
 
 class Predictor:
