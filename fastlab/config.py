@@ -128,6 +128,9 @@ class ArchConfig:
     name: str = MISSING
     # a model-zoo name (outputs/models/<name>.pt), a file path, or imagenet (see IMAGENET)
     pretrained: str | None = None
+    # arch.pretrained=imagenet: auto (fetch the weights into the library's cache when they are not
+    # there) | never (the cache or arch.weights only: one line saying how to fetch them elsewhere)
+    download: str = "auto"
 
     @property
     def body_arch(self) -> str:
@@ -324,6 +327,24 @@ class MlflowConfig:
 
 
 @dataclass
+class WandbConfig:
+    """Where ``trainer.logger=[..., wandb]`` logs (``fastlab.callbacks.wandb``)."""
+
+    project: str = "fastlab"
+    entity: str | None = None  # null: the account's default entity
+    # online | offline (a run folder to sync later: wandb sync) | disabled; null: $WANDB_MODE, else online
+    mode: str | None = None
+
+    def __post_init__(self) -> None:
+        check(isinstance(self.project, str) and self.project.strip() != "",
+              f"trainer.wandb.project={self.project!r} is not a name: e.g. trainer.wandb.project=pets")
+        check(self.entity is None or (isinstance(self.entity, str) and self.entity.strip() != ""),
+              f"trainer.wandb.entity={self.entity!r} is not a name: e.g. trainer.wandb.entity=my-team, or null")
+        check(self.mode is None or self.mode in ("online", "offline", "disabled"),
+              f"trainer.wandb.mode={self.mode!r} is not known: use online, offline, disabled or null")
+
+
+@dataclass
 class TrainerConfig:
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "32"  # 32 | bf16-mixed | 16-mixed
@@ -341,6 +362,10 @@ class TrainerConfig:
     # (trainer.mlflow); the old strings none and tensorboard still work (fastlab.tracking.names)
     logger: Any = field(default_factory=lambda: ["csv"])
     mlflow: MlflowConfig = field(default_factory=lambda: MlflowConfig())
+    wandb: WandbConfig = field(default_factory=lambda: WandbConfig())
+    # gradient accumulation: step the optimiser every this many batches (loss scaled by 1/N), for
+    # an effective batch of data.bs x accumulate; the one-cycle schedule counts optimiser steps
+    accumulate: int = 1
     # Continue an interrupted run from its last.pt: a run dir (or its last.pt), or true for this
     # run dir (a sweep's job re-run); the run's own config is used, whatever else is composed
     resume: Any = None
@@ -394,6 +419,10 @@ class TrainerConfig:
         check_choice("trainer.strategy", self.strategy, ("single", "ddp"))
         check_choice("trainer.validate", self.validate, ("auto", "epoch", "final"))
         parse_loggers(self.logger)  # one ConfigError line for a name that is not a logger
+        a = self.accumulate
+        check(isinstance(a, int) and not isinstance(a, bool) and a >= 1,
+              f"trainer.accumulate must be a positive integer (batches per optimiser step), got {a!r}: "
+              "e.g. trainer.accumulate=4, or 1 for none")
         check(isinstance(self.tta, bool), f"trainer.tta must be true or false, got {self.tta!r}: e.g. trainer.tta=true")
         check(isinstance(self.tta_n, int) and not isinstance(self.tta_n, bool) and self.tta_n >= 1,
               f"trainer.tta_n must be a positive integer (augmented passes), got {self.tta_n}: e.g. trainer.tta_n=4")
