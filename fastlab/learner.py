@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
@@ -110,13 +111,22 @@ class Learner:
         Decay biases and norm-layer parameters too (fast.ai's default, and fastlab's: no).
     train_bn : bool
         Norm layers of frozen layer groups keep training (fast.ai's default).
+    accumulate : int
+        Gradient accumulation: the optimiser steps once every ``accumulate`` training batches,
+        each batch's loss scaled by one over the batches of its group, so a group's gradient is
+        its batches' mean, as one batch ``accumulate`` times larger would give. An epoch's last
+        group may be shorter, and is stepped too. Schedules count optimiser steps
+        (:attr:`opt_step`, :meth:`steps_per_epoch`).
     """
 
     def __init__(self, model: nn.Module, data, loss_func: Callable, metrics: dict[str, Metric] | None = None,
                  opt: str = "adamw", wd: float = 0.01, lr_ratio: float = 1.0, precision: str = "32",
                  progress: str = "auto", cbs: Iterable[Callback] = (), *, opt_func: OptFunc | None = None,
-                 sqr_mom: float = 0.99, eps: float = 1e-5, wd_bn_bias: bool = False, train_bn: bool = True):
+                 sqr_mom: float = 0.99, eps: float = 1e-5, wd_bn_bias: bool = False, train_bn: bool = True,
+                 accumulate: int = 1):
         check_data(data)
+        if isinstance(accumulate, bool) or not isinstance(accumulate, int) or accumulate < 1:
+            raise ConfigError(f"accumulate must be a positive integer (batches per optimiser step), got {accumulate!r}")
         check_settings(sqr_mom, eps, wd)
         if opt_func is None:
             opt_func = builtin_opt_func(opt, sqr_mom, eps)
@@ -133,6 +143,9 @@ class Learner:
         self.metrics = dict(metrics or {})
         self.opt_name, self.opt_func, self.wd, self.lr_ratio = opt, opt_func, wd, lr_ratio
         self.wd_bn_bias = wd_bn_bias
+        self.accumulate = accumulate
+        # whether the current training batch ends its accumulation group (the optimiser steps after it)
+        self.steps_now = True
         self.lr_scales: list[float] = group_lrs(1.0, len(self.layer_groups), lr_ratio)
         self.train_bn, self.frozen = train_bn, 0
         self.stop_requested = False
@@ -249,6 +262,25 @@ class Learner:
         dtype = torch.bfloat16 if self.precision == "bf16-mixed" else torch.float16
         return torch.autocast(self.device.type, dtype=dtype)
 
+    def steps_per_epoch(self, n_batches: int | None = None) -> int:
+        """Optimiser steps in an epoch of ``n_batches`` training batches (the training loader's
+        length by default): one per ``accumulate`` batches, the last group maybe shorter."""
+        n = len(self.data.train) if n_batches is None else n_batches
+        return math.ceil(n / self.accumulate)
+
+    @property
+    def opt_step(self) -> int:
+        """The optimiser steps this fit has taken before the current batch's group: what
+        schedules read as their step count. With ``accumulate=1`` it is the batches trained."""
+        return self.epoch * self.steps_per_epoch() + self.iter // self.accumulate
+
+    def _group(self) -> tuple[int, bool]:
+        """(batches in the current batch's accumulation group, whether the optimiser steps after
+        this batch): the group ends after ``accumulate`` batches or at the epoch's last batch."""
+        first = self.iter - self.iter % self.accumulate
+        size = min(self.accumulate, self.n_iter - first)
+        return size, self.iter + 1 == first + size
+
     def _do_one_batch(self) -> None:
         with self._autocast():
             self.pred = self.forward(self.xb)  # (B, c)
@@ -257,13 +289,18 @@ class Learner:
         self("after_loss")
         if not self.training:
             return
+        group, self.steps_now = self._group()
         try:
             # backward has a before_ event only: EVENTS is closed, and after_backward would be
             # the same moment as before_step.
             self("before_backward")
-            self.scaler.scale(self.loss).backward()
+            # A group's gradient is the mean of its batches' (the recorded loss stays unscaled).
+            loss = self.loss if group == 1 else self.loss / group
+            self.scaler.scale(loss).backward()
         except CancelBackwardException:
             pass
+        if not self.steps_now:  # gradients accumulate; the step events fire once per group
+            return
         self._with_events(self._step, "step", CancelStepException)
         self.opt.zero_grad(set_to_none=True)
 

@@ -99,8 +99,9 @@ def suggest(lrs: Sequence[float], losses: Sequence[float], num_it: int) -> dict[
 
 # --------------------------------------------------------------------------- the sweep
 class LRFinder(Callback):
-    """Sets an exponentially growing rate before each batch, records the smoothed loss, skips
-    validation, and ends the fit at ``num_it`` or when the loss diverges."""
+    """Sets an exponentially growing rate before each optimiser step, records the smoothed loss,
+    skips validation, and ends the fit at ``num_it`` steps or when the loss diverges. With
+    gradient accumulation a step's point is the mean loss of its group's batches."""
 
     order = 10
 
@@ -109,14 +110,18 @@ class LRFinder(Callback):
         self.lrs: list[float] = []
         self.losses: list[float] = []
         self._avg, self._best = 0.0, math.inf
+        self._group: list[float] = []  # the losses of the current accumulation group's batches
 
     def before_batch(self) -> None:
-        pos = self.learn.train_iter / max(1, self.num_it - 1)
+        pos = self.learn.opt_step / max(1, self.num_it - 1)
         self.lr = self.start_lr * (self.end_lr / self.start_lr) ** pos
         self.learn.set_hypers(self.lr)
 
     def after_batch(self) -> None:
-        loss = float(self.learn.loss.detach())
+        self._group.append(float(self.learn.loss.detach()))
+        if not self.learn.steps_now:
+            return
+        loss, self._group = sum(self._group) / len(self._group), []
         n = len(self.losses) + 1
         self._avg = self.beta * self._avg + (1 - self.beta) * loss
         smooth = self._avg / (1 - self.beta**n)
@@ -162,7 +167,7 @@ def lr_find(learn, start_lr: float = 1e-7, end_lr: float = 10.0, num_it: int = 1
         learn.remove_cbs(saved_cbs)
         learn.lr_finding = True
         learn.lr_scales = [1.0] * len(learn.layer_groups)  # one rate for every group (fastai)
-        n_epoch = math.ceil(num_it / max(1, len(learn.data.train)))
+        n_epoch = math.ceil(num_it / max(1, learn.steps_per_epoch()))
         learn.fit(n_epoch, cbs=[finder])
     finally:
         learn.lr_finding = False

@@ -4,8 +4,9 @@ A resumed run must end with the same weights and history as a run never stopped 
 seed). So ``last.pt`` holds everything the rest of the run depends on: the model, the optimiser
 (Adam's moments), the grad scaler, the schedule position (stage, epoch, batch and the step count
 the scheduler reads), every callback's state (the Recorder's history, EarlyStopping's patience,
-SaveBestModel's best value), the random states of torch, numpy and Python, and the training
-loader's shuffling generator as it was when the current epoch drew its order.
+SaveBestModel's best value), the random states of torch, numpy and Python, the training
+loader's shuffling generator as it was when the current epoch drew its order, and, when it is
+written in the middle of a gradient-accumulation group, the gradients accumulated so far.
 """
 
 from __future__ import annotations
@@ -98,6 +99,9 @@ class Checkpointer(Callback):
             "scaler": learn.scaler.state_dict(),
             "callbacks": {name: cb.state_dict() for name, cb in _state_callbacks(learn).items()},
             "epoch_losses": learn.recorder.epoch_losses() if mid_epoch else None,
+            # in the middle of an accumulation group: its gradients so far, which the resumed run
+            # goes on adding to (none at a group's end: the step has used and zeroed them)
+            "grads": accumulated_grads(learn) if mid_epoch and not learn.steps_now else None,
             "rng": states,
             "stop_requested": learn.stop_requested,
         }
@@ -120,6 +124,10 @@ class Checkpointer(Callback):
             # made it.
             learn.opt.load_state_dict(state["opt"])
         learn.scaler.load_state_dict(state["scaler"])
+        if state.get("grads"):
+            params = dict(learn.model.named_parameters())
+            for name, grad in state["grads"].items():
+                params[name].grad = grad.to(params[name].device)
         for name, cb in _state_callbacks(learn).items():
             if name in state["callbacks"]:
                 cb.load_state_dict(state["callbacks"][name])
@@ -131,6 +139,11 @@ class Checkpointer(Callback):
         self._pending_losses = state["epoch_losses"]
         restore_random_states(state["rng"], self._generator())
         log.info("resumed at stage %d, epoch %d, batch %d", pos["stage"], pos["epoch"] + pos["epoch_offset"], pos["batch"])
+
+
+def accumulated_grads(learn) -> dict:
+    """The gradients an unfinished accumulation group has added up, by parameter name, on the CPU."""
+    return {name: p.grad.detach().cpu() for name, p in learn.model.named_parameters() if p.grad is not None}
 
 
 def read_last(path: Path) -> dict:

@@ -8,7 +8,8 @@ from fastlab.schedules import Sched
 
 class ParamScheduler(Callback):
     """Sets the head's lr (other layer groups scaled by the learner's ``lr_scales``) and the
-    momentum from ``pos = train_iter / total_steps`` before each training batch."""
+    momentum from ``pos = opt_step / total_steps`` before each training batch: the position
+    counts optimiser steps, so with gradient accumulation a group's batches share one rate."""
 
     order = 10
 
@@ -16,10 +17,10 @@ class ParamScheduler(Callback):
         self.lr, self.mom = lr, mom
 
     def before_fit(self) -> None:
-        self.total = max(1, self.learn.n_epoch * len(self.learn.data.train))
+        self.total = max(1, self.learn.n_epoch * self.learn.steps_per_epoch())
 
     def before_batch(self) -> None:
         if not self.learn.training:
             return
-        pos = self.learn.train_iter / self.total
+        pos = self.learn.opt_step / self.total
         self.learn.set_hypers(self.lr(pos), None if self.mom is None else self.mom(pos))

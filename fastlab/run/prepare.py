@@ -190,7 +190,7 @@ def prepare(run: RunConfig, cbs: Sequence[Callback] = (), ctx: Context | None = 
     s = run.schedule
     learn = Learner(model, data, task.loss(run), task.new_metrics(), opt=s.opt, wd=s.wd, lr_ratio=s.lr_ratio,
                     precision=run.trainer.precision, progress=run.trainer.progress if ctx.main else "none", cbs=cbs,
-                    sqr_mom=s.sqr_mom, eps=s.eps, wd_bn_bias=s.wd_bn_bias)
+                    sqr_mom=s.sqr_mom, eps=s.eps, wd_bn_bias=s.wd_bn_bias, accumulate=run.trainer.accumulate)
     learn.train_bn = s.train_bn
     tune_backends(device)  # the device path (see fastlab.accel)
     if run.trainer.compile:
