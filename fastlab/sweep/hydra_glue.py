@@ -39,7 +39,7 @@ def run_hydra_sweep(
     if options.batch_size is None:
         options.batch_size = auto_batch_size(config.hydra.get("launcher"), options.strategy,
                                              options.asynchronous)
-    space = parse_space(params, arguments, config_loader=config_loader)
+    space = parse_space(params, arguments, config_loader=config_loader, conditions=options.conditions)
     direction, source = resolve_direction(options.direction, task_node(config), space.names)
     options = dataclasses.replace(options, direction=direction)
     log.info(f"direction: {direction} (from {source})")

@@ -5,7 +5,7 @@ fields, their defaults and their documentation live in one place.
 """
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from fastlab.pruning import PRUNERS
@@ -72,6 +72,10 @@ class SweepSettings:
     retry_failed: bool = False
     # Rows of the best-trials table printed at the end.
     top_k: int = 5
+    # Conditional keys: {KEY: "EXPR"} sweeps KEY only in trials where EXPR, an expression over other
+    # swept keys, holds (e.g. {schedule.wd: "schedule.opt == 'adamw'"}); elsewhere KEY keeps its
+    # config value and is recorded as absent (fastlab.sweep.conditions).
+    conditions: dict[str, Any] = field(default_factory=dict)
     # Set by the sweep's driver on each job it launches (`hydra.sweeper.trial=N`, a Hydra override,
     # so the job's own config and override_dirname stay as they are): the job's trial number, by
     # which it reports to its study. Never set it yourself.
@@ -125,6 +129,9 @@ class SweepSettings:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise SweepError(f"hydra.sweeper.{name}={value} must lie in [0, 1]")
+        if not isinstance(self.conditions, Mapping):
+            raise SweepError(f"hydra.sweeper.conditions={self.conditions!r} is not a mapping: give "
+                             "{KEY: \"EXPR\"}, e.g. {schedule.wd: \"schedule.opt == 'adamw'\"}")
         if self.top_k < 0:
             raise SweepError(f"hydra.sweeper.top_k={self.top_k} must be at least 0")
         return self

@@ -15,6 +15,9 @@ Sources, in order of precedence (a later one replaces an earlier one for the sam
 
 Every dimension maps a unit coordinate ``u`` in [0, 1) to a value (``from_unit``) and back
 (``to_unit``), so the strategies work on the unit cube whatever the forms.
+
+``hydra.sweeper.conditions`` (:mod:`fastlab.sweep.conditions`) makes a key conditional: a trial's
+params leave it out where its condition does not hold, so the trial keeps the config's value.
 """
 
 import json
@@ -35,12 +38,17 @@ from hydra.core.override_parser.types import (
 )
 from hydra.errors import HydraException
 
+from fastlab.sweep.conditions import Condition, active, parse_conditions
 from fastlab.sweep.errors import SweepError
 from fastlab.sweep.hydra_private import element_text
 
 # Floats proposed from intervals are rounded to this many significant digits: overrides and
 # trials.csv stay readable, and no hyperparameter needs more.
 SIGNIFICANT_DIGITS = 6
+# A conditional key absent from a trial: its unit coordinate (outside the cube, so the forest's
+# trees tell it from every value) and its text in a trial's identity.
+ABSENT_UNIT = -1.0
+ABSENT_TEXT = "<absent>"
 
 
 @dataclass(frozen=True)
@@ -133,43 +141,58 @@ Dimension = Discrete | Interval
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """The dimensions to search and the fixed overrides every trial gets."""
+    """The dimensions to search, the fixed overrides every trial gets, and the conditions under
+    which a dimension is swept (in :func:`~fastlab.sweep.conditions.parse_conditions`' order)."""
 
     dims: tuple[Dimension, ...]
     fixed: tuple[str, ...] = ()
+    conditions: tuple[Condition, ...] = ()
 
     @property
     def names(self) -> list[str]:
         return [d.name for d in self.dims]
 
+    @property
+    def conditional(self) -> dict[str, str]:
+        """Conditional key -> the expression under which it is swept."""
+        return {c.key: c.text for c in self.conditions}
+
+    def active(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """``params`` less the keys whose condition does not hold."""
+        return active(params, self.conditions) if self.conditions else dict(params)
+
     def from_unit(self, u: Sequence[float]) -> dict[str, Any]:
-        """One point of the unit cube, shape (d,), -> {name: value}."""
-        return {d.name: d.from_unit(float(x)) for d, x in zip(self.dims, u, strict=True)}
+        """One point of the unit cube, shape (d,), -> {name: value}, conditional keys left out
+        where their condition does not hold."""
+        return self.active({d.name: d.from_unit(max(0.0, float(x))) for d, x in zip(self.dims, u, strict=True)})
 
     def to_unit(self, params: Mapping[str, Any]) -> list[float]:
-        """{name: value} -> a point of the unit cube, shape (d,)."""
-        return [d.to_unit(params[d.name]) for d in self.dims]
+        """{name: value} -> a point of the unit cube, shape (d,); an absent key's coordinate is
+        ``ABSENT_UNIT``."""
+        return [d.to_unit(params[d.name]) if d.name in params else ABSENT_UNIT for d in self.dims]
 
     def overrides(self, params: Mapping[str, Any]) -> list[str]:
-        """The override strings that make one trial: the fixed ones, then the searched ones."""
-        return [*self.fixed, *(f"{d.key}={d.text(params[d.name])}" for d in self.dims)]
+        """The override strings that make one trial: the fixed ones, then the searched ones (an
+        absent conditional key is not overridden: the trial keeps its config value)."""
+        return [*self.fixed, *(f"{d.key}={d.text(params[d.name])}" for d in self.dims if d.name in params)]
 
     def key_of(self, params: Mapping[str, Any]) -> tuple[str, ...]:
         """A hashable identity of a trial's params (its override texts)."""
-        return tuple(d.text(params[d.name]) for d in self.dims)
+        return tuple(d.text(params[d.name]) if d.name in params else ABSENT_TEXT for d in self.dims)
 
     def fingerprint(self) -> str:
-        """What must not change between a sweep and its resume: the dims and fixed overrides."""
-        return json.dumps(
-            {"dims": [d.describe() for d in self.dims], "fixed": sorted(self.fixed)},
-            sort_keys=True,
-        )
+        """What must not change between a sweep and its resume: the dims, fixed overrides and conditions."""
+        what: dict[str, Any] = {"dims": [d.describe() for d in self.dims], "fixed": sorted(self.fixed)}
+        if self.conditions:  # (absent before conditions existed: earlier sweeps resume as they were)
+            what["conditions"] = self.conditional
+        return json.dumps(what, sort_keys=True)
 
 
 def parse_space(
     params: Mapping[str, Any] | None,
     arguments: Sequence[str],
     config_loader: Any = None,
+    conditions: Mapping[str, Any] | None = None,
 ) -> SearchSpace:
     """Build the search space from ``hydra.sweeper.params`` and the command-line overrides.
 
@@ -178,6 +201,7 @@ def parse_space(
     params : mapping of key -> override value text (``"tag(log, interval(1e-4, 1e-1))"``), or None.
     arguments : the task overrides from the command line, as Hydra passes them to a sweeper.
     config_loader : Hydra's config loader, needed only to expand ``glob(...)`` over a group.
+    conditions : ``hydra.sweeper.conditions``, swept key -> expression over other swept keys.
     """
     sources: list[tuple[str, str]] = []
     for key, value in _flatten(params or {}).items():
@@ -207,7 +231,9 @@ def parse_space(
         if override.is_delete():
             raise SweepError(f"{where}: a deletion (~{name}) cannot be swept; drop the sweep")
         dims.append(_dimension(name, override, where, config_loader))
-    return SearchSpace(dims=tuple(dims), fixed=tuple(fixed))
+    names = [d.name for d in dims]
+    return SearchSpace(dims=tuple(dims), fixed=tuple(fixed), conditions=parse_conditions(_flatten(conditions or {}),
+                                                                                         names))
 
 
 def _flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -36,14 +36,41 @@ def grid_size(space: SearchSpace) -> int:
                 f"strategy=grid cannot enumerate {d.name}={d.form}; use choice(...) or "
                 "range(...), or hydra.sweeper.strategy=random"
             )
+    if space.conditions:
+        return len(_conditional_grid(space))
     return math.prod(len(d.values) for d in space.dims)
 
 
 def grid_params(space: SearchSpace, numbers: Sequence[int]) -> list[dict[str, Any]]:
-    """Grid points ``numbers`` in itertools.product order (the last key varies fastest)."""
+    """Grid points ``numbers`` in itertools.product order (the last key varies fastest); with
+    conditions, only the valid combinations, each once (a conditional key that is absent does
+    not multiply the points)."""
     grid_size(space)
+    if space.conditions:
+        points = _conditional_grid(space)
+        return [dict(points[k]) for k in numbers]
     points = list(itertools.product(*(d.values for d in space.dims)))
     return [dict(zip(space.names, points[k], strict=True)) for k in numbers]
+
+
+_GRIDS: dict[str, tuple] = {}  # fingerprint -> the conditional grid (values may be lists: no lru_cache)
+
+
+def _conditional_grid(space: SearchSpace) -> tuple[tuple[tuple[str, Any], ...], ...]:
+    """The distinct valid combinations in product order, as (name, value) pairs: the driver asks
+    at every claim, so they are enumerated once per space."""
+    found = _GRIDS.get(fingerprint := space.fingerprint())
+    if found is not None:
+        return found
+    seen, points = set(), []
+    for values in itertools.product(*(d.values for d in space.dims)):
+        params = space.active(dict(zip(space.names, values, strict=True)))
+        key = space.key_of(params)
+        if key not in seen:
+            seen.add(key)
+            points.append(tuple(params.items()))
+    _GRIDS[fingerprint] = tuple(points)
+    return _GRIDS[fingerprint]
 
 
 def sobol_units(n_dims: int, count: int, seed: int) -> np.ndarray:

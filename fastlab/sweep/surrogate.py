@@ -1,7 +1,8 @@
 """The forest strategy's model: a random-forest surrogate and expected improvement.
 
 The surrogate is scikit-learn's ``RandomForestRegressor`` on the unit-cube coordinates of the
-finished trials. Its trees disagree where data are thin, so the spread of their predictions serves
+finished trials (a conditional key absent from a trial sits outside the cube, at
+``space.ABSENT_UNIT``, where a tree can split it off from every value). Its trees disagree where data are thin, so the spread of their predictions serves
 as the uncertainty that expected improvement (EI) trades against the mean (as in SMAC).
 """
 
@@ -73,6 +74,10 @@ def forest_proposals(
     ).fit(x, y)
 
     candidates = _candidates(x, y, rng)  # (m, d)
+    if space.conditions:
+        # A candidate's absent keys at ABSENT_UNIT, as the finished trials' are: the trees then
+        # predict it from the same branch its trial would land on.
+        candidates = np.array([space.to_unit(space.from_unit(c)) for c in candidates])
     per_tree = np.stack([tree.predict(candidates) for tree in model.estimators_])  # (trees, m)
     # The incumbent is the model's best prediction at a tried point, not the best observation:
     # trial values are noisy, and a lucky draw should not make everything else look hopeless.

@@ -19,7 +19,7 @@ class FastlabSweeper(Sweeper):
     def __init__(self, params: Any = None, **settings: Any) -> None:
         # Plain containers: the settings dataclass and the parser want dicts, not DictConfigs.
         self.params = OmegaConf.to_container(params) if isinstance(params, DictConfig) else params
-        self.settings = settings
+        self.settings = {k: OmegaConf.to_container(v) if isinstance(v, DictConfig) else v for k, v in settings.items()}
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
         self.launcher: Any = None

@@ -18,7 +18,9 @@ from fastlab.sweep.store import read_sweep
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = ROOT / "tests" / "sweep_apps" / "app.py"
-SPACE = ["x=interval(0,1)", "c=a,b,c", "hydra.sweeper.strategy=random", "hydra.sweeper.seed=0"]
+# y is conditional (hydra.sweeper.conditions): swept only where c is b
+SPACE = ["x=interval(0,1)", "c=a,b,c", "y=range(1,6)", "+hydra.sweeper.conditions.y=\"c == 'b'\"",
+         "hydra.sweeper.strategy=random", "hydra.sweeper.seed=0"]
 
 
 def driver(sweep_dir: Path, *overrides: str) -> subprocess.Popen:
@@ -46,6 +48,7 @@ def check_study(sweep_dir: Path, n: int) -> list:
     assert len(set(jobs)) == n  # no job dir twice
     for job in jobs:
         assert (sweep_dir / job / "marker.txt").is_file()
+    assert all(("y" in t.params) == (t.params["c"] == "b") for t in trials)
     return trials
 
 
