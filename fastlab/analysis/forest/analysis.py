@@ -147,8 +147,10 @@ class MetaAnalysis(BaseEstimator):
         self.forest_ = fit_quietly(self._forest(self.random_state, main=True), X, y)
         self.oob_prediction_ = np.asarray(self.forest_.oob_prediction_, dtype=float)
         self.oob_r2_ = oob_r2(self.forest_, y)
+        # conditional parameters: importance and dependence over the trials that have them
+        active = {enc.index(name): has for name, has in enc.active.items()}
         mean, std = heldout_importance(self._forest, X, y, self.n_splits, self.n_repeats,
-                                       self.random_state)
+                                       self.random_state, active)
         self.importance_ = dict(zip(enc.names, (float(v) for v in mean)))
         self.importance_std_ = dict(zip(enc.names, (float(v) for v in std)))
         if self.focus_ is None:  # the default focus was not swept: take the most important
@@ -161,13 +163,13 @@ class MetaAnalysis(BaseEstimator):
         grids = {}
         for j, f in enumerate(enc.features):
             extra = (self.neutral_, self.reference) if f.name == self.focus_ else ()
-            grids[j] = grid_for(f, X[:, j], self.grid_size, extra)
+            grids[j] = grid_for(f, X[enc.active_rows(f.name), j], self.grid_size, extra)
         boot = bootstrap_curves(self._forest, X, y, grids, self.n_boot, self.random_state + 1,
-                                self.progress)
+                                self.progress, active)
         self.pd_ = {}
         for j, f in enumerate(enc.features):
-            curve = pd_curve(self.forest_, X, j, grids[j])
-            lo, hi = np.quantile(boot[j], [(1 - self.level) / 2, (1 + self.level) / 2], axis=0)
+            curve = pd_curve(self.forest_, X[enc.active_rows(f.name)], j, grids[j])
+            lo, hi = np.nanquantile(boot[j], [(1 - self.level) / 2, (1 + self.level) / 2], axis=0)
             self.pd_[f.name] = {"x": grids[j], "values": f.from_x(grids[j]), "mean": curve,
                                 "lo": lo, "hi": hi, "boot": boot[j]}
         self.recommendation_ = None
@@ -207,9 +209,12 @@ class MetaAnalysis(BaseEstimator):
         other = max(others, key=self.importance_.get)
         j, k = enc.index(self.focus_), enc.index(other)
         fo = enc.features[k]
+        both = enc.active_rows(self.focus_) & enc.active_rows(other)  # conditional ones where they were swept
+        if not both.any():
+            return None
         grid_j = self.pd_[self.focus_]["x"]
-        grid_k = grid_for(fo, enc.X[:, k], GRID_2D)
-        surface = pd_surface(self.forest_, enc.X, j, k, grid_j, grid_k)  # (Gj, Gk)
+        grid_k = grid_for(fo, enc.X[both, k], GRID_2D)
+        surface = pd_surface(self.forest_, enc.X[both], j, k, grid_j, grid_k)  # (Gj, Gk)
         best_j = conditional_optimum(surface, self.sign_)  # (Gk,)
         ff = enc.features[j]
         return {"a": self.focus_, "b": other, "x_a": grid_j, "x_b": grid_k,
@@ -225,6 +230,11 @@ class MetaAnalysis(BaseEstimator):
         for name, n in self.encoded_.policy.get("not_finite", {}).items():
             out.append(f"--derive {name}={self.table_.derived[name]} is not finite for {n} "
                        "trial(s): they are left out of the analysis")
+        for f in self.encoded_.features:
+            if f.condition:
+                k = int(self.encoded_.active[f.name].sum())
+                out.append(f"`{f.name}` is conditional (swept where {f.condition}): its importance and "
+                           f"partial dependence are over the {k} of {self.n_trials_} trials that swept it")
         if self.n_trials_ < FEW_TRIALS:
             out.append(f"only {self.n_trials_} trials: read everything below as a sketch; "
                        f"{FEW_TRIALS * 3} or more make a study")
@@ -283,7 +293,9 @@ class MetaAnalysis(BaseEstimator):
                                      {"categories": list(f.categories)}),
                                   **({"levels": _values(f, f.levels)} if f.discrete else {}),
                                   **({"derived": self.table_.derived[f.name]}
-                                     if f.name in self.table_.derived else {})}
+                                     if f.name in self.table_.derived else {}),
+                                  **({"condition": f.condition, "active": int(enc.active[f.name].sum())}
+                                     if f.condition else {})}
                          for f in enc.features},
             "skipped": enc.skipped,
             "oob_r2": self.oob_r2_,
@@ -337,7 +349,7 @@ class MetaAnalysis(BaseEstimator):
             return value, "the best of its partial dependence"
         why = (f"it does not matter: importance {self.importance_[name]:.2g} ± "
                f"{self.importance_std_[name]:.2g}")
-        column = enc.X[:, enc.index(name)]
+        column = enc.X[enc.active_rows(name), enc.index(name)]
         if f.numeric:
             if isinstance(current, int | float) and not isinstance(current, bool) \
                     and f.low <= current <= f.high:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from sklearn.inspection import partial_dependence
 
-from fastlab.analysis.forest.encode import Feature
+from fastlab.analysis.forest.encode import ABSENT_LABEL, Feature
 from fastlab.analysis.forest.trees import fit_quietly
 
 Progress = Callable[[int, int], None]
@@ -31,8 +31,8 @@ def grid_for(feature: Feature, column: np.ndarray, size: int = 50,
     (``feature.levels``: a table against ``choice(8, 16, 32)`` lists 8, 16 and 32, never 17.9),
     so a neutral value is read only when it was sampled. Categorical: every code.
     """
-    if not feature.numeric:
-        return np.arange(len(feature.categories), dtype=float)
+    if not feature.numeric:  # a conditional one's (absent) is no value to set it to
+        return np.asarray([i for i, c in enumerate(feature.categories) if c != ABSENT_LABEL], dtype=float)
     lo, hi = float(column.min()), float(column.max())
     margin = EXTRA_MARGIN * (hi - lo)
     if feature.discrete:  # no extras: a best value must be one the trials tried
@@ -67,7 +67,8 @@ def pd_surface(forest, X: np.ndarray, j: int, k: int, grid_j: np.ndarray,
 
 def bootstrap_curves(make_forest: Callable[[int], object], X: np.ndarray, y: np.ndarray,
                      grids: dict[int, np.ndarray], n_boot: int, random_state: int = 0,
-                     progress: Progress | None = None) -> dict[int, np.ndarray]:
+                     progress: Progress | None = None,
+                     active: dict[int, np.ndarray] | None = None) -> dict[int, np.ndarray]:
     """Refit the forest on ``n_boot`` resamples of the trials (drawn with replacement) and compute
     every column's partial dependence on its grid each time.
 
@@ -80,6 +81,8 @@ def bootstrap_curves(make_forest: Callable[[int], object], X: np.ndarray, y: np.
     X : (n, d); y : (n,).
     grids : column -> grid (G_j,).
     progress : called as ``progress(done, n_boot)`` after each refit.
+    active : column -> (n,) bool, for conditional columns: their curves average over the
+        resampled rows that have the parameter (NaN in a resample without one).
 
     Returns
     -------
@@ -92,7 +95,8 @@ def bootstrap_curves(make_forest: Callable[[int], object], X: np.ndarray, y: np.
         idx = rng.integers(0, n, n)  # (n,) a resample of the trials
         forest = fit_quietly(make_forest(int(rng.integers(2**31))), X[idx], y[idx])
         for j, g in grids.items():
-            out[j][b] = pd_curve(forest, X[idx], j, g)
+            rows = X[idx] if active is None or j not in active else X[idx][active[j][idx]]
+            out[j][b] = pd_curve(forest, rows, j, g) if len(rows) else np.nan
         if progress is not None:
             progress(b + 1, n_boot)
     return out

@@ -11,6 +11,12 @@
 - Derived columns (``--derive``, :mod:`fastlab.analysis.forest.derive`) are numeric parameters whose scale
   no sweep declared; trials where one is not finite are left out and counted.
 - Replicate keys (``seed``) and parameters that never changed are not features.
+- A conditional key (``hydra.sweeper.conditions``; ``TrialsTable.conditions``) is a feature over
+  the trials where it was swept: where it is absent its column holds a value outside its range
+  (``Feature.absent_x``: below it, or the category ``(absent)``), so the trees split those trials
+  off, and ``Encoded.active`` says which rows have it. Its importance and partial dependence are
+  computed over those rows only (:mod:`~fastlab.analysis.forest.importance`,
+  :mod:`~fastlab.analysis.forest.analysis`).
 - The response comes from :func:`outcomes`, the explicit policy for failed and diverged trials.
 """
 
@@ -18,7 +24,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -27,6 +33,8 @@ from fastlab.analysis.errors import MetaError
 from fastlab.analysis.sources.table import COMPLETED, DIVERGED, REPLICATE_KEYS, TrialsTable
 
 DIVERGED_POLICIES = ("worst", "drop")
+# A conditional categorical parameter's category where the trial did not sweep it
+ABSENT_LABEL = "(absent)"
 # A numeric parameter with this many distinct sampled values or fewer is discrete: partial
 # dependence is read at those values only. A forest's splits fall between sampled values, so no
 # level of its partial dependence is missed.
@@ -64,6 +72,8 @@ class Feature:
     low, high : numeric only: the observed range, in the parameter's own units.
     levels : numeric only: the distinct sampled values in column space, sorted, when there are
         at most ``MAX_LEVELS`` of them (a discrete parameter); else empty.
+    condition : the expression under which a conditional parameter was swept; "" for one that
+        every trial has.
     """
 
     name: str
@@ -75,6 +85,16 @@ class Feature:
     low: float = math.nan
     high: float = math.nan
     levels: tuple[float, ...] = ()
+    condition: str = ""
+
+    @property
+    def absent_x(self) -> float:
+        """A conditional parameter's column value where a trial does not have it: one range
+        width (plus one) below its numeric range, or the code of ``ABSENT_LABEL``."""
+        if not self.numeric:
+            return float(self.categories.index(ABSENT_LABEL))
+        lo, hi = (float(x) for x in self.to_x([self.low, self.high]))
+        return lo - (hi - lo) - 1.0
 
     @property
     def numeric(self) -> bool:
@@ -201,6 +221,7 @@ class Encoded:
     features : length d.
     skipped : ``{name: why}`` for swept keys that are not features.
     policy : see :func:`outcomes`.
+    active : ``{name: (n,) bool}`` for each conditional feature: the rows where it was swept.
     """
 
     X: np.ndarray
@@ -209,6 +230,11 @@ class Encoded:
     features: tuple[Feature, ...]
     skipped: dict[str, str]
     policy: dict[str, Any]
+    active: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def active_rows(self, name: str) -> np.ndarray:
+        """(n,) bool: the rows that have parameter ``name`` (all of them unless it is conditional)."""
+        return self.active.get(name, np.ones(len(self.y), dtype=bool))
 
     @property
     def names(self) -> list[str]:
@@ -236,13 +262,13 @@ def encode(table: TrialsTable, direction: str, diverged: str = "worst") -> Encod
         if f is None:
             skipped[name] = "constant over the trials analysed"
             continue
-        features.append(f)
+        features.append(_conditional(f, table.conditions.get(name, ""), len(values) < len(present)))
     # A numeric feature must be present in every kept row; a categorical one gets "null".
     # A derived one is absent where its expression is not finite: counted on its own.
     complete = np.ones(len(rows), dtype=bool)
     not_finite: dict[str, int] = {}
     for f in features:
-        if f.numeric:
+        if f.numeric and not f.condition:
             has = np.asarray([name_in(table.params[i], f.name) for i in rows], dtype=bool)
             if f.name in table.derived and not has.all():
                 not_finite[f.name] = int((~has).sum())
@@ -261,17 +287,25 @@ def encode(table: TrialsTable, direction: str, diverged: str = "worst") -> Encod
         redone = []
         for f in features:
             if f.numeric:
-                name = f.name
-                f = describe_feature(name, [table.params[i][name] for i in rows],
-                                     name in table.log_scale,
+                name, condition = f.name, f.condition
+                values = [table.params[i][name] for i in rows if name in table.params[i]]
+                f = describe_feature(name, values, name in table.log_scale,
                                      table.scales_known and name not in table.derived)
                 if f is None:
                     skipped[name] = "constant over the trials analysed"
                     continue
+                f = _conditional(f, condition, len(values) < len(rows))
             redone.append(f)
         features = redone
-    columns = []
+    columns, active = [], {}
     for f in features:
+        if f.condition:
+            has = np.asarray([f.name in table.params[i] for i in rows], dtype=bool)
+            column = np.full(len(rows), f.absent_x)
+            column[has] = f.to_x([table.params[i][f.name] for i, h in zip(rows, has, strict=True) if h])
+            active[f.name] = has
+            columns.append((f, column))
+            continue
         vals = [table.params[i].get(f.name) for i in rows]
         if not f.numeric and any(label(v) not in f.categories for v in vals):
             f = Feature(f.name, f.kind, why=f.why,
@@ -279,7 +313,17 @@ def encode(table: TrialsTable, direction: str, diverged: str = "worst") -> Encod
         columns.append((f, f.to_x(vals)))
     features = [f for f, _ in columns]
     X = np.column_stack([c for _, c in columns]) if columns else np.empty((len(rows), 0))
-    return Encoded(X, y[rows], rows, tuple(features), skipped, policy)
+    return Encoded(X, y[rows], rows, tuple(features), skipped, policy, active)
+
+
+def _conditional(f: Feature, condition: str, some_absent: bool) -> Feature:
+    """``f`` as a conditional parameter, when the sweep made it one and some analysed trial lacks
+    it (a categorical one gains the category ``ABSENT_LABEL``)."""
+    if not condition or not some_absent:
+        return f
+    if not f.numeric:
+        f = replace(f, categories=(*f.categories, ABSENT_LABEL))
+    return replace(f, condition=condition)
 
 
 _MISSING = object()

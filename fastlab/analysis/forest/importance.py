@@ -4,7 +4,9 @@ parameter's column is shuffled.
 Impurity importance rewards parameters with many distinct values even when they are noise;
 permutation importance on trials the forest did not train on does not. The trials are split into
 K folds; for each fold a forest fits the rest and ``sklearn.inspection.permutation_importance``
-shuffles each column of the held-out fold ``n_repeats`` times.
+shuffles each column of the held-out fold ``n_repeats`` times. A conditional parameter's column is
+shuffled among the held-out trials that have it, and its importance is the rise in error on those
+trials: what its value is worth where it was swept, not whether it was swept.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from fastlab.analysis.forest.trees import fit_quietly
 
 
 def heldout_importance(make_forest: Callable[[int], object], X: np.ndarray, y: np.ndarray,
-                       n_splits: int = 5, n_repeats: int = 5,
-                       random_state: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                       n_splits: int = 5, n_repeats: int = 5, random_state: int = 0,
+                       active: dict[int, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Mean and spread of each column's held-out permutation importance.
 
     Importance is the rise in mean squared error when the column is shuffled, divided by the
@@ -33,6 +35,7 @@ def heldout_importance(make_forest: Callable[[int], object], X: np.ndarray, y: n
     make_forest : seed -> an unfitted regressor.
     X : (n, d) design matrix.
     y : (n,) response.
+    active : column -> (n,) bool, for conditional columns: the rows that have the parameter.
 
     Returns
     -------
@@ -46,6 +49,26 @@ def heldout_importance(make_forest: Callable[[int], object], X: np.ndarray, y: n
         forest = fit_quietly(make_forest(random_state + fold), X[train], y[train])
         r = permutation_importance(forest, X[test], y[test], scoring="neg_mean_squared_error",
                                    n_repeats=n_repeats, random_state=random_state + fold)
-        scores.append(r.importances / var)
+        importances = r.importances
+        for j, has in (active or {}).items():
+            importances[j] = _within(forest, X[test][has[test]], y[test][has[test]], j, n_repeats,
+                                     np.random.default_rng([random_state, fold, j]))
+        scores.append(importances / var)
     all_scores = np.concatenate(scores, axis=1)  # (d, k * n_repeats)
-    return all_scores.mean(axis=1), all_scores.std(axis=1)
+    # a fold without a trial that has a conditional parameter says nothing of it (NaN)
+    return np.nanmean(all_scores, axis=1), np.nanstd(all_scores, axis=1)
+
+
+def _within(forest, X: np.ndarray, y: np.ndarray, j: int, n_repeats: int,
+            rng: np.random.Generator) -> np.ndarray:
+    """(n_repeats,) rises in mean squared error on ``X``, ``y`` (the held-out rows that have
+    conditional column ``j``) when column ``j`` is shuffled among them; NaN with fewer than 2."""
+    if len(y) < 2:
+        return np.full(n_repeats, np.nan)
+    base = np.mean((forest.predict(X) - y) ** 2)
+    out = np.empty(n_repeats)
+    for r in range(n_repeats):
+        shuffled = X.copy()
+        shuffled[:, j] = rng.permutation(shuffled[:, j])
+        out[r] = np.mean((forest.predict(shuffled) - y) ** 2) - base
+    return out

@@ -108,14 +108,19 @@ def markdown(m: MetaAnalysis, s: dict[str, Any]) -> str:
                  if s["trust"]["advice"] else ""), "",
               f"![observed vs out-of-bag prediction]({OOB_FILE})", ""]
 
-    rows = [[str(i + 1), f"`{k}`", fmt(v), fmt(s["importance_std"][k])]
-            for i, (k, v) in enumerate(s["importance"].items())]
+    conditional = {k: f for k, f in s["features"].items() if f.get("condition")}
+    rows = [[str(i + 1), f"`{k}`" + (" (conditional)" if k in conditional else ""), fmt(v),
+             fmt(s["importance_std"][k])] for i, (k, v) in enumerate(s["importance"].items())]
     parts += ["## What matters", "",
               "Held-out permutation importance: how much the forest's squared error on trials it "
               "did not train on rises when a parameter's values are shuffled among them, divided "
               f"by the variance of {obj} ({m.n_splits} folds x {m.n_repeats} shuffles; spread = "
               "their standard deviation). About 0 means the parameter does not matter.", "",
               _table(["rank", "parameter", "importance", "spread"], rows), "",
+              *[f"- `{k}` is conditional: swept where `{f['condition']}`, in {f['active']} of the "
+                f"{s['n_trials']} trials; its importance shuffles it among those trials only, and its partial "
+                "dependence averages over them." for k, f in conditional.items()],
+              *([""] if conditional else []),
               f"![importance]({IMPORTANCE_FILE})", ""]
 
     if rec is not None:

@@ -100,6 +100,7 @@ def read_trials_db(sweep_dir: Path) -> TrialsTable:
         log_scale=_log_dims(space),
         scales_known=isinstance((space or {}).get("dims"), list),
         fixed=_fixed(space),
+        conditions={str(k): str(v) for k, v in ((space or {}).get("conditions") or {}).items()},
         metrics=tuple(numeric_facts(t.metrics) for t in record.trials),
         job_dirs=tuple(job_dirs),
         config=config,

@@ -56,6 +56,9 @@ class TrialsTable:
         trial without one. ``--derive`` can read them; they are never features by themselves.
     derived : ``{name: expression}`` of the columns :func:`fastlab.analysis.forest.derive.with_derived`
         added to ``names`` and ``params``.
+    conditions : ``{name: expression}`` of the conditional keys (a fastlab sweep's
+        ``hydra.sweeper.conditions``): absent from a trial's params where the expression did not
+        hold, and analysed where present (:mod:`fastlab.analysis.forest.encode`).
     """
 
     names: tuple[str, ...]
@@ -75,6 +78,7 @@ class TrialsTable:
     direction_note: str = ""
     metrics: tuple[dict[str, float], ...] = ()
     derived: dict[str, str] = field(default_factory=dict)
+    conditions: dict[str, str] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.params)
