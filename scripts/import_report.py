@@ -22,7 +22,9 @@ from pathlib import Path
 RANKS = {
     0: ["fastlab.errors", "fastlab.registry", "fastlab.config", "fastlab.context", "fastlab.sweepdir",
         "fastlab.rundir", "fastlab.pruning", "fastlab.rng", "fastlab.guards", "fastlab.accel", "fastlab.metrics",
-        "fastlab.tracking", "fastlab.__init__", "fastlab"],
+        "fastlab.tracking", "fastlab.fetch", "fastlab.__init__", "fastlab"],
+    # a saved model without PyTorch (an ONNX bundle on onnxruntime): NumPy and Pillow over the ground
+    0.5: ["fastlab.portable"],
     1: ["fastlab.data", "fastlab.plots"],
     2: ["fastlab.models"],
     3: ["fastlab.tasks"],

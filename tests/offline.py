@@ -1,5 +1,7 @@
-"""What the pretrained-weights tests share: a network that is not there, stand-in ImageNet weights
-where torchvision and timm look for them, and a small folder named like Oxford-IIIT Pets.
+"""What the pretrained-weights tests share: a network that is not there (or only 127.0.0.1),
+stand-in ImageNet weights where torchvision and timm look for them or served by a local server
+(``WeightsServer``: torchvision's paths and a minimal Hugging Face endpoint), and a small folder
+named like Oxford-IIIT Pets (or its archive).
 
 Stand-ins are seeded, randomly initialised networks (with batch-norm statistics moved off their
 defaults, so loading them is visible), saved under the real file names; each is made once per
@@ -9,8 +11,14 @@ session and copied or linked where a test needs it.
 from __future__ import annotations
 
 import hashlib
+import http.server
+import io
 import os
 import socket
+import tarfile
+import threading
+import time
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -39,6 +47,122 @@ def block_network(monkeypatch) -> list:
     else:  # read at import: the environment alone would come too late
         monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     return attempts
+
+
+def local_only(monkeypatch) -> list:
+    """Only 127.0.0.1 can be reached: a connect anywhere else raises (and is recorded in the
+    returned list). The Hugging Face hub is online, so downloads from a local server are tried."""
+    attempts: list = []
+    connect, connect_ex = socket.socket.connect, socket.socket.connect_ex
+
+    def guard(real):
+        def check(self, address, *args):
+            if not (isinstance(address, tuple) and address[0] in ("127.0.0.1", "localhost")):
+                attempts.append(address)
+                raise OSError(f"network blocked in tests: connect to {address}")
+            return real(self, address, *args)
+        return check
+
+    monkeypatch.setattr(socket.socket, "connect", guard(connect))
+    monkeypatch.setattr(socket.socket, "connect_ex", guard(connect_ex))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        pass
+    else:
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    return attempts
+
+
+class WeightsServer:
+    """A threaded HTTP server on 127.0.0.1 (port 0) serving ``files`` (path -> bytes), counting
+    each request by (method, path). Paths in ``stall`` send their headers and half the body, then
+    nothing until the server closes; in ``truncate`` half the body and the connection closed; in
+    ``slow`` the body in ten pieces over a second. ``hub(repo, name, data)`` serves a file as the
+    Hugging Face hub does (``/<repo>/resolve/main/<name>`` with ``X-Repo-Commit`` and ``ETag``)."""
+
+    COMMIT = "1" * 40
+
+    def __init__(self):
+        self.files: dict[str, bytes] = {}
+        self.headers: dict[str, dict[str, str]] = {}
+        self.stall: set[str] = set()
+        self.truncate: set[str] = set()
+        self.slow: set[str] = set()
+        self.requests: Counter = Counter()
+        self.closing = threading.Event()
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_HEAD(self):  # noqa: N802 (http.server's naming)
+                self.answer(body=False)
+
+            def do_GET(self):  # noqa: N802
+                self.answer(body=True)
+
+            def answer(self, body: bool) -> None:
+                path = self.path.split("?")[0]
+                server.requests[(self.command, path)] += 1
+                data = server.files.get(path)
+                if data is None:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                for k, v in server.headers.get(path, {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                if not body:
+                    return
+                if path in server.stall:
+                    self.wfile.write(data[: len(data) // 2])
+                    self.wfile.flush()
+                    server.closing.wait(60)
+                elif path in server.truncate:
+                    self.wfile.write(data[: len(data) // 2])
+                    self.close_connection = True
+                elif path in server.slow:
+                    step = len(data) // 10 + 1
+                    for i in range(0, len(data), step):
+                        self.wfile.write(data[i:i + step])
+                        time.sleep(0.1)
+                else:
+                    self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def hub(self, repo: str, name: str, data: bytes) -> str:
+        """Serve ``data`` as the hub's ``repo``/``name`` at ``main``; returns its path."""
+        path = f"/{repo}/resolve/main/{name}"
+        self.files[path] = data
+        self.headers[path] = {"X-Repo-Commit": self.COMMIT, "ETag": f'"{hashlib.sha256(data).hexdigest()}"'}
+        return path
+
+    def gets(self, path: str) -> int:
+        return self.requests[("GET", path)]
+
+    def close(self) -> None:
+        self.closing.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def published(monkeypatch, name: str, data: bytes) -> str:
+    """Point torchvision's ``IMAGENET1K_V1`` url of ``name`` at a file named, as torchvision names
+    its files, with the SHA-256 prefix of ``data`` (the stand-in's own, since a stand-in cannot
+    carry the real file's): ``https://download.pytorch.org/models/<name>-<prefix>.pth``, its
+    host kept for ``FASTLAB_WEIGHTS_ENDPOINT`` to replace. Returns the path to serve it at."""
+    from torchvision import models as tvm
+
+    path = f"/models/{name}-{hashlib.sha256(data).hexdigest()[:8]}.pth"
+    monkeypatch.setattr(tvm.get_model_weights(name).IMAGENET1K_V1.value, "url", "https://download.pytorch.org" + path)
+    return path
 
 
 def seeded(net: torch.nn.Module, seed: int) -> torch.nn.Module:
@@ -115,6 +239,15 @@ def hub_cache(root: Path, repo: str, state: dict[str, torch.Tensor], revision: s
 
 
 BREEDS = ("Abyssinian", "yorkshire_terrier")
+
+
+def pets_archive(root: Path, per_breed: int = 12) -> bytes:
+    """A .tgz laid out as Oxford-IIIT Pets' (``oxford-iiit-pet/images/Abyssinian_1.jpg`` ...)."""
+    images = pets_folder(root / "oxford-iiit-pet" / "images", per_breed=per_breed)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        tar.add(images.parent, arcname="oxford-iiit-pet")
+    return buf.getvalue()
 
 
 def pets_folder(root: Path, per_breed: int = 12, side: int = 48) -> Path:

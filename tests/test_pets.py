@@ -1,6 +1,8 @@
 """fast.ai's lesson 1 as an experiment (+experiment=pets): a small folder named like Oxford-IIIT
 Pets, a seeded stand-in for torchvision's ResNet-34 ImageNet weights where torchvision keeps them
-(TORCH_HOME in tmp_path), the network blocked, shrunk to 32 px (presized at 40) and one epoch."""
+(TORCH_HOME in tmp_path), the network blocked, shrunk to 32 px (presized at 40) and one epoch.
+And lesson 1 in one command on an empty machine: data.url and the weights both fetched from a
+local server (a generated archive laid out like Pets; the stand-in at torchvision's path), once."""
 
 from __future__ import annotations
 
@@ -13,7 +15,17 @@ from fastlab.models.zoo import read_checkpoint
 from fastlab.run.prepare import prepare
 from fastlab.run.train import train
 from tests.conftest import compose_cfg, one_thread
-from tests.offline import block_network, pets_folder, torch_home, torchvision_weights, tv_file_name
+from tests.offline import (
+    WeightsServer,
+    block_network,
+    local_only,
+    pets_archive,
+    pets_folder,
+    published,
+    torch_home,
+    torchvision_weights,
+    tv_file_name,
+)
 
 SHRINK = ["data.size=32", "data.presize=40", "data.bs=8", "schedule.epochs=1", "trainer.plots=false",
           "trainer.progress=none"]
@@ -64,3 +76,34 @@ def test_the_experiment_is_lesson_ones_recipe():
 def test_without_data_path_one_line_says_to_give_it(lesson):
     with pytest.raises(DataError, match=r"^data.path is required for data=name_re: pass data.path=<folder>$"):
         prepare(to_run_config(compose_cfg("+experiment=pets", *SHRINK, small=False)))
+
+
+def test_lesson_one_in_one_command_fetches_the_data_and_the_weights(tmp_path, monkeypatch, tmp_path_factory):
+    """fastlab-train +experiment=pets data.url=<the Pets archive> data.path=images, with nothing
+    cached: the archive goes to outputs/data, the weights to torch.hub's checkpoints (from
+    FASTLAB_WEIGHTS_ENDPOINT's mirror of torchvision's path), and it trains; again, nothing is fetched."""
+    server = WeightsServer()
+    try:
+        server.files["/oxford-iiit-pet.tgz"] = pets_archive(tmp_path / "src")
+        weights = torchvision_weights(tmp_path_factory, "resnet34").read_bytes()
+        path = published(monkeypatch, "resnet34", weights)
+        server.files[path] = weights
+        monkeypatch.setenv("FASTLAB_WEIGHTS_ENDPOINT", server.url)
+        monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+        (tmp_path / "work").mkdir()
+        monkeypatch.chdir(tmp_path / "work")
+        elsewhere = local_only(monkeypatch)
+        command = ["+experiment=pets", f"data.url={server.url}/oxford-iiit-pet.tgz", "data.path=images", *SHRINK]
+        with one_thread():
+            m = train(compose_cfg(*command, small=False), run_dir=tmp_path / "run")
+        assert m["status"] == "completed", m.get("error")
+        assert m["pretrained"]["path"] == str(tmp_path / "torch" / "hub" / "checkpoints" / path.split("/")[-1])
+        assert m["pretrained"]["loaded"] > 100 and [st["frozen"] for st in m["stages"]] == [2, 0]
+        assert (tmp_path / "work" / "outputs" / "data" / "oxford-iiit-pet" / "images" / "Abyssinian_1.jpg").is_file()
+        assert server.gets("/oxford-iiit-pet.tgz") == 1 and server.gets(path) == 1
+        # the same command again: the data and the weights come from the caches, no request at all
+        prep = prepare(to_run_config(compose_cfg(*command, small=False)))
+        assert prep.pretrained.path.name == path.split("/")[-1]
+        assert sum(server.requests.values()) == 2 and elsewhere == []
+    finally:
+        server.close()

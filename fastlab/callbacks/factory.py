@@ -68,8 +68,10 @@ def build_callbacks(trainer_cfg: TrainerConfig, run_dir: Path, task: Task, meta:
 
     Writes go into ``run_dir``: ``best.pt`` (save_best), ``history.csv`` (logger csv, every
     epoch) and ``tensorboard/`` (logger tensorboard); logger mlflow copies the run to MLflow
-    (``fastlab.callbacks.mlflow``). With ``writes=False`` (the other ranks of a
-    data-parallel run) only the callbacks that steer training are built. A logger whose package
+    (``fastlab.callbacks.mlflow``), logger wandb to Weights & Biases (``fastlab.callbacks.wandb``;
+    a trial of a fastlab sweep, as ``context`` says, joins its sweep's group). With
+    ``writes=False`` (the other ranks of a data-parallel run) only the callbacks that steer
+    training are built. A logger whose package
     is missing is a ``ConfigError`` naming the extra. ``seed`` (the run's)
     seeds mixup's and cutmix's draws. Raises ``ConfigError`` for a monitor the task does not
     record, or a mixing the task cannot take, before any training.
@@ -109,10 +111,14 @@ def build_callbacks(trainer_cfg: TrainerConfig, run_dir: Path, task: Task, meta:
         cbs.append(CSVLogger(run_dir / HISTORY, list(task.metrics)))
     if "tensorboard" in loggers:
         cbs.append(TensorBoardLogger(run_dir / TENSORBOARD))
+    config = meta.config if isinstance(meta, ModelMeta) else meta.get("config")  # the run's resolved config
     if "mlflow" in loggers:
         # imported when asked for; mlflow itself loads only at the first fit
         from fastlab.callbacks.mlflow import MlflowLogger
 
-        config = meta.config if isinstance(meta, ModelMeta) else meta.get("config")
         cbs.append(MlflowLogger(trainer_cfg.mlflow, run_dir, config))
+    if "wandb" in loggers:
+        from fastlab.callbacks.wandb import WandbLogger  # wandb itself loads only at the first fit
+
+        cbs.append(WandbLogger(trainer_cfg.wandb, run_dir, config, (context or RunContext()).trial))
     return cbs

@@ -18,36 +18,14 @@ logging into the run its dir already has.
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import Any
 
 from fastlab.callbacks.tracker import Tracker
-from fastlab.rundir import HISTORY, METRICS, MODEL, PLOTS
 from fastlab.sweepdir import sweep_dir_of
 from fastlab.tracking import mlflow_store as store
-
-ARTIFACT_FILES = (METRICS, HISTORY, MODEL)
-ARTIFACT_DIRS = (PLOTS,)
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def final_metrics(doc: dict[str, Any]) -> dict[str, float]:
-    """``metrics.json``'s final numbers, as MLflow metric names."""
-    out = {}
-    for key in ("objective", "epochs", "layer_groups"):
-        if _finite(doc.get(key)):
-            out[key] = float(doc[key])
-    for group in ("final", "best", "seconds"):
-        for key, value in (doc.get(group) or {}).items():
-            if _finite(value):
-                out[f"{group}.{key}"] = float(value)
-    return out
-
+from fastlab.tracking.record import ARTIFACT_DIRS, ARTIFACT_FILES, final_metrics, finite
 
 class MlflowLogger(Tracker):
     """Logs the run to MLflow; see the module docstring. ``config`` is the run's resolved
@@ -101,7 +79,7 @@ class MlflowLogger(Tracker):
 
         now, step = int(time.time() * 1000), int(row.get("epoch", 0))
         metrics = [Metric(k, float(v), now, step) for k, v in row.items()
-                   if k not in ("epoch", "seconds") and _finite(v)]
+                   if k not in ("epoch", "seconds") and finite(v)]
         if metrics:
             self.client.log_batch(self.run_id, metrics=metrics)
 

@@ -2,34 +2,33 @@
 archives that cannot write outside their folder.
 
 ``untar_data(url)`` downloads over http(s) (or copies a ``file://`` path) into a cache
-(``outputs/data/`` by default), resumes a partial download when the server allows it, checks the
-SHA-256 when given, and extracts tar or zip archives into a temporary folder that is renamed into
-place only when every member has been checked and written. A member that would land outside the
-folder (an absolute path, ``..``, a link pointing out, a device file) refuses the whole archive.
+(``outputs/data/`` by default) through ``fastlab.fetch`` (a lock, so a sweep's parallel trials
+fetch once; timeouts; a progress bar or log lines), resumes a partial download when the server
+allows it, checks the SHA-256 when given, and extracts tar or zip archives into a temporary folder
+that is renamed into place only when every member has been checked and written. A member that
+would land outside the folder (an absolute path, ``..``, a link pointing out, a device file)
+refuses the whole archive.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import shutil
 import tarfile
-import urllib.error
 import urllib.parse
-import urllib.request
 import uuid
 import zipfile
 from pathlib import Path, PurePosixPath
 
 from fastlab.errors import DataError
+from fastlab.fetch import FetchError, download, locked, sha256_of
 
 log = logging.getLogger("fastlab")
 
 DATA_DIR = Path("outputs/data")
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar", ".zip")
-CHUNK = 1 << 16
 
 
 def archive_stem(name: str) -> str:
@@ -38,68 +37,6 @@ def archive_stem(name: str) -> str:
         if name.endswith(suffix):
             return name[: -len(suffix)]
     return Path(name).stem
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _progress(total: int | None, initial: int, name: str):
-    from tqdm import tqdm
-
-    # disable=None: a bar on a terminal, nothing in logs and CI.
-    return tqdm(total=total, initial=initial, unit="B", unit_scale=True, desc=name, disable=None)
-
-
-def download(url: str, dest: Path, timeout: float = 30.0) -> Path:
-    """Fetch ``url`` to ``dest`` through ``dest.part``: a partial file left by an interrupted
-    download is continued with an HTTP range request (or fetched again when the server ignores
-    ranges). ``file://`` URLs are copied."""
-    parsed = urllib.parse.urlparse(url)
-    part = dest.with_name(dest.name + ".part")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    if parsed.scheme == "file":
-        src = Path(urllib.request.url2pathname(parsed.path))
-        if not src.is_file():
-            raise DataError(f"data.url '{url}': no file at {src}: fix the path")
-        with open(src, "rb") as fin, open(part, "wb") as fout, _progress(src.stat().st_size, 0, dest.name) as bar:
-            for block in iter(lambda: fin.read(CHUNK), b""):
-                fout.write(block)
-                bar.update(len(block))
-        os.replace(part, dest)
-        return dest
-    if parsed.scheme not in ("http", "https"):
-        raise DataError(f"data.url '{url}' is not http(s) or file://: give a URL fastlab can fetch")
-    have = part.stat().st_size if part.exists() else 0
-    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            resumed = have > 0 and response.status == 206
-            mode = "ab" if resumed else "wb"
-            length = response.headers.get("Content-Length")
-            total = (int(length) + (have if resumed else 0)) if length else None
-            with open(part, mode) as fout, _progress(total, have if resumed else 0, dest.name) as bar:
-                for block in iter(lambda: response.read(CHUNK), b""):
-                    fout.write(block)
-                    bar.update(len(block))
-    except urllib.error.HTTPError as e:
-        if e.code == 416 and have:  # the range starts at the end: the part file is whole
-            os.replace(part, dest)
-            return dest
-        raise DataError(f"cannot download '{url}': HTTP {e.code} {e.reason}: check data.url") from None
-    except (urllib.error.URLError, OSError) as e:
-        reason = getattr(e, "reason", e)
-        raise DataError(f"cannot download '{url}' ({reason}): check data.url and the network; "
-                        f"run again to continue the partial download") from None
-    if total is not None and part.stat().st_size != total:
-        raise DataError(f"download of '{url}' ended early ({part.stat().st_size} of {total} bytes): "
-                        "run again to continue it")
-    os.replace(part, dest)
-    return dest
 
 
 def _bad_member(name: str, why: str, archive: Path) -> DataError:
@@ -180,25 +117,33 @@ def untar_data(url: str, dest: str | Path | None = None, sha256: str | None = No
         Download and extract again even when cached.
     """
     name = PurePosixPath(urllib.parse.urlparse(url).path).name
+    if urllib.parse.urlparse(url).scheme not in ("http", "https", "file"):
+        raise DataError(f"data.url '{url}' is not http(s) or file://: give a URL fastlab can fetch")
     if not name:
         raise DataError(f"data.url '{url}' names no file: give the URL of a .tar.gz, .tgz or .zip")
     data_dir = Path(data_dir)
     archive = data_dir / name
     dest = Path(dest) if dest is not None else data_dir / archive_stem(name)
     done = dest.with_name(f".{dest.name}.complete")  # written last: the extraction is whole
-    if not force and dest.is_dir() and done.is_file() and (sha256 is None or done.read_text().strip() == sha256):
-        return dest
-    if force or not archive.is_file():
-        download(url, archive)
-    if sha256 is not None:
-        got = sha256_of(archive)
-        if got != sha256.lower():
-            with contextlib.suppress(FileNotFoundError):
-                archive.unlink()
-            raise DataError(f"'{name}' has SHA-256 {got}, expected {sha256}: the download is corrupt or the "
-                            "file changed; it was deleted, run again to fetch it anew (or fix data.sha256)")
-    log.info("extracting %s to %s", archive, dest)
-    done.unlink(missing_ok=True)
-    extract(archive, dest)
-    done.write_text((sha256 or sha256_of(archive)) + "\n")
+    with locked(dest):  # a sweep's parallel trials: one fetches and extracts, the others find it done
+        if not force and dest.is_dir() and done.is_file() and (sha256 is None or done.read_text().strip() == sha256):
+            return dest
+        if force:
+            archive.unlink(missing_ok=True)
+        try:
+            download(url, archive, resume=True)
+        except FetchError as e:
+            again = "; run again to continue the partial download" if archive.with_name(name + ".part").exists() else ""
+            raise DataError(f"cannot download data.url '{url}': {e.why}: check data.url and the network{again}") from None
+        if sha256 is not None:
+            got = sha256_of(archive)
+            if got != sha256.lower():
+                with contextlib.suppress(FileNotFoundError):
+                    archive.unlink()
+                raise DataError(f"'{name}' has SHA-256 {got}, expected {sha256}: the download is corrupt or the "
+                                "file changed; it was deleted, run again to fetch it anew (or fix data.sha256)")
+        log.info("extracting %s to %s", archive, dest)
+        done.unlink(missing_ok=True)
+        extract(archive, dest)
+        done.write_text((sha256 or sha256_of(archive)) + "\n")
     return dest

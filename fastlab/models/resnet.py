@@ -1,22 +1,20 @@
 """torchvision ResNets as fastlab bodies, built without weights; ``arch.pretrained=imagenet``
-loads torchvision's ImageNet weights from its cache (``torch.hub.get_dir()/checkpoints``)."""
+loads torchvision's ImageNet weights from its cache (``torch.hub.get_dir()/checkpoints``),
+downloaded there on first use with torchvision's hash check."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import torch
 from torch import nn
 
-from fastlab.config import IMAGENET, ArchConfig
+from fastlab.config import ArchConfig
 from fastlab.errors import ConfigError
 from fastlab.models.core import BodyHead, check_head, create_head
 from fastlab.models.groups import parse_groups, split_points
-from fastlab.models.imagenet import WEIGHTS_FIX, ImagenetWeights, check_weights, weights_file
+from fastlab.models.imagenet import ImagenetWeights, check_weights, torch_hub_file, weights_file
 from fastlab.registry import register
 
 # Where each torchvision ResNet attribute sits in the body: (conv1, bn1, relu, maxpool,
@@ -31,18 +29,19 @@ STAGE_STARTS = (0, 4, 5, 6, 7)
 class ResnetArch(ArchConfig):
     """torchvision's ResNet with fast.ai's head; ``arch.pretrained=imagenet`` takes its ImageNet
     weights ``tv_weights`` (a member of torchvision's weight enum, e.g. ``ResNet50_Weights``)
-    from the cache, or from the file ``arch.weights``."""
+    from the cache (downloaded there on first use, unless ``arch.download=never``), or from
+    ``arch.weights``."""
 
     name: str = "resnet18"
     head_hidden: int = 512
     dropout: float = 0.5
     tv_weights: str = "IMAGENET1K_V1"  # resnet50 also has IMAGENET1K_V2 (torchvision's newer recipe)
-    weights: str | None = None  # a state-dict file of those weights, in place of the cache
+    weights: str | None = None  # a state-dict file of those weights (or its URL), in place of the cache
     groups: Any = "halves"  # layer groups of the body (fastlab.models.groups): halves | stages | n >= 2
 
     def __post_init__(self) -> None:
         check_head(self.head_hidden, self.dropout)
-        check_weights(self.pretrained, self.weights)
+        check_weights(self.pretrained, self.weights, self.download)
         self.groups = parse_groups(self.groups)
         self.splits()  # an n above the stages + 1 is refused here, before any data is built
 
@@ -54,7 +53,8 @@ class ResnetArch(ArchConfig):
 
     def imagenet_weights(self) -> ImagenetWeights:
         """torchvision's weights ``tv_weights`` of this ResNet: the file name is the one
-        ``torch.hub.load_state_dict_from_url`` caches the enum's url under."""
+        ``torch.hub.load_state_dict_from_url`` caches the enum's url under, fetched from that url
+        (or ``FASTLAB_WEIGHTS_ENDPOINT``'s mirror of it) when it is not there."""
         from torchvision import models as tvm
 
         enum = tvm.get_model_weights(self.name)
@@ -62,16 +62,12 @@ class ResnetArch(ArchConfig):
         if member is None:
             raise ConfigError(f"arch.tv_weights={self.tv_weights!r} is not one of torchvision's {enum.__name__}: "
                               f"use one of {sorted(enum.__members__)}")
-        file_name = os.path.basename(urlparse(member.url).path)
-        cached = Path(torch.hub.get_dir()) / "checkpoints" / file_name
         what = f"torchvision's {self.name} weights ({enum.__name__}.{member.name})"
-        fetch = f"python -c \"import torchvision; torchvision.models.{self.name}(weights='{member.name}')\""
-        missing = (f"arch.pretrained={IMAGENET} needs {what}, which are not in the cache, and fastlab never "
-                   f"downloads: put {file_name} in {cached.parent} (torch.hub.get_dir()/checkpoints; TORCH_HOME "
-                   f"moves it), e.g. run {fetch} on a machine with network and copy that file here, or give "
-                   f"{WEIGHTS_FIX}")
+        fetch_cmd = f"python -c \"import torchvision; torchvision.models.{self.name}(weights='{member.name}')\""
+        # torchvision's load_state_dict_from_url(check_hash=True): the name's hex is the SHA-256 prefix
+        cached, fetch = torch_hub_file(member.url, fetch_cmd, check_hash=True)
         stats = member.transforms()  # torchvision's own preprocessing: ImageNet's mean and std
-        return ImagenetWeights(what, weights_file(self.weights, cached, missing), tuple(stats.mean),
+        return ImagenetWeights(what, weights_file(self.weights, self.download, cached, what, fetch), tuple(stats.mean),
                                tuple(stats.std), from_torchvision, first_conv=("body.0.weight",),
                                input_size=(3, stats.crop_size[0], stats.crop_size[-1]))
 

@@ -1,8 +1,9 @@
 """timm's models as fastlab bodies: ``arch=timm arch.model=<any timm model name>``.
 
-The network is built with ``timm.create_model`` (never with ``pretrained=True``: timm would
-download), and ``arch.pretrained=imagenet`` loads the weights its ``pretrained_cfg`` names from
-the Hugging Face hub cache (``HF_HUB_CACHE``, or ``HF_HOME``/hub), or ``arch.weights``. The head
+The network is built with ``timm.create_model`` (never with ``pretrained=True``: fastlab loads
+the weights itself), and ``arch.pretrained=imagenet`` loads the weights its ``pretrained_cfg``
+names from the Hugging Face hub cache (``HF_HUB_CACHE``, or ``HF_HOME``/hub), downloaded there on
+first use through ``huggingface_hub`` (``HF_ENDPOINT``, ``HF_HUB_OFFLINE``), or ``arch.weights``. The head
 is fast.ai's (``arch.head=fastai``) or timm's own classifier (``arch.head=timm``). Layer groups
 follow the network's stages: timm's ``group_matcher(coarse=True)`` read by its
 ``group_parameters``, split as ``arch.groups`` says with those coarse groups as the stages (so
@@ -17,16 +18,22 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
-from urllib.parse import urlparse
 
 import torch
 from torch import nn
 
-from fastlab.config import IMAGENET, ArchConfig, check, check_choice
+from fastlab.config import ArchConfig, check, check_choice
 from fastlab.errors import ConfigError
+from fastlab.fetch import FetchError, Progress, timeouts
 from fastlab.models.core import check_head, create_head
 from fastlab.models.groups import parse_groups, split_points
-from fastlab.models.imagenet import WEIGHTS_FIX, ImagenetWeights, check_weights, weights_file
+from fastlab.models.imagenet import (
+    Fetch,
+    ImagenetWeights,
+    check_weights,
+    torch_hub_file,
+    weights_file,
+)
 from fastlab.registry import register
 
 MISSING_TIMM = "arch=timm needs the timm package, which is not installed: pip install 'fastlab[timm]'"
@@ -62,7 +69,7 @@ class TimmArch(ArchConfig):
     head: str = "fastai"  # fastai: fast.ai's head (head_hidden, dropout); timm: the model's own classifier
     head_hidden: int = 512
     dropout: float = 0.5
-    weights: str | None = None  # a state-dict file of the ImageNet weights, in place of the hub cache
+    weights: str | None = None  # a state-dict file of the ImageNet weights (or its URL), in place of the hub cache
     # more timm.create_model arguments, e.g. +arch.kwargs.drop_path_rate=0.1, +arch.kwargs.img_size=32
     kwargs: dict[str, Any] = field(default_factory=dict)
     # layer groups over timm's coarse groups (fastlab.models.groups): stages (each its own, as timm
@@ -73,7 +80,7 @@ class TimmArch(ArchConfig):
         check_choice("arch.head", self.head, ("fastai", "timm"))
         self.groups = parse_groups(self.groups)
         check_head(self.head_hidden, self.dropout)
-        check_weights(self.pretrained, self.weights)
+        check_weights(self.pretrained, self.weights, self.download)
         check(isinstance(self.kwargs, dict), f"arch.kwargs must be a mapping of timm.create_model arguments, got "
                                              f"{self.kwargs!r}: e.g. +arch.kwargs.drop_path_rate=0.1")
         own = sorted(set(self.kwargs) & set(OWN_KWARGS))
@@ -94,7 +101,8 @@ class TimmArch(ArchConfig):
 
     def imagenet_weights(self) -> ImagenetWeights:
         """The weights ``pretrained_cfg`` names, from the hub cache (safetensors first, as timm
-        loads them) or ``torch.hub``'s checkpoints for a url-only model; never downloaded."""
+        loads them) or ``torch.hub``'s checkpoints for a url-only model; downloaded there on first
+        use, as timm would."""
         timm = import_timm()
         cfg = timm.models.get_pretrained_cfg(self.model)
         if cfg is None or not (cfg.hf_hub_id or cfg.url):
@@ -103,50 +111,87 @@ class TimmArch(ArchConfig):
         cfg = cfg.to_dict()
         tagged = ".".join(filter(None, (self.model.split(".")[0], cfg.get("tag"))))
         what = f"timm's {tagged} weights"
-        fetch = f"python -c \"import timm; timm.create_model('{tagged}', pretrained=True)\""
+        fetch_cmd = f"python -c \"import timm; timm.create_model('{tagged}', pretrained=True)\""
         # custom_load: a foreign format (e.g. JAX's .npz) that timm converts with its own code; a hub
         # repo without it holds timm's own state dict, whatever custom_load says about the url.
         if cfg.get("custom_load") == "hf" or (cfg.get("custom_load") and not cfg.get("hf_hub_id")):
             raise ConfigError(f"{what} are a foreign file that timm reads with its own loader, which fastlab does "
                               f"not run: pick another tag of {self.model.split('.')[0]} (timm.list_pretrained)")
         if cfg.get("hf_hub_id"):
-            cached, folder = hub_file(cfg["hf_hub_id"], cfg.get("hf_hub_filename"))
-            missing = (f"arch.pretrained={IMAGENET} needs {what} (hub repo {cfg['hf_hub_id']}), which are not in "
-                       f"the Hugging Face cache, and fastlab never downloads: on a machine with network run "
-                       f"hf download {cfg['hf_hub_id']} (or {fetch}) and copy the folder it fills, {folder.name}, "
-                       f"into {folder.parent} here (HF_HUB_CACHE or HF_HOME move the cache), or give {WEIGHTS_FIX}")
-        else:
-            cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(cfg["url"]).path)
-            missing = (f"arch.pretrained={IMAGENET} needs {what}, which are not in the cache, and fastlab never "
-                       f"downloads: put {cached.name} in {cached.parent} (TORCH_HOME moves it), e.g. run {fetch} "
-                       f"on a machine with network and copy that file here, or give {WEIGHTS_FIX}")
+            hub_id, names = cfg["hf_hub_id"], hub_names(cfg.get("hf_hub_filename"))
+            cached, folder = hub_file(hub_id, names)
+            what = f"{what} (hub repo {hub_id})"
+            fetch = Fetch(lambda: hub_download(hub_id, names),
+                          f"on a machine with network run hf download {hub_id} (or {fetch_cmd}) and copy the folder "
+                          f"it fills, {folder.name}, into {folder.parent} here (HF_HUB_CACHE or HF_HOME move the cache)")
+        else:  # timm's load_state_dict_from_url checks no hash
+            cached, fetch = torch_hub_file(cfg["url"], fetch_cmd, check_hash=False)
         convs = cfg.get("first_conv") or ()
         convs = (convs,) if isinstance(convs, str) else tuple(convs)
-        return ImagenetWeights(what, weights_file(self.weights, cached, missing), tuple(cfg["mean"]),
+        return ImagenetWeights(what, weights_file(self.weights, self.download, cached, what, fetch), tuple(cfg["mean"]),
                                tuple(cfg["std"]), TimmWeights(self.model, cfg.get("classifier")),
                                first_conv=tuple(f"body.{c}.weight" for c in convs),
                                input_size=tuple(cfg["input_size"]))
 
 
-def hub_file(hub_id: str, filename: str | None) -> tuple[Path | None, Path]:
-    """(the cached weights file or None, the repo's folder in the cache): the files timm's
-    ``load_state_dict_from_hf`` would ask for, safetensors first, looked up without a network."""
+def hub_names(filename: str | None) -> list[str]:
+    """The files of a hub repo timm's ``load_state_dict_from_hf`` asks for, safetensors first."""
+    if filename is None:
+        return ["model.safetensors", "pytorch_model.bin"]
+    safe = "open_clip_model.safetensors" if filename == "open_clip_pytorch_model.bin" else (
+        filename[: -len(".bin")] + ".safetensors" if filename.endswith(".bin") else None)
+    return [n for n in (safe, filename) if n]
+
+
+def hub_file(hub_id: str, names: list[str]) -> tuple[Path | None, Path]:
+    """(the cached weights file or None, the repo's folder in the cache): the first of ``names``
+    in the Hugging Face hub cache, looked up without a network."""
     from huggingface_hub import constants, try_to_load_from_cache
     from huggingface_hub.file_download import repo_folder_name
 
     repo, _, revision = hub_id.partition("@")
     folder = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo, repo_type="model")
-    if filename is None:
-        names = ["model.safetensors", "pytorch_model.bin"]
-    else:
-        safe = "open_clip_model.safetensors" if filename == "open_clip_pytorch_model.bin" else (
-            filename[: -len(".bin")] + ".safetensors" if filename.endswith(".bin") else None)
-        names = [n for n in (safe, filename) if n]
     for name in names:
         hit = try_to_load_from_cache(repo, name, revision=revision or None)
         if isinstance(hit, str):
             return Path(hit), folder
     return None, folder
+
+
+def hub_download(hub_id: str, names: list[str]) -> Path:
+    """Download the first of ``names`` the hub repo has into the Hugging Face cache with
+    ``hf_hub_download`` (its lock, its ``.incomplete`` file renamed when whole, ``HF_ENDPOINT``,
+    ``HF_HUB_DOWNLOAD_TIMEOUT``). Each file is asked for first with one HEAD within fastlab's
+    connect timeout, so a machine without network is told so at once rather than after the
+    hub's retries. Raises ``FetchError``."""
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_download, hf_hub_url
+    from huggingface_hub.utils import EntryNotFoundError, HfHubHTTPError
+
+    repo, _, revision = hub_id.partition("@")
+    # read now, not at huggingface_hub's import: a mirror set after it (a notebook, a test) is honoured
+    endpoint = os.environ.get("HF_ENDPOINT") or None
+    connect, _ = timeouts()
+    for name in names:
+        url = hf_hub_url(repo, name, revision=revision or None, endpoint=endpoint)
+        try:
+            meta = get_hf_file_metadata(url, timeout=connect)
+        except EntryNotFoundError:
+            continue  # e.g. no safetensors: the .bin next
+        except HfHubHTTPError as e:
+            status = e.response.status_code if e.response is not None else "error"
+            raise FetchError(f"HTTP {status} from {url}") from None
+        except Exception as e:  # the transport's connect error or timeout: the hub is out of reach
+            raise FetchError(f"cannot reach {url.split('/')[2]} ({type(e).__name__})", unreachable=True) from None
+        progress = Progress(name, url, Path(constants.HF_HUB_CACHE), meta.size, 0, bar=False)  # the hub draws its bar
+        try:
+            path = Path(hf_hub_download(repo, name, revision=revision or None, endpoint=endpoint, etag_timeout=connect))
+        except Exception as e:  # a stall, a download cut short (removed by the hub), an HTTP error
+            progress.close(None)
+            first = str(e).strip().splitlines()[0][:160] if str(e).strip() else ""
+            raise FetchError(f"{type(e).__name__} downloading {name} from {url}: {first}") from None
+        progress.close(path.stat().st_size)
+        return path
+    raise FetchError(f"hub repo {repo} has none of {names}")
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ class UnetArch(ArchConfig):
         # A body built as stages (BodyHead) can be tapped; timm's networks are not (unet_encoder).
         bodies = sorted(registry.options("arch", lambda e: "body" in e.tags and getattr(e.schema, "unet_encoder", True)))
         check(self.encoder in bodies, f"arch.encoder={self.encoder!r} is not known: use one of {bodies}")
-        check_weights(self.pretrained, self.weights)
+        check_weights(self.pretrained, self.weights, self.download)
         self.groups = encoder_config(self).groups  # checked (and normalised) by the encoder's schema
 
     def imagenet_weights(self) -> ImagenetWeights:
@@ -73,7 +73,7 @@ def encoder_config(cfg: UnetArch) -> ArchConfig:
     if "channels" in schema.__dataclass_fields__:
         values["channels"] = list(cfg.channels)
     if cfg.pretrained == IMAGENET and "weights" in schema.__dataclass_fields__:
-        values.update(pretrained=IMAGENET, weights=cfg.weights)
+        values.update(pretrained=IMAGENET, weights=cfg.weights, download=cfg.download)
     return schema(**values)
 
 

@@ -158,8 +158,8 @@ def prepare(run: RunConfig, cbs: Sequence[Callback] = (), ctx: Context | None = 
         run.data.path = str(folder / run.data.path) if run.data.path else str(folder)
     ckpt = ckpt_path = imagenet = None
     if run.arch.pretrained == IMAGENET:
-        # The architecture's published weights, from its library's cache or arch.weights: found
-        # and read here, before the data, so a missing file stops the run at once (never a download).
+        # The architecture's published weights, from its library's cache (fetched into it on first
+        # use; offline, one line at once) or arch.weights: read here, before the data is built.
         # read once per sweep worker (context.keep), from the caches these variables name
         where = tuple(os.environ.get(k) for k in ("TORCH_HOME", "HF_HOME", "HF_HUB_CACHE", "XDG_CACHE_HOME"))
         imagenet = context.keep.kept("imagenet", (repr(run.arch), where), lambda: read_imagenet(run.arch))

@@ -1,4 +1,5 @@
-"""A fastlab sweep in the trackers its trials log to: MLflow's parent run, TensorBoard's HParams.
+"""A fastlab sweep in the trackers its trials log to: MLflow's parent run, TensorBoard's HParams,
+W&B's group and summary run.
 
 ``fastlab.sweep.hydra_glue`` calls :func:`open_sweep` before the driver runs and
 :func:`close_sweep` after it (in ``finally``); nothing here is needed for a sweep to run, and a
@@ -14,6 +15,15 @@ tracker that fails is one warning.
   ``trials.<status>``, and each child run the tags ``fastlab.trial`` and ``fastlab.status``
   as ``trials.db`` has them (a trial the job never finished shows its real status).
 - **TensorBoard** (``tensorboard`` in it): ``fastlab.tracking.hparams.write_hparams``.
+- **W&B** (``wandb`` in it): each trial's ``WandbLogger`` joins the sweep's group
+  (``fastlab.tracking.wandb_run.sweep_group``: from the sweep dir, which its ``RunContext.trial``
+  names) with ``job_type`` ``trial``. At the end one summary run of that group (``job_type``
+  ``summary``, named after the sweep dir; the same W&B run again when the sweep resumes): the
+  search space, direction, strategy and ``n_trials`` as its config; ``best_value``,
+  ``best_trial``, ``best_params``, the best trial's ``metrics.json`` numbers (``best.final.*``,
+  ...) and ``trials.<status>`` in its summary; ``best.yaml``, ``trials.csv`` and fastlab-meta's
+  report as an artifact of type ``sweep``. Nothing of W&B runs during the sweep in the driver
+  (an in-process launcher's trials start their own W&B runs there).
 """
 
 from __future__ import annotations
@@ -30,7 +40,9 @@ from fastlab.errors import ConfigError
 from fastlab.sweep.errors import SweepError
 from fastlab.sweepdir import is_sweep_dir, trials_db
 from fastlab.tracking import mlflow_store as store
+from fastlab.tracking import wandb_run
 from fastlab.tracking.names import parse_loggers, require_packages
+from fastlab.tracking.record import final_metrics
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +59,7 @@ class SweepTracking:
     client: Any = None
     experiment: str | None = None
     run_id: str | None = None
+    wandb: dict[str, Any] | None = None  # trainer.wandb's project, entity, mode; the summary run's config
     failed: set[str] = field(default_factory=set)  # trackers that failed: no more calls to them
 
     def guarded(self, tracker: str, what: str, f, *args) -> Any:
@@ -90,6 +103,14 @@ def open_sweep(config: Any, sweep_dir: str | Path, space: Any, settings: Any) ->
         experiment = str(_select(config, "trainer.mlflow.experiment", "fastlab") or "fastlab")
         tracking.guarded("mlflow", f"starting the sweep's run at {store.tracking_uri(uri)[0]}",
                          _start_parent, tracking, uri, experiment, space, settings)
+    if "wandb" in tracking.loggers:  # the summary run starts at the end: the trials may run in this process
+        summary_config = {"space": {d["name"]: d["form"] for d in (d.describe() for d in space.dims)},
+                          "fixed": list(space.fixed), "direction": str(settings.direction),
+                          "strategy": str(settings.strategy), "n_trials": settings.n_trials,
+                          "sweep_dir": str(tracking.sweep_dir)}
+        tracking.wandb = {"project": str(_select(config, "trainer.wandb.project", "fastlab") or "fastlab"),
+                          "entity": _select(config, "trainer.wandb.entity"),
+                          "mode": _select(config, "trainer.wandb.mode"), "config": summary_config}
     return tracking
 
 
@@ -115,15 +136,18 @@ def _start_parent(tracking: SweepTracking, uri: str | None, experiment: str, spa
 
 
 def close_sweep(tracking: SweepTracking, ok: bool) -> None:
-    """After the driver (``ok``: it returned): the HParams summary, the parent run's end."""
-    if not is_sweep_dir(tracking.sweep_dir) or ("tensorboard" not in tracking.loggers and tracking.run_id is None):
-        return  # nothing to write: no trial was recorded, or the sweep's trials log to neither
+    """After the driver (``ok``: it returned): the HParams summary, the parent run's end, the
+    W&B summary run."""
+    readers = [name for name, on in (("tensorboard", "tensorboard" in tracking.loggers),
+                                      ("mlflow", tracking.run_id is not None),
+                                      ("wandb", tracking.wandb is not None)) if on]
+    if not is_sweep_dir(tracking.sweep_dir) or not readers:
+        return  # nothing to write: no trial was recorded, or the sweep's trials log to none of them
     from fastlab.sweep.store import read_sweep
 
     db = trials_db(tracking.sweep_dir)  # or the PostgreSQL study its storage.json names
 
-    record = tracking.guarded("tensorboard" if "tensorboard" in tracking.loggers else "mlflow",
-                              "reading trials.db", read_sweep, db)
+    record = tracking.guarded(readers[0], "reading trials.db", read_sweep, db)
     if record is None:
         return
     objective = next((t.metrics["objective_name"] for t in record.trials
@@ -137,6 +161,17 @@ def close_sweep(tracking: SweepTracking, ok: bool) -> None:
                          names, record.trials, objective)
     if tracking.run_id is not None:
         tracking.guarded("mlflow", "ending the sweep's run", _end_parent, tracking, record, ok)
+    if tracking.wandb is not None:
+        tracking.guarded("wandb", "writing the sweep's summary run", _wandb_summary, tracking, record, ok)
+
+
+def _sweep_files(sweep_dir: Path) -> list[Path]:
+    """What a sweep's tracker keeps of its dir: ``best.yaml``, ``trials.csv`` and fastlab-meta's
+    report (``meta/``: ``report.md``, ``summary.json``, PNGs), those that exist."""
+    files = [sweep_dir / name for name in ("best.yaml", "trials.csv") if (sweep_dir / name).is_file()]
+    meta = sweep_dir / "meta"
+    return files + [path for path in (sorted(meta.glob("*")) if meta.is_dir() else [])
+                    if path.is_file() and (path.name in META_FILES or path.suffix == ".png")]
 
 
 def _end_parent(tracking: SweepTracking, record: Any, ok: bool) -> None:
@@ -160,11 +195,26 @@ def _end_parent(tracking: SweepTracking, record: Any, ok: bool) -> None:
         metrics["best_value"] = float(best[0].value)
     client.log_batch(run_id, metrics=[Metric(k, v, int(time.time() * 1000), 0) for k, v in metrics.items()],
                      tags=[RunTag(store.TAG_STATUS, "completed" if ok else "failed")])
-    for name in ("best.yaml", "trials.csv"):
-        if (sweep_dir / name).is_file():
-            client.log_artifact(run_id, str(sweep_dir / name))
-    meta = sweep_dir / "meta"
-    for path in sorted(meta.glob("*")) if meta.is_dir() else []:
-        if path.is_file() and (path.name in META_FILES or path.suffix == ".png"):
-            client.log_artifact(run_id, str(path), "meta")
+    for path in _sweep_files(sweep_dir):
+        client.log_artifact(run_id, str(path), "meta" if path.parent != sweep_dir else None)
     client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED if ok else RunStatus.FAILED))
+
+
+def _wandb_summary(tracking: SweepTracking, record: Any, ok: bool) -> None:
+    from fastlab.sweep.results import best_trials, counts
+
+    target, sweep_dir = tracking.wandb, tracking.sweep_dir
+    run = wandb_run.start_run(target["project"], target["entity"], target["mode"], path=sweep_dir,
+                              name=sweep_dir.name, config=target["config"], group=wandb_run.sweep_group(sweep_dir),
+                              job_type=wandb_run.JOB_SUMMARY)
+    summary: dict[str, Any] = {f"trials.{k}": v for k, v in counts(record.trials).items()}
+    summary["status"] = "completed" if ok else "failed"
+    best = best_trials(record.trials, 1.0 if record.direction != "minimize" else -1.0, 1)
+    if best:
+        summary.update({"best_value": float(best[0].value), "best_trial": best[0].number,
+                        "best_params": dict(best[0].params)})
+        summary.update({f"best.{k}": v for k, v in final_metrics(best[0].metrics or {}).items()})
+    run.summary.update(summary)
+    wandb_run.log_files(run, f"sweep-{run.id}", "sweep",
+                        [(str(p.relative_to(sweep_dir)), p) for p in _sweep_files(sweep_dir)])
+    run.finish(exit_code=0 if ok else 1)

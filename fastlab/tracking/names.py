@@ -1,7 +1,7 @@
 """The names ``trainer.logger`` takes and the extras they need (no heavy imports: config.py uses it).
 
 ``trainer.logger`` is a list of ``csv`` (``history.csv`` rewritten every epoch), ``tensorboard``
-(``<run dir>/tensorboard``) and ``mlflow``. The old spellings still work: the string ``none`` or
+(``<run dir>/tensorboard``), ``mlflow`` and ``wandb``. The old spellings still work: the string ``none`` or
 ``tensorboard`` (csv then follows ``trainer.callbacks.csv_logger``, as it always did), and
 ``trainer.callbacks.csv_logger=false`` still turns csv off.
 """
@@ -14,10 +14,10 @@ from typing import Any
 
 from fastlab.errors import ConfigError
 
-LOGGERS = ("csv", "tensorboard", "mlflow")
+LOGGERS = ("csv", "tensorboard", "mlflow", "wandb")
 DEFAULT_LOGGERS = ("csv",)
 # logger -> (a module that must import, the pyproject extra that installs it)
-EXTRAS = {"tensorboard": ("tensorboard", "tensorboard"), "mlflow": ("mlflow", "mlflow")}
+EXTRAS = {"tensorboard": ("tensorboard", "tensorboard"), "mlflow": ("mlflow", "mlflow"), "wandb": ("wandb", "wandb")}
 
 
 def parse_loggers(value: Any, csv_logger: bool = True) -> tuple[str, ...]:

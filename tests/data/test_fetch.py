@@ -24,6 +24,7 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
 
     files: dict[str, bytes] = {}
     ranges = True
+    cut: int | None = None  # the next answer stops after this many bytes and closes (once)
     requests: list[str | None] = []
 
     def do_GET(self):  # noqa: N802 (http.server's naming)
@@ -40,7 +41,9 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
         self.send_response(206 if start else 200)
         self.send_header("Content-Length", str(len(body) - start))
         self.end_headers()
-        self.wfile.write(body[start:])
+        cut, type(self).cut = type(self).cut, None
+        self.wfile.write(body[start:] if cut is None else body[start:start + cut])
+        self.close_connection = cut is not None
 
     def log_message(self, *args):
         pass
@@ -48,7 +51,7 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
 
 @pytest.fixture
 def server():
-    RangeHandler.files, RangeHandler.requests, RangeHandler.ranges = {}, [], True
+    RangeHandler.files, RangeHandler.requests, RangeHandler.ranges, RangeHandler.cut = {}, [], True, None
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RangeHandler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -98,6 +101,27 @@ def test_a_partial_download_is_continued_with_a_range_request(server, tmp_path: 
     out = untar_data(f"{url}/pets.tgz", sha256=hashlib.sha256(data).hexdigest(), data_dir=tmp_path)
     assert handler.requests == ["bytes=100-"]
     assert (out / "images" / "a.txt").read_bytes() == b"alpha"
+
+
+def test_a_download_cut_short_is_kept_as_a_part_file_and_continued(server, tmp_path: Path) -> None:
+    url, handler = server
+    data = tar_bytes(GOOD)
+    handler.files["pets.tgz"], handler.cut = data, 100
+    with pytest.raises(DataError, match=r"ended early \(100 of \d+ bytes\).*run again to continue") as e:
+        untar_data(f"{url}/pets.tgz", data_dir=tmp_path)
+    assert "\n" not in str(e.value)
+    assert (tmp_path / "pets.tgz.part").stat().st_size == 100 and not (tmp_path / "pets.tgz").exists()
+    out = untar_data(f"{url}/pets.tgz", sha256=hashlib.sha256(data).hexdigest(), data_dir=tmp_path)
+    assert handler.requests == [None, "bytes=100-"] and (out / "images" / "a.txt").read_bytes() == b"alpha"
+
+
+def test_a_bad_download_timeout_is_one_line(server, tmp_path: Path, monkeypatch) -> None:
+    url, handler = server
+    handler.files["pets.tgz"] = tar_bytes(GOOD)
+    monkeypatch.setenv("FASTLAB_DOWNLOAD_TIMEOUT", "soon")
+    with pytest.raises(DataError, match=r"FASTLAB_DOWNLOAD_TIMEOUT='soon' is not a positive number of seconds"):
+        untar_data(f"{url}/pets.tgz", data_dir=tmp_path)
+    assert handler.requests == []
 
 
 def test_a_server_without_ranges_gets_the_whole_file_again(server, tmp_path: Path) -> None:

@@ -37,7 +37,7 @@ def test_parse_loggers(value, csv_logger, loggers):
 
 
 @pytest.mark.parametrize("value, message", [
-    ("wandb", "trainer.logger='wandb' is not known: use a list of csv, tensorboard, mlflow"),
+    ("neptune", "trainer.logger='neptune' is not known: use a list of csv, tensorboard, mlflow, wandb"),
     (["csv", "neptune"], "trainer.logger holds 'neptune', not a logger"),
     (3, "trainer.logger=3 is not a list of loggers"),
 ])
