@@ -15,6 +15,9 @@ fast.ai's test-time augmentation, the mean over N (default 4) passes augmented a
 trained (``aug`` in its recorded config), mixed with the plain pass by 0.25; seeded by ``--seed``,
 and each image draws the same N transforms, so its answer does not depend on the other inputs.
 
+An ONNX bundle (``fastlab-export RUN OUT --format onnx``) of an image model is run by onnxruntime,
+without importing PyTorch, and answers the same JSON (``--tta`` needs PyTorch).
+
 Prints a JSON list, one object per input, in the order given. Every input is read before any
 is predicted, so a bad one ends the command with one line naming it, exit status 2, and nothing
 printed on stdout.
@@ -28,8 +31,25 @@ import json
 from pathlib import Path
 
 from fastlab.cli import run_cli
-from fastlab.inference import InferenceError, Predictor, check_top_k
+from fastlab.portable import OnnxPredictor, Predicting, is_onnx_bundle
+from fastlab.portable.decode import check_top_k
+from fastlab.portable.errors import InferenceError
 from fastlab.rundir import atomic_path
+
+
+def load_predictor(source: str, device: str = "cpu", threads: int | None = None) -> Predicting:
+    """The predictor of ``source``: an ONNX bundle on onnxruntime (PyTorch is not imported), else
+    the PyTorch ``Predictor`` of a run dir, ``model.pt`` or bundle. ``threads``: threads per
+    forward pass (default: the runtime's own)."""
+    if is_onnx_bundle(source):
+        return OnnxPredictor.load(source, device, threads)
+    import torch
+
+    from fastlab.inference import Predictor
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    return Predictor.load(source, device)
 
 
 def predict_files(source: str, files: list[str], top_k: int = 3, device: str = "cpu",
@@ -40,7 +60,7 @@ def predict_files(source: str, files: list[str], top_k: int = 3, device: str = "
     check_top_k(top_k)  # before loading the model: a typo should fail at once
     if not files and not texts:
         raise InferenceError("nothing to predict: give input files, or --text 'the text'")
-    predictor = Predictor.load(source, device)
+    predictor = load_predictor(source, device)
     if tta is not None:
         predictor.tta_aug(tta)  # a model without augmentation is refused before any input is read
     named = [n for f in files for n in predictor.task.items_from_file(f)]

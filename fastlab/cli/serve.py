@@ -2,7 +2,9 @@
 
 The app (:func:`fastlab.serve.app.create_app`) runs under uvicorn: ``GET /`` an upload page,
 ``POST /predict`` JSON predictions, ``GET /health``. Needs the ``serve`` extras
-(``pip install 'fastlab[serve]'``); ``fastlab.inference`` alone does not.
+(``pip install 'fastlab[serve]'``); ``fastlab.inference`` alone does not. An ONNX bundle
+(``fastlab-export RUN OUT --format onnx``) is served by onnxruntime, and the server never imports
+PyTorch (``fastlab[onnx]``).
 
     python -m fastlab.cli.serve RUN_DIR
 """
@@ -15,6 +17,7 @@ import socket
 
 from fastlab.cli import fail as cli_fail
 from fastlab.cli import run_cli
+from fastlab.cli.predict import load_predictor
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -43,8 +46,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="most concurrent requests in one forward pass; 1 turns batching off (default 32)")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
     parser.add_argument("--threads", type=int, default=None,
-                        help="PyTorch threads per forward pass (default: PyTorch's, one per core); "
-                             "1 is often faster on a small or shared CPU")
+                        help="threads per forward pass, PyTorch's or onnxruntime's (default: theirs, one "
+                             "per core); 1 is often faster on a small or shared CPU")
     parser.add_argument("--log-level", default="info", help="uvicorn's log level (default info)")
     args = parser.parse_args(argv)
 
@@ -61,13 +64,7 @@ def main(argv: list[str] | None = None) -> None:
         fail(f"--threads must be >= 1, got {args.threads}: e.g. --threads 1")
     if not 0 <= args.port < 65536:
         fail(f"--port {args.port} is not a port number: use 1-65535, e.g. --port 8000")
-    import torch
-
-    from fastlab.inference import Predictor
-
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    predictor = run_cli("fastlab-serve", lambda: Predictor.load(args.model, args.device))
+    predictor = run_cli("fastlab-serve", lambda: load_predictor(args.model, args.device, args.threads))
     if not _port_free(args.host, args.port):
         fail(f"cannot listen on {args.host}:{args.port} (in use, or not an address of this machine): "
              "choose another with --port or --host")

@@ -26,8 +26,12 @@ import torch
 from torch import nn
 
 from fastlab import registry
-from fastlab.inference.errors import InferenceError, InputError
 from fastlab.models.meta import ModelMeta
+from fastlab.portable.decode import check_top_k, decode_probs, decode_values
+from fastlab.portable.errors import InferenceError, InputError
+
+__all__ = ["CPU", "Named", "TaskInference", "build_model", "check_top_k", "decode_probs", "decode_values",
+           "inference_for", "resolve_device"]
 
 CPU = torch.device("cpu")
 Named = tuple[dict, Any]  # ({"file": ..., ...} naming an input in the CLI's output, the input)
@@ -94,6 +98,17 @@ class TaskInference(ABC):
         self.tta_kind()
         raise NotImplementedError
 
+    # ------------------------------------------------------------------ export
+    onnx_refusal: ClassVar[str] = "it has no ONNX form"
+
+    def onnx_module(self, model: nn.Module) -> tuple[nn.Module, str]:
+        """What ``fastlab-export --format onnx`` exports: a module from what :meth:`collate` stacks to
+        the model's raw outputs, and the :mod:`fastlab.portable.decode` kind that decodes them.
+        A task whose inputs cannot be read without PyTorch refuses with one line."""
+        raise InferenceError(f"a {self.meta.task} model cannot be exported to ONNX: {self.onnx_refusal}. Export "
+                             "the default bundle instead (fastlab-export RUN OUT, model.safetensors), which "
+                             "fastlab-predict and fastlab-serve run with PyTorch")
+
     # ------------------------------------------------------------------ interpretation
     @abstractmethod
     def interpret(self, run: Any, k: int, min_val: int, echo: Callable[[str], Any]) -> dict[str, Path]:
@@ -140,30 +155,6 @@ def build_model(meta: ModelMeta, state_dict: dict[str, torch.Tensor], source: st
         raise InferenceError(f"weights of '{source}' do not fit arch {meta.arch} with {meta.arch_config} "
                              f"({detail}): the file is inconsistent, retrain or re-export it") from None
     return model.eval()
-
-
-# -------------------------------------------------------------------------- shared decoding
-
-
-def check_top_k(top_k: Any) -> int:
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-        raise InferenceError(f"top_k must be a positive integer, got {top_k!r}: e.g. top_k=3")
-    return top_k
-
-
-def decode_probs(probs: torch.Tensor, labels: Sequence[str], top_k: int) -> dict:
-    """Probabilities ``(c,)`` -> ``{"label", "top": [{"label", "prob"}]}``, the ``top_k`` most probable first."""
-    p, idx = probs.topk(min(check_top_k(top_k), len(probs)))
-    top = [{"label": labels[int(i)], "prob": float(v)} for v, i in zip(p, idx)]
-    return {"label": top[0]["label"], "top": top}
-
-
-def decode_values(out: torch.Tensor) -> dict:
-    """Regression outputs ``(k,)`` -> ``{"label", "value", "top": []}``: ``value`` a float for one
-    output, a list of ``k`` floats for several."""
-    values = [float(v) for v in out.reshape(-1)]
-    return {"label": ", ".join(f"{v:.4g}" for v in values), "value": values[0] if len(values) == 1 else values,
-            "top": []}
 
 
 def resolve_device(name: str) -> torch.device:

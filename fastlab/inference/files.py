@@ -2,28 +2,37 @@
 
 - a run dir's ``model.pt``, written and read by ``fastlab.models.zoo`` only (``read_model``:
   ``torch.load(weights_only=True)`` of ``{"state_dict", "meta"}``);
-- a bundle, read and written only here: ``model.safetensors`` (the weights) and ``meta.json``
-  (``{"format": "fastlab-bundle", "version": 1, "weights": ..., "weights_sha256": ..., "source": ...,
-  "meta": {...}}``, the meta being :meth:`ModelMeta.to_dict`: plain JSON, vocabularies and
-  tabular procs included).
+- a bundle (``meta.json`` and its model file), whose files :mod:`fastlab.portable.bundle` reads and
+  writes; here its ``model.safetensors`` becomes tensors and a checked ``ModelMeta``, and tensors
+  become a bundle. An ONNX bundle (``model.onnx``) runs without PyTorch
+  (``fastlab.portable.OnnxPredictor``) and is refused here with one line.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from pathlib import Path
 
 import torch
 
-from fastlab.inference.errors import InferenceError
 from fastlab.models.meta import ModelMeta
 from fastlab.models.zoo import MODEL_FILE, read_model
-from fastlab.rundir import atomic_path, atomic_write_text
+from fastlab.portable.bundle import (
+    BUNDLE_FORMAT,
+    BUNDLE_META,
+    BUNDLE_ONNX,
+    BUNDLE_VERSION,
+    BUNDLE_WEIGHTS,
+    ONNX,
+    read_bundle,
+    weights_format,
+    write_bundle_files,
+)
+from fastlab.portable.errors import InferenceError
 
-BUNDLE_FORMAT, BUNDLE_VERSION = "fastlab-bundle", 1
-BUNDLE_META, BUNDLE_WEIGHTS = "meta.json", "model.safetensors"
+__all__ = ["BUNDLE_FORMAT", "BUNDLE_META", "BUNDLE_ONNX", "BUNDLE_VERSION", "BUNDLE_WEIGHTS", "CHECKPOINT",
+           "read_model_file", "write_bundle"]
+
 CHECKPOINT = MODEL_FILE
 
 
@@ -32,26 +41,11 @@ def _load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], ModelMeta]:
 
 
 def _load_bundle(root: Path) -> tuple[dict[str, torch.Tensor], ModelMeta]:
-    meta_path = root / BUNDLE_META
-    try:
-        doc = json.loads(meta_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InferenceError(f"cannot read bundle metadata '{meta_path}' ({type(e).__name__}): "
-                             "re-export the run with fastlab-export") from None
-    if not isinstance(doc, dict) or doc.get("format") != BUNDLE_FORMAT:
-        raise InferenceError(f"'{meta_path}' is not a fastlab bundle: make one with fastlab-export RUN_DIR OUT")
-    if doc.get("version") != BUNDLE_VERSION:
-        raise InferenceError(f"bundle '{root}' has version {doc.get('version')}, this fastlab reads "
-                             f"{BUNDLE_VERSION}: re-export the run with this fastlab")
-    weights = root / str(doc.get("weights", BUNDLE_WEIGHTS))
-    try:
-        blob = weights.read_bytes()
-    except OSError as e:
-        raise InferenceError(f"cannot read bundle weights '{weights}' ({type(e).__name__}): "
-                             "re-export the run with fastlab-export") from None
-    if doc.get("weights_sha256") not in (None, hashlib.sha256(blob).hexdigest()):
-        raise InferenceError(f"bundle weights '{weights}' do not match '{meta_path}' (sha256 differs): "
-                             "re-export the run with fastlab-export")
+    doc, blob = read_bundle(root)
+    if weights_format(doc) == ONNX:
+        raise InferenceError(f"'{root}' is an ONNX bundle, which runs without PyTorch: predict or serve it with "
+                             "fastlab-predict / fastlab-serve; for anything else use the run dir or its default "
+                             "bundle (fastlab-export RUN OUT)")
     try:
         from safetensors.torch import load as load_safetensors
     except ImportError:
@@ -59,9 +53,9 @@ def _load_bundle(root: Path) -> tuple[dict[str, torch.Tensor], ModelMeta]:
     try:
         state = load_safetensors(blob)
     except Exception as e:  # SafetensorError: a header or length that does not parse
-        raise InferenceError(f"cannot read bundle weights '{weights}' ({type(e).__name__}: {e}): "
-                             "re-export the run with fastlab-export") from None
-    return state, ModelMeta.from_dict(doc.get("meta"), str(meta_path), InferenceError)
+        raise InferenceError(f"cannot read bundle weights '{root / str(doc.get('weights'))}' ({type(e).__name__}: "
+                             f"{e}): re-export the run with fastlab-export") from None
+    return state, ModelMeta.from_dict(doc.get("meta"), str(root / BUNDLE_META), InferenceError)
 
 
 def read_model_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], ModelMeta]:
@@ -82,26 +76,13 @@ def read_model_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], M
 
 
 def write_bundle(out: str | os.PathLike, state: dict[str, torch.Tensor], meta: ModelMeta, source: str) -> Path:
-    """Write ``out/model.safetensors`` then ``out/meta.json``, each atomically: ``meta.json`` names
-    the weights' hash, so a reader never pairs it with other weights."""
+    """Write ``out/model.safetensors`` then ``out/meta.json`` (:func:`fastlab.portable.bundle.write_bundle_files`)."""
     try:
         from safetensors.torch import save as save_safetensors
     except ImportError:
         raise InferenceError("fastlab-export needs safetensors: pip install 'fastlab[serve]'") from None
-    out = Path(out).expanduser()
-    if out.exists() and not out.is_dir():
-        raise InferenceError(f"OUT '{out}' is a file: give a folder name for the bundle")
-    if out.is_dir() and any(out.iterdir()) and not (out / BUNDLE_META).is_file():
-        raise InferenceError(f"OUT '{out}' is a folder with other files in it: give a new or empty folder")
-    out.mkdir(parents=True, exist_ok=True)
     # safetensors wants contiguous tensors that share no memory (a language model's decoder is
     # tied to its embedding): clone each one.
     blob = save_safetensors({k: v.detach().cpu().contiguous().clone() for k, v in state.items()
                              if isinstance(v, torch.Tensor)})
-    with atomic_path(out / BUNDLE_WEIGHTS) as tmp:
-        tmp.write_bytes(blob)
-    doc = {"format": BUNDLE_FORMAT, "version": BUNDLE_VERSION, "weights": BUNDLE_WEIGHTS,
-           "weights_sha256": hashlib.sha256(blob).hexdigest(), "source": str(Path(source).resolve()),
-           "meta": meta.to_dict()}
-    atomic_write_text(out / BUNDLE_META, json.dumps(doc, indent=2) + "\n")
-    return out
+    return write_bundle_files(out, blob, meta.to_dict(), source)

@@ -3,34 +3,38 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
 from fastlab.data.augment import LABELS, POINTS
-from fastlab.inference.base import CPU, TaskInference, decode_probs, decode_values
-from fastlab.inference.errors import InferenceError, InputError, clean_name
-from fastlab.inference.image_input import MAX_PIXELS, decode_bytes, read_input
+from fastlab.inference.base import CPU, TaskInference
+from fastlab.inference.image_input import MAX_PIXELS
+from fastlab.portable.decode import Decoding, Probs, Values
+from fastlab.portable.errors import InferenceError, InputError
+from fastlab.portable.images import ImageReading
 from fastlab.tasks.images import ImageMeta
 
-_IMAGE_JSON = '{"image": "<base64 of the image file>"}'
 
+class ImageInference(ImageReading, TaskInference):
+    """Reading images as training did (:class:`~fastlab.portable.images.ImageReading`: decode, resize
+    to ``size``, 1 or 3 channels), normalising, and decoding a row by the task's
+    :class:`~fastlab.portable.decode.Decoding` (``decoding_type``), which an ONNX bundle shares."""
 
-class ImageInference(TaskInference):
-    """Reading images as training did: decode, resize to ``size``, 1 or 3 channels, normalise."""
-
-    input_kind = "image"
-    json_hint = _IMAGE_JSON
+    decoding_type: ClassVar[type[Decoding]]
 
     def __init__(self, meta: ImageMeta, device: torch.device = CPU):
         super().__init__(meta, device)
         self.mean = torch.tensor(meta.mean, device=device).view(1, -1, 1, 1)  # (1, C, 1, 1)
         self.std = torch.tensor(meta.std, device=device).view(1, -1, 1, 1)
+        self.decoding = self.decoding_type(meta)
+
+    def as_input(self, x: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(x)
 
     def read(self, item: Any, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
         """A path, bytes or PIL image -> uint8 ``(n_in, size, size)``, as training decoded its
@@ -41,8 +45,18 @@ class ImageInference(TaskInference):
                 raise InputError(f"a tensor input must be uint8 ({m.n_in}, {m.size}, {m.size}), got "
                                  f"{item.dtype} {tuple(item.shape)}: pass an image file instead")
             return item.cpu()
-        data, name = read_input(item)
-        return decode_bytes(data, m.size, m.n_in, name, max_pixels)
+        return super().read(item, max_pixels)
+
+    def decode(self, row: torch.Tensor, top_k: int = 3) -> dict:
+        return self.decoding.decode(row, top_k)
+
+    def info(self) -> dict:
+        return {**super().info(), **self.decoding.info()}
+
+    def onnx_module(self, model: nn.Module) -> tuple[nn.Module, str]:
+        """What an ONNX bundle runs: uint8 images ``(B, C, S, S)`` -> the model's raw outputs, normalised
+        by :meth:`normalize` inside the graph; and the decoding kind of those outputs."""
+        return _Normalized(model, self), self.decoding.kind
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 ``(B, C, H, W)`` -> float32, exactly as ``TensorLoader.normalize`` in training."""
@@ -71,29 +85,11 @@ class ImageInference(TaskInference):
         return tta_images(lambda xa: self.forward_unit(model, xa), self.to_unit(x), BatchAugment(aug, seed, kind),
                           n, beta, seed, kind)
 
-    def items_from_file(self, path: str) -> list[tuple[dict, Any]]:
-        return [({"file": path}, path)]  # read (and refused, if need be) by read()
-
-    def items_from_upload(self, data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> tuple[list, bool]:
-        return [decode_bytes(data, self.meta.size, self.meta.n_in, name, max_pixels)], False
-
-    def items_from_json(self, doc: Any, max_pixels: int = MAX_PIXELS) -> tuple[list, bool]:
-        try:
-            text = doc["image"]
-            if not isinstance(text, str):
-                raise TypeError
-            # A data: URL ("data:image/png;base64,....") as a browser's FileReader gives it.
-            data = base64.b64decode(text.split(",", 1)[1] if text.startswith("data:") else text, validate=True)
-        except (KeyError, TypeError, IndexError, ValueError, binascii.Error):
-            raise InputError(f"the JSON body must be {_IMAGE_JSON}: encode the file with base64") from None
-        return self.items_from_upload(data, clean_name(doc.get("name")), max_pixels=max_pixels)
-
-    def info(self) -> dict:
-        return {"input": "image", "n_in": self.meta.n_in, "size": self.meta.size}
-
 
 class ClassifyInference(ImageInference):
     """One class per image: ``{"label", "top": [{"label", "prob"}, ...]}``."""
+
+    decoding_type = Probs
 
     def __init__(self, meta: ImageMeta, device: torch.device = CPU):
         if not meta.classes:
@@ -107,9 +103,6 @@ class ClassifyInference(ImageInference):
     def forward_unit(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return model((x - self.mean) / self.std).float().softmax(dim=1).cpu()
 
-    def decode(self, row: torch.Tensor, top_k: int = 3) -> dict:
-        return decode_probs(row, self.meta.classes, top_k)
-
     def interpret(self, run, k: int, min_val: int, echo: Callable[[str], Any]) -> dict[str, Path]:
         from fastlab.interpret import Interpretation, classes_view
 
@@ -122,21 +115,14 @@ class RegressInference(ImageInference):
     """Numbers per image: ``{"label", "value", "top": []}``, plus ``points`` (``[[x, y], ...]`` in
     [-1, 1], (-1, -1) the top-left corner) for a points model."""
 
+    decoding_type = Values
+
     def forward(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """uint8 ``(B, C, S, S)`` -> predicted values ``(B, n_out)``."""
         return self.forward_unit(model, self.to_unit(x))
 
     def forward_unit(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return model((x - self.mean) / self.std).float().cpu()
-
-    def decode(self, row: torch.Tensor, top_k: int = 3) -> dict:
-        out = decode_values(row)
-        if self.meta.points and len(row) % 2 == 0:
-            out["points"] = row.view(-1, 2).tolist()
-        return out
-
-    def info(self) -> dict:
-        return {**super().info(), "points": bool(self.meta.points)}
 
     def interpret(self, run, k: int, min_val: int, echo: Callable[[str], Any]) -> dict[str, Path]:
         from fastlab.interpret import Interpretation, save_top_losses
@@ -148,3 +134,14 @@ class RegressInference(ImageInference):
         echo(f"no confusion matrix or most_confused: this is a regression run (task={interp.task.name}), "
              "which has no classes to confuse")
         return written
+
+
+class _Normalized(nn.Module):
+    """``model(task.normalize(x))``: uint8 images in, raw outputs out (what ``onnx_module`` exports)."""
+
+    def __init__(self, model: nn.Module, task: ImageInference):
+        super().__init__()
+        self.model, self.task = model, task
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(self.task.normalize(x))

@@ -12,19 +12,20 @@ from torch import nn
 from fastlab.inference.base import (
     TaskInference,
     build_model,
-    check_top_k,
     inference_for,
     resolve_device,
 )
-from fastlab.inference.errors import InferenceError
 from fastlab.inference.files import read_model_file
-from fastlab.inference.image_input import MAX_PIXELS
 from fastlab.models.meta import ModelMeta
+from fastlab.portable.errors import InferenceError
+from fastlab.portable.predictor import Predicting
 
 
-class Predictor:
+class Predictor(Predicting):
     """A trained model with its task's reading, forward pass and decoding (``self.task``, a
-    :class:`~fastlab.inference.base.TaskInference`).
+    :class:`~fastlab.inference.base.TaskInference`); ``predict``, ``predict_many``, ``preprocess``,
+    ``decode`` and ``info`` are :class:`~fastlab.portable.predictor.Predicting`'s, which an ONNX
+    bundle's predictor shares.
 
     Parameters
     ----------
@@ -57,11 +58,6 @@ class Predictor:
         return cls(model, meta, device, source="the learner")
 
     # ------------------------------------------------------------------ steps
-    def preprocess(self, item: Any, max_pixels: int = MAX_PIXELS) -> Any:
-        """One input (an image path/bytes/PIL image/uint8 tensor, a text, a table row) -> what
-        :meth:`forward` takes, as training read its data."""
-        return self.task.read(item, max_pixels=max_pixels)
-
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """Image models: uint8 ``(B, C, H, W)`` -> float32, exactly as training normalised."""
         return self.task.normalize(x)
@@ -71,31 +67,6 @@ class Predictor:
         """A batch (``self.task.collate`` of preprocessed inputs, e.g. uint8 ``(B, C, S, S)``) ->
         one row per input, on the CPU (class probabilities ``(B, n_out)`` for a classifier)."""
         return self.task.forward(self.model, batch)
-
-    def decode(self, row: Any, top_k: int = 3) -> dict:
-        """One row of :meth:`forward` -> the JSON-able answer of the model's task."""
-        return self.task.decode(row, top_k)
-
-    # ------------------------------------------------------------------ all at once
-    def predict(self, item: Any, top_k: int = 3) -> dict:
-        """The answer for one input."""
-        return self.predict_many([item], top_k)[0]
-
-    def predict_many(self, items: Sequence[Any], top_k: int = 3, bs: int = 64, tta: int | None = None,
-                     beta: float = 0.25, seed: int = 0) -> list[dict]:
-        """:meth:`predict` for many inputs: every one is read before any is forwarded, in batches of ``bs``.
-
-        ``tta``: test-time augmentation with that many augmented passes of each input (the
-        augmentation the model was trained with, drawn from ``seed``), mixed with the plain pass
-        by ``beta`` (fast.ai's ``learn.tta``); ``None``: the plain pass only."""
-        check_top_k(top_k)
-        aug = self.tta_aug(tta) if tta is not None else None
-        xs = [self.preprocess(item) for item in items]
-        rows: list[Any] = []
-        for i in range(0, len(xs), bs):
-            batch = self.task.collate(xs[i:i + bs])
-            rows.extend(self.forward(batch) if aug is None else self.forward_tta(batch, aug, tta, beta, seed))
-        return [self.decode(row, top_k) for row in rows]
 
     @torch.inference_mode()
     def forward_tta(self, batch: Any, aug: Any, n: int = 4, beta: float = 0.25, seed: int = 0) -> Sequence[Any]:
@@ -122,9 +93,3 @@ class Predictor:
             raise InferenceError(f"'{self.source}' was trained with aug={aug.name}, so there is no augmentation to "
                                  "test with: drop --tta, or retrain with e.g. aug=no_flip")
         return aug
-
-    def info(self) -> dict:
-        """What a client may want to know: arch, task, classes and what the model reads (not the
-        model's path: a server should not tell its file layout)."""
-        m = self.meta
-        return {"arch": m.arch, "task": m.task, "classes": m.classes, **self.task.info()}

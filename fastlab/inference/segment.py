@@ -2,39 +2,20 @@
 
 from __future__ import annotations
 
-import base64
-import io
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
-from fastlab.inference.errors import InferenceError
 from fastlab.inference.image import ImageInference
+from fastlab.portable.decode import Codes, mask_png, palette
+from fastlab.portable.errors import InferenceError
 from fastlab.tasks.segment import SegmentMeta
 
-
-def palette(n: int) -> list[int]:
-    """A flat RGB palette of 256 entries, the first ``n`` distinct (matplotlib's tab10/tab20, as
-    in show_results), so the PNG is readable by eye and its values stay the code indices."""
-    from matplotlib import colormaps
-
-    cmap = colormaps["tab10" if n <= 10 else "tab20" if n <= 20 else "gist_ncar"].resampled(max(n, 1))
-    rgb = [round(255 * c) for i in range(n) for c in cmap(i)[:3]]
-    return rgb + [0] * (768 - len(rgb))
-
-
-def mask_png(mask: torch.Tensor, n_codes: int) -> bytes:
-    """``(H, W)`` code indices -> a palette PNG whose pixel values are the indices."""
-    im = Image.fromarray(mask.to(torch.uint8).numpy(), mode="P")
-    im.putpalette(palette(n_codes))
-    buf = io.BytesIO()
-    im.save(buf, format="PNG")
-    return buf.getvalue()
+__all__ = ["SegmentInference", "mask_png", "palette"]
 
 
 class SegmentInference(ImageInference):
@@ -43,6 +24,7 @@ class SegmentInference(ImageInference):
     training."""
 
     meta: SegmentMeta
+    decoding_type = Codes
 
     def forward(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """uint8 ``(B, C, S, S)`` -> predicted codes ``(B, S, S)`` uint8 (scores are ``(B, c, S, S)``)."""
@@ -51,17 +33,6 @@ class SegmentInference(ImageInference):
     def tta_kind(self) -> str:
         raise InferenceError("--tta averages one answer per image (classes, values or points), not masks: "
                              "drop --tta for a segment model")
-
-    def decode(self, row: torch.Tensor, top_k: int = 3) -> dict:
-        codes = self.meta.codes
-        counts = torch.bincount(row.reshape(-1).long(), minlength=len(codes)).tolist()
-        present = sorted((i for i, n in enumerate(counts) if n), key=lambda i: (-counts[i], i))
-        return {"label": ", ".join(codes[i] for i in present), "codes": list(codes),
-                "pixels": {c: int(n) for c, n in zip(codes, counts)}, "size": [row.shape[1], row.shape[0]],
-                "mask_png": base64.b64encode(mask_png(row, len(codes))).decode()}
-
-    def info(self) -> dict:
-        return {**super().info(), "codes": list(self.meta.codes)}
 
     def interpret(self, run, k: int, min_val: int, echo: Callable[[str], Any]) -> dict[str, Path]:
         """``worst_masks.png`` (the ``k`` validation images of highest loss: truth and prediction

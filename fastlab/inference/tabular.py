@@ -19,7 +19,7 @@ from torch import nn
 
 from fastlab.data.tables.procs import TabularProcs, category_text
 from fastlab.inference.base import CPU, TaskInference, decode_probs, decode_values
-from fastlab.inference.errors import InputError
+from fastlab.portable.errors import InputError
 from fastlab.tasks.tabular import TabularMeta
 
 MAX_ROWS = 100_000  # rows of one CSV or request
@@ -31,6 +31,8 @@ class TabularInference(TaskInference):
 
     input_kind = "table"
     json_hint = '{"row": {"<column>": <value>, ...}} or {"rows": [...]}'
+    onnx_refusal = ("its rows are read by training's procs (FillMissing, Categorify, Normalize), which the ONNX "
+                    "runtime does not carry")
 
     def __init__(self, meta: TabularMeta, device: torch.device = CPU):
         super().__init__(meta, device)

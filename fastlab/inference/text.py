@@ -13,7 +13,7 @@ from torch import nn
 
 from fastlab.data.text.tokens import PAD_ID, UNK_ID, detokenize, numericalize, tokenize
 from fastlab.inference.base import CPU, TaskInference, decode_probs
-from fastlab.inference.errors import InputError
+from fastlab.portable.errors import InputError
 from fastlab.tasks.text import TextMeta
 
 N_WORDS = 10  # how many words a language model continues a text with
@@ -34,6 +34,7 @@ class TextInference(TaskInference):
 
     input_kind = "text"
     json_hint = '{"text": "<the text>"}'
+    onnx_refusal = "its texts are tokenised by training's tokenizer, which the ONNX runtime does not carry"
 
     def __init__(self, meta: TextMeta, device: torch.device = CPU):
         super().__init__(meta, device)

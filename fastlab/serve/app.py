@@ -9,6 +9,10 @@ the model's task reads), or as a JSON body (``{"image": "<base64 or data: URL>"}
 base64, corrupt image, empty text, a missing column, bad ``top_k``), 413 (more bytes or pixels
 than the limits), 415 (not an accepted image format or content type). The server goes on
 serving. Concurrent requests share forward passes through a :class:`Batcher`.
+
+The app takes any :class:`~fastlab.portable.predictor.Predicting`: the PyTorch ``Predictor`` or
+an ONNX bundle's ``OnnxPredictor``; it imports neither PyTorch nor ``fastlab.inference`` itself,
+so a server of an ONNX bundle runs without them.
 """
 
 from __future__ import annotations
@@ -27,16 +31,10 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Route
 
-from fastlab.inference import (
-    ACCEPTED_FORMATS,
-    MAX_PIXELS,
-    InferenceError,
-    InputError,
-    Predictor,
-    check_top_k,
-    clean_name,
-    http_status,
-)
+from fastlab.portable.decode import check_top_k
+from fastlab.portable.errors import InferenceError, InputError, clean_name, http_status
+from fastlab.portable.images import ACCEPTED_FORMATS, MAX_PIXELS
+from fastlab.portable.predictor import Predicting
 from fastlab.serve.batcher import Batcher
 from fastlab.serve.page import render_page
 
@@ -52,7 +50,7 @@ class HTTPError(Exception):
         self.status, self.message = status, message
 
 
-def create_app(predictor: Predictor, *, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS,
+def create_app(predictor: Predicting, *, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS,
                max_batch: int = 32, top_k: int = 3) -> Starlette:
     """A Starlette app serving ``predictor``.
 

@@ -13,7 +13,6 @@ import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import torch
 from starlette.concurrency import run_in_threadpool
 
 
@@ -21,13 +20,13 @@ class Batcher:
     """``await batcher(x)`` returns ``forward(collate([x]))[0]``: with images, uint8 ``x (C, S, S)``
     gives its row ``(n_out,)`` of ``forward((B, C, S, S)) -> (B, n_out)``.
 
-    ``collate`` makes one batch of the waiting inputs (``torch.stack`` by default; a task's own for
-    texts of different lengths or table rows); ``forward`` returns one row per input. It runs in a
+    ``collate`` makes one batch of the waiting inputs (the task's ``collate``: stacked images,
+    padded texts, table rows; the default keeps the list); ``forward`` returns one row per input. It runs in a
     worker thread, one batch at a time, so the model is never called from two threads at once.
     """
 
     def __init__(self, forward: Callable[[Any], Sequence[Any]], max_batch: int = 32,
-                 collate: Callable[[list[Any]], Any] = torch.stack):
+                 collate: Callable[[list[Any]], Any] = list):
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         self.forward, self.max_batch, self.collate = forward, max_batch, collate

@@ -214,7 +214,7 @@ def test_batcher_gathers_waiting_requests_and_survives_errors():
         return x.flatten(1)[:, :1].float()
 
     async def scenario():
-        batcher = Batcher(forward, max_batch=4)
+        batcher = Batcher(forward, max_batch=4, collate=torch.stack)
         xs = [torch.full((1, 2, 2), i, dtype=torch.uint8) for i in range(10)]
         first = asyncio.ensure_future(batcher(xs[0]))
         await asyncio.sleep(0.05)  # the worker now waits in forward with one item

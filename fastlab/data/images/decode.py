@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import sys
@@ -13,11 +12,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
 from fastlab.errors import DataError
+from fastlab.portable.images import decode_rgb
 
 log = logging.getLogger("fastlab")
 
@@ -34,35 +33,6 @@ def is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file()
 
 
-def to_rgb(im: Image.Image) -> Image.Image:
-    """Any Pillow mode as 8-bit RGB: 16- and 32-bit greyscale scaled down (a plain convert would
-    clip them to white), transparency composited over white (a convert would show whatever
-    colour hides under transparent pixels), CMYK, palette and the rest by Pillow's convert."""
-    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        a = np.asarray(im, dtype=np.float64)
-        top = 65535.0 if im.mode.startswith("I;16") or a.max() > 255 else 255.0
-        return Image.fromarray((a * (255.0 / top)).round().clip(0, 255).astype(np.uint8), "L").convert("RGB")
-    if im.mode == "F":
-        a = np.asarray(im, dtype=np.float64)
-        lo, hi = float(a.min()), float(a.max())
-        return Image.fromarray(((a - lo) * (255.0 / max(hi - lo, 1e-12))).round().astype(np.uint8), "L").convert("RGB")
-    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-        rgba = im.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
-    return im.convert("RGB")
-
-
-def upright(im: Image.Image) -> Image.Image:
-    """``im`` turned as its EXIF Orientation tag says (phones store photos sideways and tag them),
-    so a portrait photo is decoded as a viewer shows it; untagged images are returned as they are."""
-    try:
-        return ImageOps.exif_transpose(im) or im
-    except (OSError, ValueError, SyntaxError, TypeError, KeyError, IndexError):
-        # A malformed EXIF block loses only the orientation, never an otherwise readable image.
-        return im
-
-
 def decode_image(source: Path | bytes, size: int, name: str | None = None) -> torch.Tensor:
     """Decode a file or encoded bytes with Pillow (torchvision's decoders are deprecated since
     0.29) and resize to ``(3, size, size)`` uint8 RGB; the aspect ratio is not kept. Training,
@@ -70,14 +40,11 @@ def decode_image(source: Path | bytes, size: int, name: str | None = None) -> to
     empty, non-image and decompression-bomb files raise ``DataError`` naming the file."""
     name = name or str(source)
     try:
-        with Image.open(io.BytesIO(source) if isinstance(source, bytes | bytearray) else source) as im:
-            # JPEG can decode straight at a reduced scale: much faster for large photos.
-            im.draft("RGB", (size, size))
-            rgb = to_rgb(upright(im)).resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
+        rgb = decode_rgb(source, size)  # (size, size, 3): Pillow's part, shared with the ONNX runtime
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise DataError(f"cannot read image '{name}' ({type(e).__name__}: {e}): fix or remove the file, "
                         "or set data.on_bad_file=skip") from None
-    return torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1)  # (3, size, size)
+    return torch.from_numpy(rgb.copy()).permute(2, 0, 1)  # (3, size, size)
 
 
 def load_image(path: Path, size: int) -> torch.Tensor:

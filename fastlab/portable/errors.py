@@ -1,5 +1,6 @@
 """What can go wrong when a saved model predicts, as exception kinds the CLIs and the server map
-to one line (exit 2) or a status code (4xx)."""
+to one line (exit 2) or a status code (4xx). They live here, below ``fastlab.inference`` (which
+exports them too), so the PyTorch side and the ONNX runtime raise the same kinds."""
 
 from __future__ import annotations
 
