@@ -34,6 +34,7 @@ from fastlab.rundir.metrics_json import read_metrics
 from fastlab.sweep.direction import HOW_TO_SET
 from fastlab.sweep.errors import SweepError
 from fastlab.sweep.lease import DriverLease
+from fastlab.sweep.prior import enqueued, warm_observations
 from fastlab.sweep.results import best_table, best_trials, write_exports
 from fastlab.sweep.settings import DEFAULT_N_TRIALS, SweepSettings
 from fastlab.sweep.space import SearchSpace
@@ -74,6 +75,8 @@ class _Sweep:
     validate: Callable[[list[list[str]]], None] | None
     started: str  # when this driver started: failed trials before it are retried (retry_failed)
     hand_number: Callable[[int], list[str]]  # trial number -> overrides that tell its job
+    enqueued: list[dict[str, Any]] = field(default_factory=list)  # hydra.sweeper.enqueue, checked and filled
+    warm: list[Observation] = field(default_factory=list)  # hydra.sweeper.warm_start's trials, for the forest
     checked: set[tuple] = field(default_factory=set)  # trial shapes whose composition was checked
     retried: set[int] = field(default_factory=set)  # failed trials this driver already ran again
 
@@ -107,6 +110,12 @@ def run_sweep(
     settings.validate()
     if settings.direction is None:
         raise SweepError(f"hydra.sweeper.direction is not set; {HOW_TO_SET}")
+    # a bad enqueued configuration or warm-start source stops here, before the store is touched
+    enqueued(space, settings.enqueue, settings.strategy, seed=0)
+    warm = warm_observations(space, settings.warm_start, settings.direction) if settings.warm_start else []
+    if warm and settings.strategy != "forest":
+        log.warning(f"hydra.sweeper.warm_start: only the forest learns from earlier trials; strategy="
+                    f"{settings.strategy} ignores the {len(warm)} read")
     sweep_dir = Path(sweep_dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     store = open_store(settings.storage, sweep_dir, settings.study, settings.storage_timeout_s)
@@ -115,7 +124,9 @@ def run_sweep(
         with DriverLease(sweep_dir) as lease:
             seed = store.claim(lambda: _check_identity(store, space, context, settings, sweep_dir))
             sweep = _Sweep(settings, space, sweep_dir, store, lease, seed, _total(settings, space),
-                           job_dir_for, validate, now(), hand_number)
+                           job_dir_for, validate, now(), hand_number,
+                           enqueued=enqueued(space, settings.enqueue, settings.strategy, seed),
+                           warm=warm)
             _log_resume(store.trials(), sweep.n_total)
             with _Heartbeat(settings, sweep_dir, lease.id):
                 concurrency = settings.batch_size or 1
@@ -285,8 +296,7 @@ def _claim_in_transaction(sweep: _Sweep, count: int) -> list[tuple[int, dict[str
     rerun = rerun[:count]
     n_new = max(0, min(count - len(rerun), sweep.n_total - len(trials)))
     runs = [(t.number, t.params) for t in rerun]
-    runs += _new_runs(sweep.space, settings, sweep.seed, trials, len(trials) and max(t.number for t in trials) + 1,
-                      n_new, rerun)
+    runs += _new_runs(sweep, trials, len(trials) and max(t.number for t in trials) + 1, n_new, rerun)
     if not runs:
         return []
     sweep.retried.update(t.number for t in rerun if t.status == "failed")
@@ -399,26 +409,26 @@ def _total(settings: SweepSettings, space: SearchSpace) -> int:
 
 
 def _new_runs(
-    space: SearchSpace,
-    settings: SweepSettings,
-    seed: int,
+    sweep: _Sweep,
     trials: Sequence[Trial],
     first: int,
     count: int,
     rerun: Sequence[Trial],
 ) -> list[tuple[int, dict[str, Any]]]:
-    """Numbers and params of ``count`` new trials, numbered from ``first``."""
+    """Numbers and params of ``count`` new trials, numbered from ``first``: the enqueued ones
+    first, then the strategy's (the forest learning from the warm start's trials too)."""
     if count == 0:
         return []
     numbers = list(range(first, first + count))
-    observations = [
+    observations = sweep.warm + [
         Observation(t.params, t.value if t.status == "completed" else None)
         for t in trials
         if t.status in ("completed", "diverged")
     ]
     # Pending: the trials about to re-run, and any still marked running but not in this batch.
     pending = [t.params for t in rerun] + [t.params for t in trials if t.status == "running"]
-    params = propose(space, settings, seed, numbers, observations, pending)
+    params = propose(sweep.space, sweep.settings, sweep.seed, numbers, observations, pending, sweep.enqueued,
+                     len(sweep.warm))
     return list(zip(numbers, params, strict=True))
 
 

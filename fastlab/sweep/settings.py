@@ -4,7 +4,7 @@ The plugin's config dataclass extends ``SweepSettings`` (adding ``_target_`` and
 fields, their defaults and their documentation live in one place.
 """
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -76,6 +76,12 @@ class SweepSettings:
     # swept keys, holds (e.g. {schedule.wd: "schedule.opt == 'adamw'"}); elsewhere KEY keeps its
     # config value and is recorded as absent (fastlab.sweep.conditions).
     conditions: dict[str, Any] = field(default_factory=dict)
+    # Configurations to run first ([{KEY: VALUE, ...}, ...]), counted in n_trials; the keys one
+    # leaves out are drawn by the strategy (fastlab.sweep.prior).
+    enqueue: list[Any] = field(default_factory=list)
+    # Earlier sweeps (sweep dirs, or postgresql://...#STUDY) whose finished trials over the same
+    # keys the forest learns from before this sweep's first trial: neither run nor counted.
+    warm_start: list[Any] = field(default_factory=list)
     # Set by the sweep's driver on each job it launches (`hydra.sweeper.trial=N`, a Hydra override,
     # so the job's own config and override_dirname stay as they are): the job's trial number, by
     # which it reports to its study. Never set it yourself.
@@ -129,6 +135,10 @@ class SweepSettings:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise SweepError(f"hydra.sweeper.{name}={value} must lie in [0, 1]")
+        for name in ("enqueue", "warm_start"):
+            if isinstance(getattr(self, name), str | Mapping) or not isinstance(getattr(self, name), Sequence):
+                raise SweepError(f"hydra.sweeper.{name}={getattr(self, name)!r} is not a list: give "
+                                 + ("[{KEY: VALUE, ...}, ...]" if name == "enqueue" else "[SWEEP_DIR, ...]"))
         if not isinstance(self.conditions, Mapping):
             raise SweepError(f"hydra.sweeper.conditions={self.conditions!r} is not a mapping: give "
                              "{KEY: \"EXPR\"}, e.g. {schedule.wd: \"schedule.opt == 'adamw'\"}")

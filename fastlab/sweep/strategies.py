@@ -108,20 +108,27 @@ def propose(
     numbers: Sequence[int],
     finished: Sequence[Observation],
     pending: Sequence[dict[str, Any]] = (),
+    enqueued: Sequence[dict[str, Any]] = (),
+    n_warm: int = 0,
 ) -> list[dict[str, Any]]:
     """Params for new trials ``numbers`` under ``settings.strategy``.
 
-    ``finished`` are the trials with a result; ``pending`` the ones still running, which forest
-    proposals must not repeat.
+    ``finished`` are the trials with a result (and, for the forest, the warm start's observations,
+    ``n_warm`` of them, which count towards its ``n_initial``); ``pending`` the ones still running,
+    which forest proposals must not repeat. Trial ``k`` below ``len(enqueued)`` is ``enqueued[k]``
+    (:func:`fastlab.sweep.prior.enqueued`).
     """
     if settings.strategy == "grid":
         return grid_params(space, numbers)
+    chosen = {k: dict(enqueued[k]) for k in numbers if k < len(enqueued)}
+    rest = [k for k in numbers if k not in chosen]
     if settings.strategy == "random" or not space.dims:
-        return random_params(space, numbers, seed)
+        chosen.update(zip(rest, random_params(space, rest, seed), strict=True))
+        return [chosen[k] for k in numbers]
 
     # forest: random first, then the surrogate, with some random proposals interleaved.
-    by_model = [k for k in numbers if _use_model(k, settings, seed, len(finished))]
-    chosen = dict(zip(numbers, random_params(space, numbers, seed), strict=True))
+    by_model = [k for k in rest if _use_model(k, settings, seed, len(finished), n_warm)]
+    chosen.update(zip(rest, random_params(space, rest, seed), strict=True))
     if by_model:
         # Imported here: scikit-learn is needed only once the surrogate takes over.
         from fastlab.sweep.surrogate import forest_proposals
@@ -141,9 +148,10 @@ def propose(
     return [chosen[k] for k in numbers]
 
 
-def _use_model(number: int, settings: SweepSettings, seed: int, n_finished: int) -> bool:
-    """Whether forest trial ``number`` comes from the surrogate (else from the Sobol sequence)."""
-    if number < settings.n_initial or n_finished < 2:
+def _use_model(number: int, settings: SweepSettings, seed: int, n_finished: int, n_warm: int = 0) -> bool:
+    """Whether forest trial ``number`` comes from the surrogate (else from the Sobol sequence);
+    a warm start's trials count towards the ``n_initial`` random ones."""
+    if number + n_warm < settings.n_initial or n_finished < 2:
         return False
     # Decided per trial number from the seed, so a resume makes the same choice.
     draw = np.random.default_rng([seed, number]).random()

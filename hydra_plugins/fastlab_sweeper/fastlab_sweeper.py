@@ -7,7 +7,7 @@ from typing import Any
 from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 # Registers the config; imported here so the ConfigStore entry exists whenever the class does.
 from hydra_plugins.fastlab_sweeper.config import FastlabSweeperConf  # noqa: F401
@@ -19,7 +19,8 @@ class FastlabSweeper(Sweeper):
     def __init__(self, params: Any = None, **settings: Any) -> None:
         # Plain containers: the settings dataclass and the parser want dicts, not DictConfigs.
         self.params = OmegaConf.to_container(params) if isinstance(params, DictConfig) else params
-        self.settings = {k: OmegaConf.to_container(v) if isinstance(v, DictConfig) else v for k, v in settings.items()}
+        self.settings = {k: OmegaConf.to_container(v) if isinstance(v, DictConfig | ListConfig) else v
+                         for k, v in settings.items()}
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
         self.launcher: Any = None
