@@ -77,6 +77,7 @@ class _Sweep:
     hand_number: Callable[[int], list[str]]  # trial number -> overrides that tell its job
     enqueued: list[dict[str, Any]] = field(default_factory=list)  # hydra.sweeper.enqueue, checked and filled
     warm: list[Observation] = field(default_factory=list)  # hydra.sweeper.warm_start's trials, for the forest
+    mirror: Any = None  # hydra.sweeper.mirror's writer (fastlab.sweep.mirror), or None
     checked: set[tuple] = field(default_factory=set)  # trial shapes whose composition was checked
     retried: set[int] = field(default_factory=set)  # failed trials this driver already ran again
 
@@ -126,14 +127,18 @@ def run_sweep(
             sweep = _Sweep(settings, space, sweep_dir, store, lease, seed, _total(settings, space),
                            job_dir_for, validate, now(), hand_number,
                            enqueued=enqueued(space, settings.enqueue, settings.strategy, seed),
-                           warm=warm)
+                           warm=warm, mirror=_open_mirror(settings, space, sweep_dir, lease.id))
             _log_resume(store.trials(), sweep.n_total)
-            with _Heartbeat(settings, sweep_dir, lease.id):
-                concurrency = settings.batch_size or 1
-                if settings.asynchronous and concurrency > 1:
-                    _run_async(sweep, launch, concurrency)
-                else:
-                    _run_batches(sweep, launch, concurrency)
+            try:
+                with _Heartbeat(settings, sweep_dir, lease.id):
+                    concurrency = settings.batch_size or 1
+                    if settings.asynchronous and concurrency > 1:
+                        _run_async(sweep, launch, concurrency)
+                    else:
+                        _run_batches(sweep, launch, concurrency)
+            finally:
+                if sweep.mirror is not None:
+                    sweep.mirror.close(store)
     finally:
         try:
             trials = store.trials()
@@ -251,6 +256,8 @@ def _claim(sweep: _Sweep, count: int) -> list[tuple[int, dict[str, Any], int]]:
     then failed ones to retry, then new proposals. Their composition is checked before they
     launch; a typo releases them again and stops the sweep."""
     runs = sweep.store.claim(lambda: _claim_in_transaction(sweep, count))
+    if runs and sweep.mirror is not None:  # outside the store's transaction: the mirror may be slow
+        sweep.mirror.sync(sweep.store)
     if runs and sweep.validate is not None:
         # Each shape once: the driver composing every trial would leave the workers idle while it does.
         fresh = {_shape(params): sweep.space.overrides(params) for _, params, _ in runs}
@@ -324,6 +331,8 @@ def _record(sweep: _Sweep, number: int, outcome: Outcome) -> None:
     kept = sweep.store.finish(number, status=status, value=outcome.value, metrics=metrics,
                               job_dir=None if job_dir is None else _relative(job_dir, sweep.sweep_dir),
                               error=outcome.error, driver=sweep.lease.id)
+    if sweep.mirror is not None:
+        sweep.mirror.sync(sweep.store)
     shown = f"{outcome.value:.6g}" if outcome.value is not None else _last_line(outcome.error)
     if kept:
         log.info(f"trial {number}: {status} {shown}")
@@ -395,6 +404,16 @@ def _recover_finished(store: TrialStore, sweep_dir: Path, trial: Trial) -> bool:
         return False
     log.info(f"trial {trial.number}: {status} (its job finished before its driver stopped; from its metrics.json)")
     return True
+
+
+def _open_mirror(settings: SweepSettings, space: SearchSpace, sweep_dir: Path, driver: str) -> Any:
+    """``hydra.sweeper.mirror``'s writer (optuna-dashboard's view of the study) for this driver
+    (``driver``: its lease id, as the store records who runs a trial), or None."""
+    if not settings.mirror:
+        return None
+    from fastlab.sweep.mirror import open_mirror  # imported when asked for: Optuna is optional
+
+    return open_mirror(settings, space, sweep_dir, driver)
 
 
 def _total(settings: SweepSettings, space: SearchSpace) -> int:

@@ -82,6 +82,9 @@ class SweepSettings:
     # Earlier sweeps (sweep dirs, or postgresql://...#STUDY) whose finished trials over the same
     # keys the forest learns from before this sweep's first trial: neither run nor counted.
     warm_start: list[Any] = field(default_factory=list)
+    # A live copy of the study for Optuna's tools (optuna-dashboard): optuna:STORAGE_URL, e.g.
+    # optuna:sqlite:///outputs/optuna.db; the driver only writes it (fastlab.sweep.mirror).
+    mirror: str | None = None
     # Set by the sweep's driver on each job it launches (`hydra.sweeper.trial=N`, a Hydra override,
     # so the job's own config and override_dirname stay as they are): the job's trial number, by
     # which it reports to its study. Never set it yourself.
