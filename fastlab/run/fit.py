@@ -146,6 +146,7 @@ def report(metrics: RunMetrics, prep, stages, found, learn, start: float) -> Non
         metrics.pruned = {"epoch": pruned.pruned_epoch, "value": pruned.pruned_value}
     metrics.final, metrics.best, metrics.epochs = final, best, len(history)
     metrics.layer_groups = len(learn.layer_groups)
+    metrics.n_params = sum(p.numel() for p in learn.model.parameters())
     metrics.group_lrs = list(stages[-1].lrs)  # the last stage's: the one in which every group trains
     metrics.stages = [{"epochs": st.epochs, "frozen": st.frozen, "lrs": list(st.lrs), "size": st.size} for st in stages]
     sizes = [st.size for st in stages if st.size is not None]

@@ -38,6 +38,7 @@ class RunMetrics:
     best: dict[str, Any] | None = None  # the epoch best by the objective, with its "epoch"
     epochs: int = 0
     layer_groups: int | None = None
+    n_params: int | None = None  # the model's parameters (all of them, trainable or frozen)
     group_lrs: list[float] = field(default_factory=list)  # peak rates of the last stage, head last
     seconds: dict[str, float] = field(default_factory=lambda: {"total": 0.0, "train": 0.0})
     diagnostics: list[str] = field(default_factory=list)

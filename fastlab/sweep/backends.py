@@ -36,7 +36,8 @@ CREATE TABLE IF NOT EXISTS trials (
     finished_at TEXT,
     error       TEXT,
     driver      TEXT,
-    heartbeat_at TEXT
+    heartbeat_at TEXT,
+    objectives  TEXT
 );
 CREATE TABLE IF NOT EXISTS sweep (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS reports (
@@ -47,8 +48,9 @@ CREATE TABLE IF NOT EXISTS reports (
 # The same tables; DOUBLE PRECISION because PostgreSQL's REAL is 4 bytes.
 SCHEMA_POSTGRES = [s.strip() for s in SCHEMA_SQLITE.replace("REAL", "DOUBLE PRECISION").split(";")
                    if s.strip()]
-# Columns a store from before many drivers lacks: added on open, NULL for its old rows.
-ADDED_COLUMNS = (("driver", "TEXT"), ("heartbeat_at", "TEXT"))
+# Columns a store from an earlier fastlab lacks (before many drivers; before several objectives):
+# added on open, NULL for its old rows.
+ADDED_COLUMNS = (("driver", "TEXT"), ("heartbeat_at", "TEXT"), ("objectives", "TEXT"))
 
 
 class Database:

@@ -56,7 +56,7 @@ class Condition:
     def holds(self, params: Mapping[str, Any]) -> bool:
         """Whether the expression holds for a trial's ``params`` (absent keys hold no comparison)."""
         try:
-            return bool(_evaluate(self.tree, params))
+            return evaluate(self.tree, params)
         except TypeError as e:  # e.g. 'adamw' < 3: the expression compares values of other types
             raise SweepError(f"hydra.sweeper.conditions.{self.key}: {self.text!r} cannot be evaluated for "
                              f"{dict(params)} ({e}): compare each key with values of its own type") from None
@@ -77,33 +77,53 @@ def _dotted(node: ast.expr) -> str | None:
     return ".".join([node.id, *reversed(parts)])
 
 
-def _check(node: ast.expr, key: str, text: str, names: list[str]) -> None:
-    """Refuse every node the language does not have; collect the keys it names into ``names``."""
+def _check(node: ast.expr, where: str, names: list[str]) -> None:
+    """Refuse every node the language does not have; collect the names it reads into ``names``."""
     if isinstance(node, ast.BoolOp):
         for value in node.values:
-            _check(value, key, text, names)
+            _check(value, where, names)
     elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not | ast.USub):
-        _check(node.operand, key, text, names)
+        _check(node.operand, where, names)
     elif isinstance(node, ast.Compare):
         for op in node.ops:
             if type(op) not in _COMPARE:
-                raise SweepError(f"{_where(key, text)}: the comparison {type(op).__name__} is not allowed; use "
+                raise SweepError(f"{where}: the comparison {type(op).__name__} is not allowed; use "
                                  "==, !=, <, <=, >, >=, in or not in")
         for operand in (node.left, *node.comparators):
-            _check(operand, key, text, names)
+            _check(operand, where, names)
     elif isinstance(node, ast.List | ast.Tuple):
         for element in node.elts:
-            _check(element, key, text, names)
+            _check(element, where, names)
     elif isinstance(node, ast.Constant):
         if not isinstance(node.value, str | int | float | bool | type(None)):
-            raise SweepError(f"{_where(key, text)}: {node.value!r} is not a constant a condition can hold; use "
+            raise SweepError(f"{where}: {node.value!r} is not a constant an expression can hold; use "
                              "strings, numbers, true/false or null")
     elif (name := _dotted(node)) is not None:
         if name not in _WORDS:
             names.append(name)
     else:
-        raise SweepError(f"{_where(key, text)}: {ast.unparse(node)!r} is not allowed in a condition; write "
-                         "comparisons of swept keys with constants, e.g. \"schedule.opt == 'adamw'\"")
+        raise SweepError(f"{where}: {ast.unparse(node)!r} is not allowed in an expression; write "
+                         "comparisons of names with constants, e.g. \"schedule.opt == 'adamw'\"")
+
+
+def parse_expression(text: Any, where: str, example: str) -> tuple[ast.expr, tuple[str, ...]]:
+    """An expression of the language above (its tree and the names it reads), or one
+    ``SweepError`` line starting with ``where`` (``example``: a fix to show)."""
+    if not isinstance(text, str) or not text.strip():
+        raise SweepError(f"{where}: give an expression in quotes, e.g. {example}")
+    try:
+        tree = ast.parse(text.strip(), mode="eval").body
+    except SyntaxError as e:
+        raise SweepError(f"{where}: cannot parse it ({e.msg}); write e.g. {example}") from None
+    names: list[str] = []
+    _check(tree, where, names)
+    return tree, tuple(dict.fromkeys(names))
+
+
+def evaluate(tree: ast.expr, values: Mapping[str, Any]) -> bool:
+    """Whether ``tree`` holds for ``values`` (a name without a value holds no comparison);
+    ``TypeError`` when it compares values of other types."""
+    return bool(_evaluate(tree, values))
 
 
 def _evaluate(node: ast.expr, params: Mapping[str, Any]) -> Any:
@@ -139,16 +159,7 @@ def parse_condition(key: str, text: Any, swept: Sequence[str]) -> Condition:
     if key not in swept:
         raise SweepError(f"{_where(key, text)}: {key} is not swept, so it has nothing to make conditional: "
                          f"sweep it (e.g. {key}=choice(...)) or drop its condition; swept keys: {list(swept)}")
-    if not isinstance(text, str) or not text.strip():
-        raise SweepError(f"{_where(key, text)}: a condition is an expression in quotes, e.g. "
-                         f"{key}: \"schedule.opt == 'adamw'\"")
-    try:
-        tree = ast.parse(text.strip(), mode="eval").body
-    except SyntaxError as e:
-        raise SweepError(f"{_where(key, text)}: cannot parse it ({e.msg}); write e.g. "
-                         "\"schedule.opt == 'adamw' and schedule.epochs > 3\"") from None
-    names: list[str] = []
-    _check(tree, key, text, names)
+    tree, names = parse_expression(text, _where(key, text), "\"schedule.opt == 'adamw' and schedule.epochs > 3\"")
     for name in names:
         if name == key:
             raise SweepError(f"{_where(key, text)}: a key's condition cannot read the key itself; write it "
@@ -156,7 +167,7 @@ def parse_condition(key: str, text: Any, swept: Sequence[str]) -> Condition:
         if name not in swept:
             raise SweepError(f"{_where(key, text)}: {name} is not a swept key; conditions read swept keys only: "
                              f"{[s for s in swept if s != key]}")
-    return Condition(key, text.strip(), tree, tuple(dict.fromkeys(names)))
+    return Condition(key, text.strip(), tree, names)
 
 
 def parse_conditions(conditions: Mapping[str, Any] | None, swept: Sequence[str]) -> tuple[Condition, ...]:

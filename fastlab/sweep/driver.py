@@ -34,6 +34,7 @@ from fastlab.rundir.metrics_json import read_metrics
 from fastlab.sweep.direction import HOW_TO_SET
 from fastlab.sweep.errors import SweepError
 from fastlab.sweep.lease import DriverLease
+from fastlab.sweep.objectives import Objectives, parse_objectives
 from fastlab.sweep.prior import enqueued, warm_observations
 from fastlab.sweep.results import best_table, best_trials, write_exports
 from fastlab.sweep.settings import DEFAULT_N_TRIALS, SweepSettings
@@ -55,6 +56,7 @@ class Outcome:
     value: float | None = None
     error: str | None = None
     job_dir: str | None = None  # where the job ran, when the launcher says
+    returned: dict[str, Any] | None = None  # a task that returned its objectives by name (value None)
 
 
 Launch = Callable[[list[list[str]], int], Sequence[Outcome]]
@@ -78,6 +80,7 @@ class _Sweep:
     enqueued: list[dict[str, Any]] = field(default_factory=list)  # hydra.sweeper.enqueue, checked and filled
     warm: list[Observation] = field(default_factory=list)  # hydra.sweeper.warm_start's trials, for the forest
     mirror: Any = None  # hydra.sweeper.mirror's writer (fastlab.sweep.mirror), or None
+    objectives: Objectives | None = None  # hydra.sweeper.objectives and constraints, checked
     checked: set[tuple] = field(default_factory=set)  # trial shapes whose composition was checked
     retried: set[int] = field(default_factory=set)  # failed trials this driver already ran again
 
@@ -112,6 +115,7 @@ def run_sweep(
     if settings.direction is None:
         raise SweepError(f"hydra.sweeper.direction is not set; {HOW_TO_SET}")
     # a bad enqueued configuration or warm-start source stops here, before the store is touched
+    objectives = parse_objectives(settings.objectives, settings.constraints)
     enqueued(space, settings.enqueue, settings.strategy, seed=0)
     warm = warm_observations(space, settings.warm_start, settings.direction) if settings.warm_start else []
     if warm and settings.strategy != "forest":
@@ -127,7 +131,8 @@ def run_sweep(
             sweep = _Sweep(settings, space, sweep_dir, store, lease, seed, _total(settings, space),
                            job_dir_for, validate, now(), hand_number,
                            enqueued=enqueued(space, settings.enqueue, settings.strategy, seed),
-                           warm=warm, mirror=_open_mirror(settings, space, sweep_dir, lease.id))
+                           warm=warm, mirror=_open_mirror(settings, space, sweep_dir, lease.id),
+                           objectives=objectives)
             _log_resume(store.trials(), sweep.n_total)
             try:
                 with _Heartbeat(settings, sweep_dir, lease.id):
@@ -145,7 +150,8 @@ def run_sweep(
         finally:
             store.close()
         if trials:
-            _export(sweep_dir, space, settings, trials, echo)
+            _export(sweep_dir, space, settings, trials, echo, parse_objectives(settings.objectives,
+                                                                               settings.constraints))
     return trials
 
 
@@ -280,7 +286,7 @@ def _claim_in_transaction(sweep: _Sweep, count: int) -> list[tuple[int, dict[str
     for t in trials:
         if t.status != "running" or sweep.lease.alive(t.driver, t.heartbeat_at, settings.heartbeat_s):
             continue
-        if _recover_finished(store, sweep.sweep_dir, t):
+        if _recover_finished(store, sweep.sweep_dir, t, sweep.objectives):
             recovered = True
         else:
             rerun.append(t)
@@ -323,22 +329,45 @@ def _record(sweep: _Sweep, number: int, outcome: Outcome) -> None:
     run from a diverged one, and a pruned one from a completed one)."""
     job_dir = outcome.job_dir
     metrics = _read_metrics(job_dir)
-    status = outcome.status
+    status, value, error = outcome.status, outcome.value, outcome.error
     if status == "diverged" and metrics and metrics.get("status") == "failed":
         status = "failed"
     if status == "completed" and metrics and metrics.get("status") == "pruned":
         status = "pruned"
-    kept = sweep.store.finish(number, status=status, value=outcome.value, metrics=metrics,
+    judged = None
+    if sweep.objectives is not None and status in ("completed", "pruned"):
+        judged, status, value, error = _judge(sweep.objectives, outcome, metrics, status)
+    elif status == "completed" and value is None:
+        status, error = "failed", (f"the task returned {outcome.returned!r}, not a number: return the objective as "
+                                   "a float, or name the objectives with hydra.sweeper.objectives")
+    kept = sweep.store.finish(number, status=status, value=value, metrics=metrics,
                               job_dir=None if job_dir is None else _relative(job_dir, sweep.sweep_dir),
-                              error=outcome.error, driver=sweep.lease.id)
+                              error=error, driver=sweep.lease.id, objectives=judged)
     if sweep.mirror is not None:
         sweep.mirror.sync(sweep.store)
-    shown = f"{outcome.value:.6g}" if outcome.value is not None else _last_line(outcome.error)
+    shown = f"{value:.6g}" if value is not None else _last_line(error)
     if kept:
         log.info(f"trial {number}: {status} {shown}")
     else:
         log.warning(f"trial {number}: {status} {shown}, but another driver took the trial over (this "
                     "driver missed its heartbeat); its run is the one recorded")
+
+
+def _judge(objectives: Objectives, outcome: Outcome, metrics: dict[str, Any] | None,
+           status: str) -> tuple[dict[str, Any] | None, str, float | None, str | None]:
+    """(the trial's objectives, status, value, error) under ``hydra.sweeper.objectives``: its value is
+    its first objective's; a first objective that is missing fails the trial with one line, and one
+    that is not finite is a divergence."""
+    first = objectives.names[0]
+    judged = objectives.judge(outcome.returned, metrics)
+    value = judged["values"][first]
+    if value is not None:
+        return judged, status, value, outcome.error
+    raw = (outcome.returned or {}).get(first, (metrics or {}).get("final", {}).get(first))
+    if isinstance(raw, int | float) and not isinstance(raw, bool):  # NaN or inf
+        return judged, "diverged", None, outcome.error
+    return judged, "failed", None, (f"the trial gives no objective {first!r}: return it in a mapping "
+                                    "({name: value}) or write it into metrics.json, or fix hydra.sweeper.objectives")
 
 
 def _log_launch(runs: Sequence[tuple[int, dict[str, Any], int]]) -> None:
@@ -387,7 +416,7 @@ def _check_identity(
     return int(seed)
 
 
-def _recover_finished(store: TrialStore, sweep_dir: Path, trial: Trial) -> bool:
+def _recover_finished(store: TrialStore, sweep_dir: Path, trial: Trial, objectives: Objectives | None = None) -> bool:
     """Record a trial a dead driver left ``running`` although its job had finished: fastlab-train's
     ``metrics.json`` in the job dir says how it ended. Returns whether it was recorded; failed
     ones, and jobs that wrote no metrics.json, run again."""
@@ -396,8 +425,12 @@ def _recover_finished(store: TrialStore, sweep_dir: Path, trial: Trial) -> bool:
     metrics = _read_metrics(str(sweep_dir / trial.job_dir))
     status = metrics.get("status") if metrics else None
     value = metrics.get("objective") if metrics else None
+    judged = None
+    if objectives is not None and status in ("completed", "pruned"):
+        judged, status, value, _ = _judge(objectives, Outcome(status), metrics, status)
     if status in ("completed", "pruned") and isinstance(value, int | float) and math.isfinite(value):
-        store.finish(trial.number, status=status, value=float(value), metrics=metrics, job_dir=None, error=None)
+        store.finish(trial.number, status=status, value=float(value), metrics=metrics, job_dir=None, error=None,
+                     objectives=judged)
     elif status == "diverged":
         store.finish(trial.number, status="diverged", value=None, metrics=metrics, job_dir=None, error=None)
     else:
@@ -440,7 +473,7 @@ def _new_runs(
         return []
     numbers = list(range(first, first + count))
     observations = sweep.warm + [
-        Observation(t.params, t.value if t.status == "completed" else None)
+        Observation(t.params, t.value if t.status == "completed" else None, t.objectives)
         for t in trials
         if t.status in ("completed", "diverged")
     ]
@@ -464,14 +497,16 @@ def _export(
     settings: SweepSettings,
     trials: list[Trial],
     echo: Callable[[str], None],
+    objectives: Objectives | None = None,
 ) -> None:
-    """Write trials.csv and best.yaml, then echo the best-trials table."""
+    """Write trials.csv and best.yaml, then echo the best-trials table (the Pareto front's, with
+    several objectives)."""
     best = best_trials(trials, settings.sign, 1, settings.pruned)
     overrides = space.overrides(best[0].params) if best else None
     write_exports(sweep_dir, trials, space.names, settings.sign, settings.direction, overrides,
-                  settings.pruned)
+                  settings.pruned, objectives, space.overrides)
     if settings.top_k:
-        echo(best_table(trials, space.names, settings.sign, settings.top_k, settings.pruned))
+        echo(best_table(trials, space.names, settings.sign, settings.top_k, settings.pruned, objectives))
     echo(f"trials: {sweep_dir / 'trials.csv'}  best: {sweep_dir / 'best.yaml'}")
 
 

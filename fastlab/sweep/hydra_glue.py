@@ -18,6 +18,7 @@ from fastlab.sweep import hydra_private
 from fastlab.sweep.direction import resolve_direction
 from fastlab.sweep.driver import Outcome, run_sweep
 from fastlab.sweep.errors import SweepError
+from fastlab.sweep.objectives import parse_objectives
 from fastlab.sweep.settings import SweepSettings, trial_override
 from fastlab.sweep.space import parse_space
 from fastlab.sweep.trackers import close_sweep, open_sweep
@@ -40,7 +41,15 @@ def run_hydra_sweep(
         options.batch_size = auto_batch_size(config.hydra.get("launcher"), options.strategy,
                                              options.asynchronous)
     space = parse_space(params, arguments, config_loader=config_loader, conditions=options.conditions)
-    direction, source = resolve_direction(options.direction, task_node(config), space.names)
+    objectives = parse_objectives(options.objectives, options.constraints)
+    if objectives is not None:  # the trial's value is its first objective's
+        first, direction = objectives.names[0], objectives.directions[0]
+        if options.direction not in (None, direction):
+            raise SweepError(f"hydra.sweeper.direction={options.direction} but the first objective, {first}, is to "
+                             f"{direction}: drop hydra.sweeper.direction (the objectives say it)")
+        source = f"hydra.sweeper.objectives.{first}"
+    else:
+        direction, source = resolve_direction(options.direction, task_node(config), space.names)
     options = dataclasses.replace(options, direction=direction)
     log.info(f"direction: {direction} (from {source})")
 
@@ -172,6 +181,9 @@ def outcome_of(ret: JobReturn) -> Outcome:
             text = f"the job ended with status {ret.status.name}"
         return Outcome("failed", error=text, job_dir=job_dir)
     value = hydra_private.returned(ret)
+    if isinstance(value, Mapping | DictConfig):  # several objectives by name: the driver reads them
+        return Outcome("completed", value=None, job_dir=job_dir,
+                       returned=OmegaConf.to_container(value) if isinstance(value, DictConfig) else dict(value))
     try:
         number = float(value)
     except (TypeError, ValueError):

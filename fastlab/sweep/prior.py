@@ -115,7 +115,7 @@ def warm_observations(space: SearchSpace, sources: Sequence[str], direction: str
             except SweepError:
                 skipped += 1
                 continue
-            out.append(Observation(params, t.value if t.status == "completed" else None))
+            out.append(Observation(params, t.value if t.status == "completed" else None, t.objectives))
             used += 1
         log.info(f"warm start from {source}: {used} trial(s) given to the forest"
                  + (f", {skipped} left out (other keys or values outside this space)" if skipped else ""))

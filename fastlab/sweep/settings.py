@@ -85,6 +85,11 @@ class SweepSettings:
     # A live copy of the study for Optuna's tools (optuna-dashboard): optuna:STORAGE_URL, e.g.
     # optuna:sqlite:///outputs/optuna.db; the driver only writes it (fastlab.sweep.mirror).
     mirror: str | None = None
+    # Several objectives: {NAME: maximize|minimize, ...}, names read from the job's returned mapping
+    # or its metrics.json (fastlab.sweep.objectives); the first is the trial's value. constraints:
+    # ["EXPR", ...] over the same names; a trial that breaks one is infeasible.
+    objectives: dict[str, Any] = field(default_factory=dict)
+    constraints: list[Any] = field(default_factory=list)
     # Set by the sweep's driver on each job it launches (`hydra.sweeper.trial=N`, a Hydra override,
     # so the job's own config and override_dirname stay as they are): the job's trial number, by
     # which it reports to its study. Never set it yourself.
@@ -138,10 +143,17 @@ class SweepSettings:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise SweepError(f"hydra.sweeper.{name}={value} must lie in [0, 1]")
-        for name in ("enqueue", "warm_start"):
+        for name in ("enqueue", "warm_start", "constraints"):
             if isinstance(getattr(self, name), str | Mapping) or not isinstance(getattr(self, name), Sequence):
                 raise SweepError(f"hydra.sweeper.{name}={getattr(self, name)!r} is not a list: give "
-                                 + ("[{KEY: VALUE, ...}, ...]" if name == "enqueue" else "[SWEEP_DIR, ...]"))
+                                 + {"enqueue": "[{KEY: VALUE, ...}, ...]", "warm_start": "[SWEEP_DIR, ...]",
+                                    "constraints": "[\"EXPR\", ...]"}[name])
+        if self.mirror is not None and not (str(self.mirror).startswith("optuna:") and "://" in str(self.mirror)):
+            raise SweepError(f"hydra.sweeper.mirror={self.mirror!r} is not a mirror: give optuna:STORAGE_URL, e.g. "
+                             "hydra.sweeper.mirror=optuna:sqlite:///outputs/optuna.db")
+        if not isinstance(self.objectives, Mapping):
+            raise SweepError(f"hydra.sweeper.objectives={self.objectives!r} is not a mapping: give "
+                             "{NAME: maximize|minimize, ...}, e.g. {accuracy: maximize, n_params: minimize}")
         if not isinstance(self.conditions, Mapping):
             raise SweepError(f"hydra.sweeper.conditions={self.conditions!r} is not a mapping: give "
                              "{KEY: \"EXPR\"}, e.g. {schedule.wd: \"schedule.opt == 'adamw'\"}")

@@ -15,7 +15,7 @@ or ``open_store``; everyone else (``fastlab-meta``, progress lines) with
 Schema (a contract, see docs/design.md)::
 
     trials(number, status, params JSON, value, metrics JSON, job_dir, started_at, finished_at,
-           error, driver, heartbeat_at)
+           error, driver, heartbeat_at, objectives JSON)
     sweep(key, value JSON)
     reports(number, epoch, value)
 
@@ -24,7 +24,8 @@ epoch). ``driver`` names the driver running the trial (``host:pid:token``) and `
 when it last said so. ``sweep`` keeps the sweep's own state: ``space`` (the search-space
 fingerprint), ``config`` (the app's composed config, YAML), ``direction`` (maximize or minimize),
 ``seed``, ``next_job`` and ``pruner``. ``reports`` holds each trial's objective after each epoch,
-for pruning.
+for pruning. ``objectives`` (with ``hydra.sweeper.objectives``) is ``{"values": {name: value},
+"violated": [constraint, ...]}`` (``fastlab.sweep.objectives``); NULL otherwise.
 """
 
 import hashlib
@@ -53,7 +54,7 @@ from fastlab.sweepdir import read_pointer, trials_db, write_pointer
 
 FINISHED = ("completed", "failed", "diverged", "pruned")
 _COLUMNS = ("number, status, params, value, metrics, job_dir, started_at, finished_at, error, driver, "
-            "heartbeat_at")
+            "heartbeat_at, objectives")
 T = TypeVar("T")
 
 
@@ -72,6 +73,7 @@ class Trial:
     error: str | None = None
     driver: str | None = None
     heartbeat_at: str | None = None
+    objectives: dict[str, Any] | None = None  # {"values": {name: value}, "violated": [...]} (fastlab.sweep.objectives)
 
 
 @dataclass(frozen=True)
@@ -344,7 +346,8 @@ class TrialStore:
         return [
             Trial(number=r[0], status=r[1], params=json.loads(r[2]), value=r[3],
                   metrics=None if r[4] is None else json.loads(r[4]), job_dir=r[5], started_at=r[6],
-                  finished_at=r[7], error=r[8], driver=r[9], heartbeat_at=r[10])
+                  finished_at=r[7], error=r[8], driver=r[9], heartbeat_at=r[10],
+                  objectives=None if r[11] is None else json.loads(r[11]))
             for r in rows
         ]
 
@@ -364,10 +367,10 @@ class TrialStore:
                 for number, params, job_dir in runs:
                     self._db.execute(
                         f"INSERT INTO trials ({_COLUMNS}) VALUES (?, 'running', ?, NULL, NULL, ?, ?, NULL, "
-                        "NULL, ?, ?) ON CONFLICT (number) DO UPDATE SET status = 'running', params = "
+                        "NULL, ?, ?, NULL) ON CONFLICT (number) DO UPDATE SET status = 'running', params = "
                         "excluded.params, value = NULL, metrics = NULL, job_dir = excluded.job_dir, "
                         "started_at = excluded.started_at, finished_at = NULL, error = NULL, driver = "
-                        "excluded.driver, heartbeat_at = excluded.heartbeat_at",
+                        "excluded.driver, heartbeat_at = excluded.heartbeat_at, objectives = NULL",
                         (number, json.dumps(params), job_dir, stamp, driver, stamp))
                     self._db.execute("DELETE FROM reports WHERE number = ?", (number,))
                 self._db.execute("INSERT INTO sweep (key, value) VALUES ('next_job', ?) ON CONFLICT (key) "
@@ -389,6 +392,7 @@ class TrialStore:
         job_dir: str | None,
         error: str | None,
         driver: str | None = None,
+        objectives: dict[str, Any] | None = None,
     ) -> bool:
         """Record a trial's result (a finished status). With ``driver``, only while that driver
         still holds the trial: one taken over by another driver (a missed heartbeat) keeps the
@@ -398,10 +402,11 @@ class TrialStore:
             value = None  # SQLite has no NaN; the status says diverged
         guard = "" if driver is None else " AND driver = ? AND status = 'running'"
         args = [status, value, None if metrics is None else json.dumps(metrics, default=str), job_dir,
-                now(), error, number] + ([] if driver is None else [driver])
+                now(), error, None if objectives is None else json.dumps(objectives), number] + \
+            ([] if driver is None else [driver])
         rows = self._write(
             "UPDATE trials SET status = ?, value = ?, metrics = ?, job_dir = COALESCE(?, job_dir), "
-            f"finished_at = ?, error = ? WHERE number = ?{guard} RETURNING number", args)
+            f"finished_at = ?, error = ?, objectives = ? WHERE number = ?{guard} RETURNING number", args)
         return bool(rows)
 
     def beat(self, driver: str) -> None:

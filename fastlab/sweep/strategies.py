@@ -22,10 +22,12 @@ from fastlab.sweep.space import Discrete, SearchSpace
 
 @dataclass(frozen=True)
 class Observation:
-    """A finished trial as the forest sees it: its params and its value (None = diverged)."""
+    """A finished trial as the forest sees it: its params and its value (None = diverged); with
+    several objectives, its ``judged`` objectives (``Trial.objectives``)."""
 
     params: dict[str, Any]
     value: float | None
+    judged: dict[str, Any] | None = None
 
 
 def grid_size(space: SearchSpace) -> int:
@@ -135,17 +137,34 @@ def propose(
 
         taken = [o.params for o in finished] + list(pending)
         taken += [chosen[k] for k in numbers if k not in by_model]
+        observed, sign = _scalarised(finished, settings, seed, by_model[0])
         proposals = forest_proposals(
             space,
-            finished,
+            observed,
             count=len(by_model),
-            sign=settings.sign,
+            sign=sign,
             taken=taken,
             seed=seed * 1_000_003 + by_model[0],
         )
         # Fewer proposals than asked only when the space is exhausted: keep the random ones.
         chosen.update(zip(by_model, proposals, strict=False))
     return [chosen[k] for k in numbers]
+
+
+def _scalarised(finished: Sequence[Observation], settings: SweepSettings, seed: int,
+                first: int) -> tuple[Sequence[Observation], float]:
+    """What the forest fits, and the sign it maximizes: the trials' values, or with several
+    objectives ParEGO's random scalarisation of them for the batch starting at trial ``first``
+    (:mod:`fastlab.sweep.objectives`; infeasible and diverged trials count as the worst)."""
+    from fastlab.sweep.objectives import feasible_values, parse_objectives, scalarise, weights_for
+
+    objectives = parse_objectives(settings.objectives, settings.constraints)
+    if objectives is None or len(objectives.names) < 2:
+        return finished, settings.sign
+    rows = [feasible_values(objectives, o.judged) for o in finished]
+    weights = weights_for(len(objectives.names), seed, first)
+    values = scalarise(rows, objectives.signs, weights)
+    return [Observation(o.params, v) for o, v in zip(finished, values, strict=True)], 1.0
 
 
 def _use_model(number: int, settings: SweepSettings, seed: int, n_finished: int, n_warm: int = 0) -> bool:

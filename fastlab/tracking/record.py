@@ -20,9 +20,9 @@ def finite(value: Any) -> bool:
 
 def final_metrics(doc: dict[str, Any]) -> dict[str, float]:
     """``metrics.json``'s final numbers by tracker metric name: ``objective``, ``epochs``,
-    ``layer_groups``, ``final.*``, ``best.*`` and ``seconds.*``."""
+    ``layer_groups``, ``n_params``, ``final.*``, ``best.*`` and ``seconds.*``."""
     out = {}
-    for key in ("objective", "epochs", "layer_groups"):
+    for key in ("objective", "epochs", "layer_groups", "n_params"):
         if finite(doc.get(key)):
             out[key] = float(doc[key])
     for group in ("final", "best", "seconds"):

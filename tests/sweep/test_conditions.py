@@ -52,11 +52,11 @@ def test_an_expression_holds_as_written(text, params, holds) -> None:
     ({"mom": "optimiser == 'sgd'"}, "optimiser is not a swept key"),
     ({"mom": "mom > 0.5"}, "cannot read the key itself"),
     ({"mom": "opt =="}, "cannot parse it"),
-    ({"mom": "__import__('os').system('true')"}, "is not allowed in a condition"),
-    ({"mom": "opt.upper() == 'SGD'"}, "is not allowed in a condition"),
+    ({"mom": "__import__('os').system('true')"}, "is not allowed in an expression"),
+    ({"mom": "opt.upper() == 'SGD'"}, "is not allowed in an expression"),
     ({"mom": "opt is 'sgd'"}, "the comparison Is is not allowed"),
-    ({"mom": "(lambda: 1)() == 1"}, "is not allowed in a condition"),
-    ({"mom": ""}, "a condition is an expression in quotes"),
+    ({"mom": "(lambda: 1)() == 1"}, "is not allowed in an expression"),
+    ({"mom": ""}, "give an expression in quotes"),
     ({"mom": "wd > 0", "wd": "mom > 0"}, "depend on each other in a circle (mom -> wd -> mom)"),
 ])
 def test_a_bad_condition_is_one_line(conditions, message) -> None:

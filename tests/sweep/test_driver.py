@@ -102,6 +102,7 @@ def test_a_sweep_records_every_trial_and_exports(tmp_path: Path) -> None:
         "error",
         "driver",
         "heartbeat_at",
+        "objectives",
     ]
     assert [r[1] for r in db.execute("PRAGMA table_info(reports)")] == ["number", "epoch", "value"]
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

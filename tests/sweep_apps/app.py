@@ -3,7 +3,9 @@
 It returns a smooth function of x, y and c (maximum 1.0 at x=0.3, y=3, c=b), optionally sleeps
 (so a test can kill a sweep mid-way; ``spread`` makes the time grow with x), raises when x equals ``fail_x`` and returns NaN when x
 equals ``nan_x``. It writes ``marker.txt`` (the pid that ran it) into its job dir, so a test can
-tell a job dir written by the first run from one written by a resume.
+tell a job dir written by the first run from one written by a resume. With ``by_name=true`` it
+returns its objectives by name: ``{"value": ..., "cost": 1 + 4x + y/5}``, a planted trade-off (the
+value is best at x=0.3, the cost lowest at x=0), for ``hydra.sweeper.objectives``.
 """
 
 import math
@@ -26,7 +28,10 @@ def main(cfg: DictConfig) -> float:
     if cfg.nan_x is not None and cfg.x == cfg.nan_x:
         return math.nan
     bonus = {"a": 0.0, "b": 0.1, "c": -0.1}[cfg.c]
-    return 0.9 - (cfg.x - 0.3) ** 2 - 0.01 * (cfg.y - 3) ** 2 + bonus
+    value = 0.9 - (cfg.x - 0.3) ** 2 - 0.01 * (cfg.y - 3) ** 2 + bonus
+    if cfg.by_name:
+        return {"value": value, "cost": 1 + 4 * cfg.x + cfg.y / 5}
+    return value
 
 
 if __name__ == "__main__":
