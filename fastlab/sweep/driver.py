@@ -409,11 +409,25 @@ def _check_identity(
             f"{stored}, or use a new hydra.sweep.dir"
         )
     store.set("direction", settings.direction)
+    # what fastlab-meta reads the trials' objectives by (a sweep of one objective records none)
+    objectives = {str(k): v for k, v in _flat_objectives(settings.objectives).items()}
+    stored = store.get("objectives")
+    if objectives or stored:
+        if stored is not None and started and stored != objectives:
+            raise SweepError(f"{trials_db(sweep_dir)} holds a sweep of the objectives {stored}, not {objectives}; "
+                             "rerun with the same hydra.sweeper.objectives, or use a new hydra.sweep.dir")
+        store.set("objectives", objectives)
     seed = settings.seed if settings.seed is not None else store.get("seed")
     if seed is None:
         seed = secrets.randbelow(2**31)
     store.set("seed", seed)
     return int(seed)
+
+
+def _flat_objectives(objectives: dict[str, Any]) -> dict[str, str]:
+    """``hydra.sweeper.objectives`` as {name: direction}, dotted names flat, in order."""
+    parsed = parse_objectives(objectives, ())
+    return {} if parsed is None else dict(zip(parsed.names, parsed.directions, strict=True))
 
 
 def _recover_finished(store: TrialStore, sweep_dir: Path, trial: Trial, objectives: Objectives | None = None) -> bool:

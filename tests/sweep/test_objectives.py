@@ -213,3 +213,15 @@ def test_the_mirror_holds_every_objective(tmp_path: Path) -> None:
     for t in read_sweep(sweep_dir / "trials.db").trials:
         assert mirrored[t.number].values == pytest.approx([t.objectives["values"]["value"], t.objectives["values"]["cost"]])
         assert mirrored[t.number].user_attrs.get("fastlab_violated", []) == t.objectives["violated"]
+
+
+def test_a_resume_keeps_the_objectives_and_the_store_records_them(tmp_path: Path) -> None:
+    sweep_dir = tmp_path / "sweep"
+    run_app(sweep_dir, *MULTI, "hydra.sweeper.n_trials=2")
+    assert read_sweep(sweep_dir / "trials.db").state["objectives"] == {"value": "maximize", "cost": "minimize"}
+    other = [a for a in MULTI if not a.startswith("+hydra.sweeper.objectives")]
+    proc = run_app(sweep_dir, *other, "+hydra.sweeper.objectives={value: maximize, x: minimize}",
+                   "hydra.sweeper.n_trials=3", check=False)
+    assert proc.returncode == 2
+    assert "holds a sweep of the objectives {'value': 'maximize', 'cost': 'minimize'}" in proc.stderr.splitlines()[-1]
+    assert len(read_sweep(sweep_dir / "trials.db").trials) == 2
