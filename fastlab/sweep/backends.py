@@ -37,7 +37,9 @@ CREATE TABLE IF NOT EXISTS trials (
     error       TEXT,
     driver      TEXT,
     heartbeat_at TEXT,
-    objectives  TEXT
+    objectives  TEXT,
+    config      INTEGER,
+    repeat      INTEGER
 );
 CREATE TABLE IF NOT EXISTS sweep (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS reports (
@@ -50,7 +52,8 @@ SCHEMA_POSTGRES = [s.strip() for s in SCHEMA_SQLITE.replace("REAL", "DOUBLE PREC
                    if s.strip()]
 # Columns a store from an earlier fastlab lacks (before many drivers; before several objectives):
 # added on open, NULL for its old rows.
-ADDED_COLUMNS = (("driver", "TEXT"), ("heartbeat_at", "TEXT"), ("objectives", "TEXT"))
+ADDED_COLUMNS = (("driver", "TEXT"), ("heartbeat_at", "TEXT"), ("objectives", "TEXT"), ("config", "INTEGER"),
+                 ("repeat", "INTEGER"))
 
 
 class Database:

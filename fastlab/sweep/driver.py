@@ -34,9 +34,9 @@ from fastlab.rundir.metrics_json import read_metrics
 from fastlab.sweep.direction import HOW_TO_SET
 from fastlab.sweep.errors import SweepError
 from fastlab.sweep.lease import DriverLease
-from fastlab.sweep.objectives import Objectives, parse_objectives
+from fastlab.sweep.objectives import Objectives, mean_objectives, parse_objectives
 from fastlab.sweep.prior import enqueued, warm_observations
-from fastlab.sweep.results import best_table, best_trials, write_exports
+from fastlab.sweep.results import best_table, best_trials, by_configuration, write_exports
 from fastlab.sweep.settings import DEFAULT_N_TRIALS, SweepSettings
 from fastlab.sweep.space import SearchSpace
 from fastlab.sweep.store import FINISHED, Trial, TrialStore, now, open_store
@@ -81,6 +81,7 @@ class _Sweep:
     warm: list[Observation] = field(default_factory=list)  # hydra.sweeper.warm_start's trials, for the forest
     mirror: Any = None  # hydra.sweeper.mirror's writer (fastlab.sweep.mirror), or None
     objectives: Objectives | None = None  # hydra.sweeper.objectives and constraints, checked
+    repeat_of: dict[int, int] = field(default_factory=dict)  # run number -> its repeat (hydra.sweeper.repeats)
     checked: set[tuple] = field(default_factory=set)  # trial shapes whose composition was checked
     retried: set[int] = field(default_factory=set)  # failed trials this driver already ran again
 
@@ -115,6 +116,11 @@ def run_sweep(
     if settings.direction is None:
         raise SweepError(f"hydra.sweeper.direction is not set; {HOW_TO_SET}")
     # a bad enqueued configuration or warm-start source stops here, before the store is touched
+    if settings.repeats > 1:
+        key = settings.repeat_key
+        if key in space.names or any(f.lstrip("+~").split("=", 1)[0] == key for f in space.fixed):
+            raise SweepError(f"hydra.sweeper.repeats gives each run its own {key}, which the sweep also sets: "
+                             f"drop {key} from the overrides, or name another key with hydra.sweeper.repeat_key")
     objectives = parse_objectives(settings.objectives, settings.constraints)
     enqueued(space, settings.enqueue, settings.strategy, seed=0)
     warm = warm_observations(space, settings.warm_start, settings.direction) if settings.warm_start else []
@@ -187,8 +193,10 @@ class _Heartbeat:
 
 
 def _job_overrides(sweep: _Sweep, number: int, params: dict[str, Any]) -> list[str]:
-    """A trial's job: its values, and the overrides that hand it its trial number."""
-    return [*sweep.space.overrides(params), *sweep.hand_number(number)]
+    """A trial's job: its values (and, with repeats, its run's seed), and the overrides that hand
+    it its trial number."""
+    seed = [f"{sweep.settings.repeat_key}={sweep.repeat_of[number]}"] if number in sweep.repeat_of else []
+    return [*sweep.space.overrides(params), *seed, *sweep.hand_number(number)]
 
 
 def _run_batches(sweep: _Sweep, launch: Launch, size: int) -> None:
@@ -297,7 +305,7 @@ def _claim_in_transaction(sweep: _Sweep, count: int) -> list[tuple[int, dict[str
         trials = store.trials(metrics=False)
     finished = [t for t in trials if t.status in FINISHED and t.number not in {r.number for r in rerun}]
     failed = [t for t in finished if t.status == "failed"]
-    allowed_failures = math.floor(settings.max_failure_rate * sweep.n_total)
+    allowed_failures = math.floor(settings.max_failure_rate * sweep.n_total * settings.repeats)
     if len(failed) > allowed_failures:
         raise SweepError(
             f"sweep stopped: {len(failed)} of {len(finished)} trials failed, more than "
@@ -307,18 +315,26 @@ def _claim_in_transaction(sweep: _Sweep, count: int) -> list[tuple[int, dict[str
         )
     rerun.sort(key=lambda t: t.number)
     rerun = rerun[:count]
-    n_new = max(0, min(count - len(rerun), sweep.n_total - len(trials)))
     runs = [(t.number, t.params) for t in rerun]
-    runs += _new_runs(sweep, trials, len(trials) and max(t.number for t in trials) + 1, n_new, rerun)
+    placed = {t.number: (t.config, t.repeat) for t in rerun if t.repeat is not None}
+    first = len(trials) and max(t.number for t in trials) + 1
+    if settings.repeats == 1:
+        n_new = max(0, min(count - len(rerun), sweep.n_total - len(trials)))
+        runs += _new_runs(sweep, trials, first, n_new, rerun)
+    else:
+        more = _runs_of_configs(sweep, trials, first, count - len(rerun), rerun)
+        runs += [(number, params) for number, params, _ in more]
+        placed.update({number: where for number, _, where in more})
     if not runs:
         return []
+    sweep.repeat_of.update({number: repeat for number, (_, repeat) in placed.items()})
     sweep.retried.update(t.number for t in rerun if t.status == "failed")
     # Past the highest job dir on disk too: a job dir is never reused, whatever the store says.
     next_job = max(store.get("next_job") or 0, _highest_job_dir(sweep.sweep_dir) + 1)
     jobs = list(range(next_job, next_job + len(runs)))
     store.start([(number, params, _relative(sweep.job_dir_for(job), sweep.sweep_dir))
                  for (number, params), job in zip(runs, jobs, strict=True)],
-                next_job=next_job + len(runs), driver=sweep.lease.id)
+                next_job=next_job + len(runs), driver=sweep.lease.id, placed=placed)
     for t in rerun:
         log.info(f"trial {t.number}: run again ({'failed before' if t.status == 'failed' else 'its driver stopped'})")
     return [(number, params, job) for (number, params), job in zip(runs, jobs, strict=True)]
@@ -498,6 +514,55 @@ def _new_runs(
     return list(zip(numbers, params, strict=True))
 
 
+def _runs_of_configs(sweep: _Sweep, trials: Sequence[Trial], first: int, count: int,
+                     rerun: Sequence[Trial]) -> list[tuple[int, dict[str, Any], tuple[int, int]]]:
+    """Up to ``count`` new runs of a sweep with ``repeats``, numbered from ``first``: (number,
+    params, (config, repeat)). The runs a configuration still lacks come first (a resumed sweep
+    runs the missing seeds only), then new configurations, proposed from the means of the
+    configurations so far; ``n_trials`` counts configurations."""
+    n = sweep.settings.repeats
+    by_config: dict[int, list[Trial]] = {}
+    for t in trials:
+        if t.config is not None:
+            by_config.setdefault(t.config, []).append(t)
+    out: list[tuple[int, dict[str, Any], tuple[int, int]]] = []
+    for config in sorted(by_config):
+        have = {t.repeat for t in by_config[config]}
+        for repeat in range(n):
+            if repeat not in have and len(out) < count:
+                out.append((first + len(out), dict(by_config[config][0].params), (config, repeat)))
+    n_configs = max(by_config, default=-1) + 1
+    wanted = min(math.ceil(max(0, count - len(out)) / n), sweep.n_total - n_configs)
+    if wanted <= 0:
+        return out
+    observations, pending = _config_observations(by_config, rerun)
+    numbers = list(range(n_configs, n_configs + wanted))
+    proposed = propose(sweep.space, sweep.settings, sweep.seed, numbers, sweep.warm + observations, pending,
+                       sweep.enqueued, len(sweep.warm))
+    for config, params in zip(numbers, proposed, strict=True):
+        for repeat in range(n):
+            if len(out) < count:
+                out.append((first + len(out), params, (config, repeat)))
+    return out
+
+
+def _config_observations(by_config: dict[int, list[Trial]],
+                         rerun: Sequence[Trial]) -> tuple[list[Observation], list[dict[str, Any]]]:
+    """What the strategies see of a sweep with repeats: each configuration with a finished run as
+    the mean of its completed runs (None when all of them diverged), the others as pending."""
+    again = {t.number for t in rerun}
+    observations, pending = [], []
+    for runs in by_config.values():
+        done = [t for t in runs if t.status in ("completed", "diverged") and t.number not in again]
+        if not done:
+            pending.append(runs[0].params)
+            continue
+        values = [t.value for t in done if t.status == "completed" and t.value is not None]
+        observations.append(Observation(runs[0].params, sum(values) / len(values) if values else None,
+                                        mean_objectives([t.objectives for t in done])))
+    return observations, pending
+
+
 def _shape(params: dict[str, Any]) -> tuple:
     """What decides whether a trial's overrides compose: a number's type (any int fits where one
     does), other values themselves (a string may be a config group's option, a list a shape)."""
@@ -515,18 +580,25 @@ def _export(
 ) -> None:
     """Write trials.csv and best.yaml, then echo the best-trials table (the Pareto front's, with
     several objectives)."""
-    best = best_trials(trials, settings.sign, 1, settings.pruned)
+    rows, spread = by_configuration(trials)  # with repeats: one row per configuration, its runs' mean
+    best = best_trials(rows, settings.sign, 1, settings.pruned)
     overrides = space.overrides(best[0].params) if best else None
     write_exports(sweep_dir, trials, space.names, settings.sign, settings.direction, overrides,
                   settings.pruned, objectives, space.overrides)
     if settings.top_k:
-        echo(best_table(trials, space.names, settings.sign, settings.top_k, settings.pruned, objectives))
+        echo(best_table(rows, space.names, settings.sign, settings.top_k, settings.pruned, objectives, spread))
     echo(f"trials: {sweep_dir / 'trials.csv'}  best: {sweep_dir / 'best.yaml'}")
 
 
 def _log_resume(trials: Sequence[Trial], n_total: int) -> None:
     if not trials:
         log.info(f"new sweep of {n_total} trials")
+        return
+    if trials[0].config is not None:  # repeats: n_trials counts configurations
+        configs = {t.config for t in trials}
+        done = {t.config for t in trials} - {t.config for t in trials if t.status not in FINISHED}
+        log.info(f"resuming: {len(done)} of {n_total} configurations finished, {len(configs) - len(done)} with runs "
+                 "left to run")
         return
     done = sum(t.status in FINISHED for t in trials)
     running = sum(t.status == "running" for t in trials)

@@ -162,3 +162,18 @@ def weights_for(k: int, seed: int, first: int) -> np.ndarray:
     """(k,) the scalarisation's weights for the batch of proposals starting at trial ``first``:
     uniform on the simplex, drawn from the seed, so a resume draws the same."""
     return np.random.default_rng([seed, first, 17]).dirichlet(np.ones(k))
+
+
+def mean_objectives(judged: Sequence[Mapping[str, Any] | None]) -> dict[str, Any] | None:
+    """The objectives of a configuration from its runs' (``hydra.sweeper.repeats``): each
+    objective's mean over the runs that have it, and every constraint some run broke."""
+    runs = [j for j in judged if j]
+    if not runs:
+        return None
+    names = list(dict.fromkeys(n for j in runs for n in j.get("values", {})))
+    values = {}
+    for name in names:
+        seen = [j["values"][name] for j in runs if j["values"].get(name) is not None]
+        values[name] = sum(seen) / len(seen) if seen else None
+    violated = list(dict.fromkeys(v for j in runs for v in j.get("violated", [])))
+    return {"values": values, "violated": violated}

@@ -1,7 +1,9 @@
 """What a sweep leaves for people: ``trials.csv``, ``best.yaml`` and the best-trials table.
 
 Files are written under a temporary name and renamed into place, so a reader (or a crash) never
-sees half a file.
+sees half a file. With ``hydra.sweeper.repeats`` they speak of configurations: each row is one
+configuration's runs (:func:`by_configuration`), its value their mean with ``sd`` and ``n``, and
+``runs.csv`` keeps every run.
 """
 
 import csv
@@ -14,10 +16,48 @@ from typing import Any
 import numpy as np
 import yaml
 
+import dataclasses
+import math
+
 from fastlab.rundir import atomic_write_text
-from fastlab.sweep.objectives import Objectives, feasible_values, pareto_mask
+from fastlab.sweep.objectives import Objectives, feasible_values, mean_objectives, pareto_mask
 from fastlab.sweep.store import Trial
 
+
+@dataclasses.dataclass(frozen=True)
+class Spread:
+    """A configuration's runs (``hydra.sweeper.repeats``): the sd of their values, how many
+    completed, and their trial numbers."""
+
+    sd: float | None
+    n: int
+    runs: tuple[int, ...]
+
+
+def by_configuration(trials: Sequence[Trial]) -> tuple[list[Trial], dict[int, Spread]]:
+    """The runs of a sweep with repeats as one row per configuration (numbered by configuration,
+    value the mean of its completed runs, objectives their means, the first run's job dir), and
+    each one's :class:`Spread`. Trials of a sweep without repeats come back as they are."""
+    groups: dict[int, list[Trial]] = {}
+    for t in trials:
+        if t.config is None:
+            return list(trials), {}
+        groups.setdefault(t.config, []).append(t)
+    rows, spread = [], {}
+    for config, runs in sorted(groups.items()):
+        values = [t.value for t in runs if t.status == "completed" and t.value is not None]
+        statuses = {t.status for t in runs}
+        status = next((s for s in ("completed", "running", "diverged", "pruned") if s in statuses), "failed")
+        mean = sum(values) / len(values) if values else None
+        sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else None
+        errors = [t.error for t in runs if t.error]
+        rows.append(Trial(number=config, status=status, params=runs[0].params, value=mean, job_dir=runs[0].job_dir,
+                          started_at=min((t.started_at for t in runs if t.started_at), default=None),
+                          finished_at=max((t.finished_at for t in runs if t.finished_at), default=None),
+                          error=errors[-1] if errors else None,
+                          objectives=mean_objectives([t.objectives for t in runs if t.status == "completed"])))
+        spread[config] = Spread(sd, len(values), tuple(t.number for t in runs))
+    return rows, spread
 
 def best_trials(trials: Sequence[Trial], sign: float, k: int | None = None,
                 pruned: str = "drop") -> list[Trial]:
@@ -44,24 +84,32 @@ def _cell(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def trials_csv(trials: Sequence[Trial], names: Sequence[str], objectives: Objectives | None = None) -> str:
+def trials_csv(trials: Sequence[Trial], names: Sequence[str], objectives: Objectives | None = None,
+               spread: dict[int, Spread] | None = None) -> str:
     """One row per trial: number, status, value, (with several objectives: one column per
-    objective and ``feasible``), one column per searched key, then bookkeeping."""
+    objective and ``feasible``), one column per searched key, then bookkeeping. With ``spread``
+    (configurations of a sweep with repeats): ``sd`` and ``n`` after the value (the mean), and the
+    configuration's ``runs``; runs themselves (``config`` set) get ``config`` and ``repeat``."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
+    placed = any(t.config is not None for t in trials)
     fixed = {"number", "status", "value", "feasible", *names, "job_dir", "started_at", "finished_at", "error"}
     # an objective named like another column (a task returning {"value": ...}) gets a prefix
     judged = [f"objective.{n}" if n in fixed else n for n in objectives.names] + ["feasible"] \
         if objectives is not None else []
     writer.writerow(
-        ["number", "status", "value", *judged, *names, "job_dir", "started_at", "finished_at", "error"]
+        ["number", "status", *(["config", "repeat"] if placed else []), "value", *(["sd", "n"] if spread else []),
+         *judged, *names, "job_dir", "started_at", "finished_at", "error", *(["runs"] if spread else [])]
     )
     for t in trials:
+        s = (spread or {}).get(t.number)
         writer.writerow(
-            [t.number, t.status, _cell(t.value)]
+            [t.number, t.status, *([_cell(t.config), _cell(t.repeat)] if placed else []), _cell(t.value)]
+            + ([_cell(s.sd), s.n] if spread else [])
             + (_judged_cells(t, objectives) if objectives is not None else [])
             + [_cell(t.params.get(n)) for n in names]
             + [_cell(t.job_dir), _cell(t.started_at), _cell(t.finished_at), _cell(t.error)]
+            + ([" ".join(map(str, s.runs))] if spread else [])
         )
     return out.getvalue()
 
@@ -86,7 +134,7 @@ def pareto_front(trials: Sequence[Trial], objectives: Objectives) -> list[Trial]
 def best_yaml(
     trials: Sequence[Trial], sign: float, direction: str, overrides: list[str] | None,
     pruned: str = "drop", objectives: Objectives | None = None,
-    overrides_of: Callable[[dict[str, Any]], list[str]] | None = None,
+    overrides_of: Callable[[dict[str, Any]], list[str]] | None = None, spread: dict[int, Spread] | None = None,
 ) -> str:
     """The best trial and the overrides that reproduce it (``overrides`` of the best, or None);
     with several objectives also ``objectives`` and the Pareto front under ``pareto:`` (each
@@ -103,6 +151,10 @@ def best_yaml(
         "trials": counts(trials),
         "pruned_trials": pruned,  # the policy: dropped from the ranking, or kept in it
     }
+    if spread:  # a configuration of a sweep with repeats: value is the mean of its runs
+        s = spread.get(best.number) if best is not None else None
+        doc.update({"sd": None if s is None else s.sd, "n": None if s is None else s.n,
+                    "runs": None if s is None else list(s.runs)})
     if objectives is not None:
         doc["objectives"] = dict(zip(objectives.names, objectives.directions, strict=True))
         doc["constraints"] = [text for text, _, _ in objectives.constraints]
@@ -114,7 +166,8 @@ def best_yaml(
 
 
 def best_table(trials: Sequence[Trial], names: Sequence[str], sign: float, k: int,
-               pruned: str = "drop", objectives: Objectives | None = None) -> str:
+               pruned: str = "drop", objectives: Objectives | None = None,
+               spread: dict[int, Spread] | None = None) -> str:
     """The ``k`` best completed trials as a fixed-width text table; with several objectives, the
     Pareto front (up to ``k`` rows, by the first objective) with each objective's value."""
     if objectives is not None and len(objectives.names) > 1:
@@ -130,6 +183,12 @@ def best_table(trials: Sequence[Trial], names: Sequence[str], sign: float, k: in
     )
     if not ranked:
         return title
+    if spread:  # configurations: the mean of their runs, its sd and n
+        title = title.replace(" trials (", " configurations (", 1)
+        header = ["rank", "config", "mean", "sd", "n", *names]
+        rows = [[str(i + 1), str(t.number), f"{t.value:.6g}", _fmt(spread[t.number].sd), str(spread[t.number].n),
+                 *(_fmt(t.params.get(n)) for n in names)] for i, t in enumerate(ranked)]
+        return "\n".join([title, *_aligned([header, *rows])])
     header = ["rank", "trial", "value", *names, "job_dir"]
     rows = [
         [
@@ -181,7 +240,11 @@ def write_exports(
     objectives: Objectives | None = None,
     overrides_of: Callable[[dict[str, Any]], list[str]] | None = None,
 ) -> None:
-    """Write ``trials.csv`` and ``best.yaml`` into the sweep dir."""
-    atomic_write_text(sweep_dir / "trials.csv", trials_csv(trials, names, objectives))
-    atomic_write_text(sweep_dir / "best.yaml", best_yaml(trials, sign, direction, best_overrides, pruned,
-                                                         objectives, overrides_of))
+    """Write ``trials.csv`` and ``best.yaml`` into the sweep dir (with repeats, of configurations,
+    and every run into ``runs.csv``)."""
+    rows, spread = by_configuration(trials)
+    if spread:
+        atomic_write_text(sweep_dir / "runs.csv", trials_csv(trials, names, objectives))
+    atomic_write_text(sweep_dir / "trials.csv", trials_csv(rows, names, objectives, spread))
+    atomic_write_text(sweep_dir / "best.yaml", best_yaml(rows, sign, direction, best_overrides, pruned,
+                                                         objectives, overrides_of, spread))

@@ -89,6 +89,10 @@ class SweepSettings:
     # or its metrics.json (fastlab.sweep.objectives); the first is the trial's value. constraints:
     # ["EXPR", ...] over the same names; a trial that breaks one is infeasible.
     objectives: dict[str, Any] = field(default_factory=dict)
+    # Runs per configuration: each with its own training seed (`repeat_key`=0..repeats-1); the
+    # configuration's value is their mean, and n_trials counts configurations.
+    repeats: int = 1
+    repeat_key: str = "seed"
     constraints: list[Any] = field(default_factory=list)
     # Set by the sweep's driver on each job it launches (`hydra.sweeper.trial=N`, a Hydra override,
     # so the job's own config and override_dirname stay as they are): the job's trial number, by
@@ -157,6 +161,11 @@ class SweepSettings:
         if not isinstance(self.conditions, Mapping):
             raise SweepError(f"hydra.sweeper.conditions={self.conditions!r} is not a mapping: give "
                              "{KEY: \"EXPR\"}, e.g. {schedule.wd: \"schedule.opt == 'adamw'\"}")
+        if isinstance(self.repeats, bool) or not isinstance(self.repeats, int) or self.repeats < 1:
+            raise SweepError(f"hydra.sweeper.repeats={self.repeats!r} must be a positive integer (runs per "
+                             "configuration, each with its own seed): e.g. hydra.sweeper.repeats=3")
+        if not isinstance(self.repeat_key, str) or not self.repeat_key.strip():
+            raise SweepError(f"hydra.sweeper.repeat_key={self.repeat_key!r} is not a config key: e.g. seed")
         if self.top_k < 0:
             raise SweepError(f"hydra.sweeper.top_k={self.top_k} must be at least 0")
         return self

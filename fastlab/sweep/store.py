@@ -15,7 +15,7 @@ or ``open_store``; everyone else (``fastlab-meta``, progress lines) with
 Schema (a contract, see docs/design.md)::
 
     trials(number, status, params JSON, value, metrics JSON, job_dir, started_at, finished_at,
-           error, driver, heartbeat_at, objectives JSON)
+           error, driver, heartbeat_at, objectives JSON, config, repeat)
     sweep(key, value JSON)
     reports(number, epoch, value)
 
@@ -25,7 +25,10 @@ when it last said so. ``sweep`` keeps the sweep's own state: ``space`` (the sear
 fingerprint), ``config`` (the app's composed config, YAML), ``direction`` (maximize or minimize),
 ``seed``, ``next_job`` and ``pruner``. ``reports`` holds each trial's objective after each epoch,
 for pruning. ``objectives`` (with ``hydra.sweeper.objectives``) is ``{"values": {name: value},
-"violated": [constraint, ...]}`` (``fastlab.sweep.objectives``); NULL otherwise.
+"violated": [constraint, ...]}`` (``fastlab.sweep.objectives``); NULL otherwise. With
+``hydra.sweeper.repeats`` a trial is one run of a configuration: ``config`` numbers the
+configuration (its params are every one of its runs'), ``repeat`` the run (0..repeats-1, the
+training seed it was given); NULL otherwise.
 """
 
 import hashlib
@@ -54,7 +57,7 @@ from fastlab.sweepdir import read_pointer, trials_db, write_pointer
 
 FINISHED = ("completed", "failed", "diverged", "pruned")
 _COLUMNS = ("number, status, params, value, metrics, job_dir, started_at, finished_at, error, driver, "
-            "heartbeat_at, objectives")
+            "heartbeat_at, objectives, config, repeat")
 T = TypeVar("T")
 
 
@@ -74,6 +77,8 @@ class Trial:
     driver: str | None = None
     heartbeat_at: str | None = None
     objectives: dict[str, Any] | None = None  # {"values": {name: value}, "violated": [...]} (fastlab.sweep.objectives)
+    config: int | None = None  # with hydra.sweeper.repeats: the configuration this run belongs to
+    repeat: int | None = None  # ... and which of its runs (the seed it was given)
 
 
 @dataclass(frozen=True)
@@ -347,17 +352,18 @@ class TrialStore:
             Trial(number=r[0], status=r[1], params=json.loads(r[2]), value=r[3],
                   metrics=None if r[4] is None else json.loads(r[4]), job_dir=r[5], started_at=r[6],
                   finished_at=r[7], error=r[8], driver=r[9], heartbeat_at=r[10],
-                  objectives=None if r[11] is None else json.loads(r[11]))
+                  objectives=None if r[11] is None else json.loads(r[11]), config=r[12], repeat=r[13])
             for r in rows
         ]
 
     def start(self, runs: Iterable[tuple[int, dict[str, Any], str]], next_job: int,
-              driver: str | None = None) -> None:
+              driver: str | None = None, placed: dict[int, tuple[int, int]] | None = None) -> None:
         """Mark trials (number, params, job_dir) running under ``driver`` and reserve job numbers,
         atomically (inside ``claim`` when many drivers share the study).
 
         A trial that exists already (left running by a dead driver, or failed and retried) is
-        reset, its old reports dropped; its old job dir stays on disk untouched.
+        reset, its old reports dropped; its old job dir stays on disk untouched. ``placed``:
+        number -> (config, repeat) of the runs of a sweep with repeats.
         """
         stamp = now()
         runs = list(runs)
@@ -367,11 +373,12 @@ class TrialStore:
                 for number, params, job_dir in runs:
                     self._db.execute(
                         f"INSERT INTO trials ({_COLUMNS}) VALUES (?, 'running', ?, NULL, NULL, ?, ?, NULL, "
-                        "NULL, ?, ?, NULL) ON CONFLICT (number) DO UPDATE SET status = 'running', params = "
+                        "NULL, ?, ?, NULL, ?, ?) ON CONFLICT (number) DO UPDATE SET status = 'running', params = "
                         "excluded.params, value = NULL, metrics = NULL, job_dir = excluded.job_dir, "
                         "started_at = excluded.started_at, finished_at = NULL, error = NULL, driver = "
                         "excluded.driver, heartbeat_at = excluded.heartbeat_at, objectives = NULL",
-                        (number, json.dumps(params), job_dir, stamp, driver, stamp))
+                        (number, json.dumps(params), job_dir, stamp, driver, stamp,
+                         *(placed or {}).get(number, (None, None))))
                     self._db.execute("DELETE FROM reports WHERE number = ?", (number,))
                 self._db.execute("INSERT INTO sweep (key, value) VALUES ('next_job', ?) ON CONFLICT (key) "
                                  "DO UPDATE SET value = excluded.value", (json.dumps(next_job),))

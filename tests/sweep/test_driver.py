@@ -103,6 +103,8 @@ def test_a_sweep_records_every_trial_and_exports(tmp_path: Path) -> None:
         "driver",
         "heartbeat_at",
         "objectives",
+        "config",
+        "repeat",
     ]
     assert [r[1] for r in db.execute("PRAGMA table_info(reports)")] == ["number", "epoch", "value"]
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

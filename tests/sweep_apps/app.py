@@ -5,11 +5,14 @@ It returns a smooth function of x, y and c (maximum 1.0 at x=0.3, y=3, c=b), opt
 equals ``nan_x``. It writes ``marker.txt`` (the pid that ran it) into its job dir, so a test can
 tell a job dir written by the first run from one written by a resume. With ``by_name=true`` it
 returns its objectives by name: ``{"value": ..., "cost": 1 + 4x + y/5}``, a planted trade-off (the
-value is best at x=0.3, the cost lowest at x=0), for ``hydra.sweeper.objectives``.
+value is best at x=0.3, the cost lowest at x=0), for ``hydra.sweeper.objectives``. ``noise`` adds
+Gaussian noise of that sd, drawn from ``seed`` and the trial's values: a training seed's luck, for
+``hydra.sweeper.repeats``.
 """
 
 import math
 import os
+import random
 import time
 from pathlib import Path
 
@@ -29,6 +32,8 @@ def main(cfg: DictConfig) -> float:
         return math.nan
     bonus = {"a": 0.0, "b": 0.1, "c": -0.1}[cfg.c]
     value = 0.9 - (cfg.x - 0.3) ** 2 - 0.01 * (cfg.y - 3) ** 2 + bonus
+    if cfg.noise:
+        value += cfg.noise * random.Random(f"{cfg.seed}:{cfg.x}:{cfg.c}:{cfg.y}").gauss(0.0, 1.0)
     if cfg.by_name:
         return {"value": value, "cost": 1 + 4 * cfg.x + cfg.y / 5}
     return value
