@@ -5,6 +5,7 @@
     fastlab-meta outputs/sweeps/lr_ratio --reference 2.6 --confirm     # then a controlled grid
     fastlab-meta outputs/sweeps/lr_ratio --focus lr_low \
         --derive 'lr_low=schedule.lr_max/schedule.lr_ratio**(layer_groups-1)'
+    fastlab-meta outputs/sweeps/small --metric n_params     # another of several objectives
 
 Errors the user can cause end with one line naming the thing and the fix, and exit status 2.
 """
@@ -20,7 +21,7 @@ from fastlab.analysis.forest.encode import DIVERGED_POLICIES
 from fastlab.analysis.report.progress import ProgressLine
 from fastlab.analysis.sources import default_out, read_trials, tracker_source
 from fastlab.analysis.sources.direction import DIRECTIONS
-from fastlab.analysis.sources.table import PRUNED_POLICIES
+from fastlab.analysis.sources.table import INFEASIBLE_POLICIES, PRUNED_POLICIES
 from fastlab.cli import run_cli
 
 
@@ -34,8 +35,11 @@ def parser() -> argparse.ArgumentParser:
                    "mlflow:EXPERIMENT[#PARENT_RUN] (the store at $MLFLOW_TRACKING_URI, else "
                    "sqlite:///outputs/mlruns/mlflow.db) or optuna:STORAGE_URL[#STUDY], e.g. "
                    "'optuna:sqlite:///study.db#my_study'")
-    p.add_argument("--metric", default=None, help="with mlflow:...: the metric that is the "
-                   "objective (default: objective, which fastlab's runs log)")
+    p.add_argument("--metric", default=None, help="the response to analyse: for a sweep of "
+                   "several objectives (hydra.sweeper.objectives) one of them, with its direction "
+                   "(default: the first); else a number of the trials' metrics.json (a top-level "
+                   "one, final.<NAME> or a dotted path; --direction unless it is the objective); "
+                   "with mlflow:... the metric (default: objective, which fastlab's runs log)")
     p.add_argument("--focus", default=None, help="the parameter to recommend a value for "
                    "(default: schedule.lr_ratio when swept, else the most important numeric one)")
     p.add_argument("--reference", type=float, default=None,
@@ -58,6 +62,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--pruned", choices=PRUNED_POLICIES, default="drop",
                    help="trials a sweep's pruner stopped early: leave them out (default) or keep "
                         "them, scored by their last value, with the epochs they trained as a feature")
+    p.add_argument("--infeasible", choices=INFEASIBLE_POLICIES, default="keep",
+                   help="trials that broke a sweep's hydra.sweeper.constraints: keep them "
+                        "(default: their objectives are measured all the same) or leave them out")
     p.add_argument("--out", type=Path, default=None, help="report dir (default: PATH/meta)")
     p.add_argument("--n-boot", type=int, default=100, help="bootstrap refits (default 100)")
     p.add_argument("--trees", type=int, default=300, help="trees of the main forest (default 300)")
@@ -132,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
     neutral = "auto" if args.neutral is None else args.neutral
     m = MetaAnalysis(focus=args.focus, level=args.level, neutral=neutral,
                      reference=args.reference, direction=args.direction, diverged=args.diverged,
-                     pruned=args.pruned,
+                     pruned=args.pruned, infeasible=args.infeasible,
                      n_estimators=args.trees, n_boot=args.n_boot, random_state=args.seed,
                      n_jobs=args.jobs, derive=tuple(args.derive),
                      progress=None if args.quiet else ProgressLine("fastlab-meta: bootstrap"))

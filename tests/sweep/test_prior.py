@@ -46,7 +46,8 @@ def test_enqueued_configurations_run_first_and_count_in_n_trials(tmp_path: Path)
 
 
 def test_an_enqueued_sweep_killed_mid_way_resumes_to_the_same_trials(tmp_path: Path) -> None:
-    args = [*SPACE, ENQUEUE, "hydra.sweeper.n_trials=6", "hydra.sweeper.seed=3", "sleep=0.4"]
+    args = [*SPACE, ENQUEUE, "hydra.sweeper.n_trials=6", "hydra.sweeper.seed=3", "sleep=0.4",
+            "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
     alone = tmp_path / "alone"
     run_app(alone, *args)
     sweep_dir = tmp_path / "sweep"
@@ -60,12 +61,12 @@ def test_an_enqueued_sweep_killed_mid_way_resumes_to_the_same_trials(tmp_path: P
                 statuses = [t["status"] for t in rows(sweep_dir)]
             except Exception:  # not created yet
                 continue
-            if statuses.count("completed") >= 1 and "running" in statuses:
+            if statuses.count("completed") >= 2 and "running" in statuses:
                 break
         driver.send_signal(signal.SIGKILL)
     finally:
         driver.wait()
-    assert len(rows(sweep_dir)) < 6
+    assert [t["status"] for t in rows(sweep_dir)].count("completed") < 6
     run_app(sweep_dir, *args)
     assert params(sweep_dir) == params(alone)
 
@@ -130,3 +131,33 @@ def test_a_bad_warm_start_source_is_one_line(tmp_path: Path) -> None:
         assert proc.returncode == 2
         assert message in proc.stderr.strip().splitlines()[-1]
         assert not sweep_dir.exists() or not any(sweep_dir.iterdir())
+
+
+def test_a_warm_started_sweep_through_joblib_resumes_after_a_kill(tmp_path: Path) -> None:
+    earlier = tmp_path / "earlier"
+    run_app(earlier, *SPACE, "hydra.sweeper.strategy=random", "hydra.sweeper.n_trials=12", "hydra.sweeper.seed=1")
+    before = rows(earlier)
+    args = [*SPACE, "hydra.sweeper.strategy=forest", "hydra.sweeper.n_trials=6", "hydra.sweeper.n_initial=4",
+            f"hydra.sweeper.warm_start=[{earlier}]", "sleep=0.4", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+    sweep_dir = tmp_path / "sweep"
+    driver = subprocess.Popen([sys.executable, str(APP), "-m", f"hydra.sweep.dir={sweep_dir}", *args],
+                              cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+            try:
+                statuses = [t["status"] for t in rows(sweep_dir)]
+            except Exception:  # not created yet
+                continue
+            if statuses.count("completed") >= 2 and "running" in statuses:
+                break
+        driver.send_signal(signal.SIGKILL)
+    finally:
+        driver.wait()
+    assert len([t for t in rows(sweep_dir) if t["status"] == "completed"]) < 6
+    proc = run_app(sweep_dir, *args)
+    assert "12 trial(s) given to the forest" in proc.stdout + proc.stderr
+    after = rows(sweep_dir)
+    assert [t["number"] for t in after] == list(range(6)) and {t["status"] for t in after} == {"completed"}
+    assert rows(earlier) == before  # the earlier sweep is read, never written

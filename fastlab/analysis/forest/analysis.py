@@ -31,11 +31,14 @@ from fastlab.analysis.forest.recommend import MIN_IMPORTANCE, NEUTRAL, recommend
 from fastlab.analysis.forest.trees import fit_quietly, make_forest, oob_r2
 from fastlab.analysis.forest.verdict import trust, trust_warning
 from fastlab.analysis.sources.direction import check_direction
+from fastlab.analysis.sources.objectives import front_rows
 from fastlab.analysis.sources.table import (
     EPOCHS_RUN,
+    INFEASIBLE_POLICIES,
     PRUNED,
     PRUNED_POLICIES,
     TrialsTable,
+    drop_infeasible,
     keep_pruned,
 )
 
@@ -78,6 +81,8 @@ class MetaAnalysis(BaseEstimator):
     progress : called as ``progress(done, total)`` during the bootstrap, or None.
     derive : ``NAME=EXPR`` strings (``--derive``, :mod:`fastlab.analysis.forest.derive`): columns computed
         from others, analysed like any parameter (and a possible ``focus``).
+    infeasible : ``keep`` (trials that broke a sweep's constraint are still measured: analysed like
+        any other) or ``drop`` (left out, counted; :func:`fastlab.analysis.sources.table.drop_infeasible`).
     """
 
     def __init__(self, focus: str | None = None, level: float = 0.9, neutral: Any = "auto",
@@ -85,7 +90,8 @@ class MetaAnalysis(BaseEstimator):
                  diverged: str = "worst", pruned: str = "drop", n_estimators: int = 300, min_samples_leaf: int = 3,
                  n_boot: int = 100, n_boot_estimators: int = 100, grid_size: int = 50, n_splits: int = 5, n_repeats: int = 5,
                  random_state: int = 0, n_jobs: int | None = None,
-                 progress: Progress | None = None, derive: tuple[str, ...] = ()) -> None:
+                 progress: Progress | None = None, derive: tuple[str, ...] = (),
+                 infeasible: str = "keep") -> None:
         self.focus = focus
         self.level = level
         self.neutral = neutral
@@ -104,6 +110,7 @@ class MetaAnalysis(BaseEstimator):
         self.n_jobs = n_jobs
         self.progress = progress
         self.derive = derive
+        self.infeasible = infeasible
 
     # ------------------------------------------------------------------------------------ fit
 
@@ -128,6 +135,12 @@ class MetaAnalysis(BaseEstimator):
         if self.pruned == "keep":
             table, n_pruned = keep_pruned(table)
         self.pruned_policy_ = pruned_policy(self.pruned, n_pruned)
+        if self.infeasible not in INFEASIBLE_POLICIES:
+            raise MetaError(f"--infeasible {self.infeasible!r} is not known: use keep or drop")
+        n_infeasible = int(table.infeasible().sum())
+        if self.infeasible == "drop":
+            table, n_infeasible = drop_infeasible(table)
+        self.infeasible_policy_ = infeasible_policy(self.infeasible, n_infeasible, table.objective)
         self.table_ = table = with_derived(table, self.derive)
         self.direction_ = check_direction(self.direction or table.direction, table.objective,
                                           str(table.path), table.direction_note)
@@ -315,8 +328,21 @@ class MetaAnalysis(BaseEstimator):
                          "min_samples_leaf": self.min_samples_leaf, "grid_size": self.grid_size,
                          "importance_folds": self.n_splits, "importance_repeats": self.n_repeats,
                          "random_state": self.random_state, "diverged": self.diverged,
-                         "pruned": self.pruned},
+                         "pruned": self.pruned, "infeasible": self.infeasible},
+            **self._objectives_summary(),
         })
+
+    def _objectives_summary(self) -> dict[str, Any]:
+        """A sweep of several objectives: ``objectives`` {name: direction}, ``infeasible``
+        {policy, n, text} and (two or more) ``pareto``, the front's trial numbers best first by
+        the first objective; ``{}`` for a sweep of one objective."""
+        t = self.table_
+        if not t.objectives:
+            return {}
+        out = {"objectives": dict(t.objectives), "infeasible": self.infeasible_policy_}
+        if len(t.objectives) > 1:
+            out["pareto"] = [t.numbers[i] for i in front_rows(t)]
+        return out
 
     def focus_curve(self) -> dict[str, Any] | None:
         """The focus's partial dependence as plain lists, ``{param, values, mean, lo, hi}``
@@ -369,6 +395,18 @@ def _values(f, x) -> list[Any]:
 
 def _plain(v: Any) -> Any:
     return v.item() if isinstance(v, np.generic) else v
+
+
+def infeasible_policy(policy: str, n: int, objective: str | None) -> dict[str, Any]:
+    """What the report says of trials that broke a constraint: ``{"policy", "n", "text"}``."""
+    if n == 0:
+        text = "no trial broke a constraint"
+    elif policy == "keep":
+        text = (f"{n} infeasible trial(s) (they broke a constraint) kept: their "
+                f"{objective or 'objective'} is measured all the same")
+    else:
+        text = f"{n} infeasible trial(s) left out (they broke a constraint)"
+    return {"policy": policy, "n": n, "text": text}
 
 
 def pruned_policy(policy: str, n: int) -> dict[str, Any]:

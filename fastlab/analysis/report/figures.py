@@ -1,16 +1,18 @@
-"""The report's figures (matplotlib, Agg): importance, 1-D and 2-D partial dependence, and the
-forest's out-of-bag fit. Each function takes a fitted :class:`MetaAnalysis` and writes one PNG
+"""The report's figures (matplotlib, Agg): importance, 1-D and 2-D partial dependence, the
+forest's out-of-bag fit and, for a sweep of several objectives, the Pareto front. Each function takes a fitted :class:`MetaAnalysis` and writes one PNG
 atomically; file names are part of the report contract (DESIGN.md)."""
 
 from __future__ import annotations
 
 import re
+from itertools import combinations
 from pathlib import Path
 
 import numpy as np
 
 from fastlab.analysis.forest.analysis import MetaAnalysis
-from fastlab.analysis.sources.table import DIVERGED
+from fastlab.analysis.sources.objectives import front_rows, objective_value
+from fastlab.analysis.sources.table import COMPLETED, DIVERGED, INFEASIBLE, TrialsTable
 from fastlab.plots import pyplot, save_figure
 
 
@@ -29,6 +31,8 @@ def pd2d_file(a: str, b: str) -> str:
 
 IMPORTANCE_FILE = "importance.png"
 OOB_FILE = "observed_vs_oob.png"
+PARETO_FILE = "pareto.png"
+PARETO_PLANES = 4  # objectives drawn pairwise at most: 6 planes
 
 
 def _objective(m: MetaAnalysis) -> str:
@@ -139,4 +143,45 @@ def plot_oob(m: MetaAnalysis, path: Path) -> Path:
     ax.set(xlabel="out-of-bag prediction", ylabel=f"observed {_objective(m)}",
            title=f"Forest fit: OOB R^2 = {r2}")
     ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
+def goal_label(name: str, direction: str | None) -> str:
+    """An objective's axis name with the way it is better, e.g. ``cost (minimize: lower is better)``."""
+    way = {"maximize": "higher", "minimize": "lower"}.get(str(direction))
+    return f"{name} ({direction}: {way} is better)" if way else name
+
+
+def plot_pareto(table: TrialsTable, path: Path) -> Path:
+    """The completed trials in the plane of the first two objectives (every pair of the first
+    four with more): feasible ones, infeasible ones (they broke a constraint) and the Pareto
+    front highlighted; with two objectives the front is joined in order of the first."""
+    plt = pyplot()
+    names = list(table.objectives)[:PARETO_PLANES]
+    planes = list(combinations(names, 2))
+    cols = min(3, len(planes))
+    rows = -(-len(planes) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 4.5 * rows), squeeze=False)
+    done = np.asarray([s in (COMPLETED, INFEASIBLE) for s in table.status])
+    bad = table.infeasible()
+    front = np.asarray(front_rows(table), dtype=int)
+    broken = sorted({c for j in table.judged for c in ((j or {}).get("violated") or ())})
+    values = {n: np.asarray([objective_value(table, i, n) for i in range(len(table))]) for n in names}
+    for ax, (a, b) in zip(axes.flat, planes):
+        x, y = values[a], values[b]
+        seen = done & np.isfinite(x) & np.isfinite(y)
+        ok, no = seen & ~bad, seen & bad
+        ax.scatter(x[ok], y[ok], s=18, color="C0", alpha=0.6, label=f"feasible ({ok.sum()})")
+        if no.any():
+            ax.scatter(x[no], y[no], s=22, marker="x", color="0.5", label=f"infeasible ({no.sum()}; broke {', '.join(broken)})")
+        if len(front):
+            order = front[np.argsort(x[front], kind="stable")] if len(names) == 2 else front
+            ax.plot(x[order], y[order], "o" + ("-" if len(names) == 2 else ""), color="C3", ms=7,
+                    lw=1.5, mfc="none", mew=2, label=f"Pareto front ({len(front)})")
+        ax.set(xlabel=goal_label(a, table.objectives[a]), ylabel=goal_label(b, table.objectives[b]))
+        ax.legend(fontsize=8, loc="best")
+    for ax in list(axes.flat)[len(planes):]:
+        ax.axis("off")
+    more = f" (first {PARETO_PLANES} of {len(table.objectives)})" if len(table.objectives) > len(names) else ""
+    fig.suptitle(f"Pareto front of {len(front)} of {int(done.sum())} completed trials{more}")
     return save_figure(fig, path)

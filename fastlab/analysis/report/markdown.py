@@ -16,13 +16,16 @@ from fastlab.analysis.forest.verdict import SCALE_TEXT, fmt, rule_text
 from fastlab.analysis.report.figures import (
     IMPORTANCE_FILE,
     OOB_FILE,
+    PARETO_FILE,
     pd2d_file,
     pd_file,
     plot_importance,
     plot_oob,
+    plot_pareto,
     plot_pd,
     plot_pd2d,
 )
+from fastlab.analysis.sources.objectives import front_rows, objective_value
 from fastlab.rundir import atomic_write_text, write_json
 
 
@@ -32,6 +35,8 @@ def write_figures(m: MetaAnalysis, out: Path) -> list[Path]:
     paths += [plot_pd(m, name, out / pd_file(name)) for name in m.encoded_.names]
     if m.pd2d_ is not None:
         paths.append(plot_pd2d(m, out / pd2d_file(m.pd2d_["a"], m.pd2d_["b"])))
+    if len(m.table_.objectives) > 1:
+        paths.append(plot_pareto(m.table_, out / PARETO_FILE))
     return paths
 
 
@@ -80,6 +85,7 @@ def markdown(m: MetaAnalysis, s: dict[str, Any]) -> str:
     parts += ["## The trials", "",
               f"- Source: `{s['source']['path']}` (read from {s['source']['format']}).",
               f"- Objective: **{obj}**, to {s['direction']}.",
+              *_objectives_lines(m, s),
               f"- {s['n_trials']} trials analysed ({counts}). Policy: {s['policy']['text']}.",
               ""]
     rows = []
@@ -174,6 +180,8 @@ def markdown(m: MetaAnalysis, s: dict[str, Any]) -> str:
         parts += confirmation_section(s["confirmation"], obj)
     if s.get("stability") is not None:
         parts += stability_section(s["stability"])
+    if s.get("pareto") is not None:
+        parts += pareto_section(m, s)
 
     st = s["settings"]
     parts += ["## Method", "",
@@ -196,8 +204,40 @@ def markdown(m: MetaAnalysis, s: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
+def _objectives_lines(m: MetaAnalysis, s: dict[str, Any]) -> list[str]:
+    """The trials section's lines on a sweep of several objectives: which one is analysed, and
+    what became of the infeasible trials."""
+    if not s.get("objectives"):
+        return []
+    goals = ", ".join(f"{k} ({v or 'direction not recorded'})" for k, v in s["objectives"].items())
+    how = (f"`--metric {m.table_.metric}`" if m.table_.metric is not None
+           else "the first; `--metric NAME` analyses another")
+    return [f"- The sweep's objectives: {goals}; this report analyses {s['objective']} ({how}).",
+            f"- Constraints: {s['infeasible']['text']} (`--infeasible {m.infeasible}`)."]
+
+
+def pareto_section(m: MetaAnalysis, s: dict[str, Any]) -> list[str]:
+    """The sweep's Pareto front: its trials with each objective's value and their params."""
+    t = m.table_
+    rows = front_rows(t)
+    goals = ", ".join(f"{d} {n}" for n, d in t.objectives.items())
+    names = [n for n in t.names if n not in t.derived]
+    table = _table(["trial", *(f"`{n}`" for n in t.objectives), *(f"`{n}`" for n in names)],
+                   [[str(t.numbers[i]), *(fmt(objective_value(t, i, n)) for n in t.objectives),
+                     *(_value(t.params[i][n]) if n in t.params[i] else "" for n in names)]
+                    for i in rows])
+    return ["## Pareto front", "",
+            f"{len(rows)} trial(s) are on the front ({goals}): completed, feasible, and no other "
+            "feasible trial is better on every objective; best first by "
+            f"{next(iter(t.objectives))}. It is the sweep's own front (`best.yaml`'s `pareto:`).", "",
+            table if rows else "No trial is on the front: none completed feasible with every objective.", "",
+            f"![Pareto front]({PARETO_FILE})", ""]
+
+
 def _cli_flags(m: MetaAnalysis) -> str:
     flags = ""
+    if m.table_.metric is not None:
+        flags += f" --metric {shlex.quote(m.table_.metric)}"
     for spec in m.derive:
         flags += f" --derive {shlex.quote(spec)}"
     if m.focus is not None:
@@ -212,6 +252,8 @@ def _cli_flags(m: MetaAnalysis) -> str:
         flags += f" --diverged {m.diverged}"
     if m.pruned != "drop":
         flags += f" --pruned {m.pruned}"
+    if m.infeasible != "keep":
+        flags += f" --infeasible {m.infeasible}"
     return flags
 
 

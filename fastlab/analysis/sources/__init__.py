@@ -40,13 +40,15 @@ def default_out(path: str | Path) -> Path:
 def read_trials(path: str | Path, metric: str | None = None) -> TrialsTable:
     """The trials of the sweep in ``path``: ``trials.db`` when there is one, else the job dirs;
     or, for ``mlflow:EXPERIMENT[#PARENT]`` and ``optuna:STORAGE_URL[#STUDY]``, that tracker's
-    study (``metric``: the MLflow metric that is the objective, default ``objective``).
+    study. ``metric`` (``--metric``) is the response: the MLflow metric (default ``objective``);
+    for a dir, one of a sweep's objectives or a number of the trials' ``metrics.json``
+    (:mod:`fastlab.analysis.sources.objectives`; default the objective, a sweep's first).
 
     Raises
     ------
     MetaError
         ``path`` does not exist, is a single run rather than a sweep, or holds no trials;
-        ``metric`` given for a source that has no choice of metric.
+        ``metric`` given for an Optuna study, or one the trials do not have.
     """
     from fastlab.analysis.sources.multirun import read_multirun
     from fastlab.analysis.sources.sweep import read_trials_db
@@ -56,10 +58,10 @@ def read_trials(path: str | Path, metric: str | None = None) -> TrialsTable:
         from fastlab.analysis.sources.mlflow import read_mlflow
 
         return read_mlflow(str(path)[len(prefix):], metric)
-    if metric is not None:
-        raise MetaError(f"--metric picks an MLflow metric: {path} records its own objective; leave "
-                        "--metric out")
     if prefix == "optuna:":
+        if metric is not None:
+            raise MetaError(f"--metric is not for an Optuna study ({path}): it records its own "
+                            "objective; leave --metric out")
         from fastlab.analysis.sources.optuna import read_optuna
 
         return read_optuna(str(path)[len(prefix):])
@@ -71,8 +73,8 @@ def read_trials(path: str | Path, metric: str | None = None) -> TrialsTable:
     if not path.is_dir():
         raise MetaError(f"{path} is not a directory: pass a sweep dir, not a file in it")
     if is_sweep_dir(path):  # SQLite, or PostgreSQL
-        return read_trials_db(path)
+        return read_trials_db(path, metric)
     if (path / ".hydra" / "overrides.yaml").is_file():
         raise MetaError(f"{path} is a single run, not a sweep: pass the multirun dir that holds "
                         "the job dirs 0/ 1/ ... (its parent, for a job dir)")
-    return read_multirun(path)
+    return read_multirun(path, metric)

@@ -16,6 +16,7 @@ import yaml
 
 from fastlab.analysis.errors import MetaError
 from fastlab.analysis.sources.direction import direction_of_metrics, direction_of_task
+from fastlab.analysis.sources.objectives import with_metric
 from fastlab.analysis.sources.table import TrialsTable, numeric_facts, require_trials, swept_names
 from fastlab.rundir.metrics_json import read_metrics
 
@@ -69,8 +70,10 @@ def _read_yaml(path: Path) -> Any:
                         "trial") from None
 
 
-def read_multirun(path: Path) -> TrialsTable:
-    """The trials of the Hydra multirun dir ``path`` (see the module docstring)."""
+def read_multirun(path: Path, metric: str | None = None) -> TrialsTable:
+    """The trials of the Hydra multirun dir ``path`` (see the module docstring); ``metric``
+    (``--metric``): a number of the jobs' ``metrics.json`` as the response instead of the
+    objective (:func:`fastlab.analysis.sources.objectives.with_metric`)."""
     job_dirs = find_job_dirs(path)
     rows, values, status, numbers, all_metrics = [], [], [], [], []
     objective, config = None, None
@@ -100,7 +103,7 @@ def read_multirun(path: Path) -> TrialsTable:
     direction, note = direction_of_metrics(all_metrics)
     if direction is None and not note:
         direction = direction_of_task((config or {}).get("task"))
-    return require_trials(TrialsTable(
+    table = TrialsTable(
         names=tuple(names),
         params=tuple({k: r[k] for k in names if k in r} for r in rows),
         values=np.asarray(values, dtype=float),
@@ -115,4 +118,5 @@ def read_multirun(path: Path) -> TrialsTable:
         config=config if isinstance(config, dict) else None,
         source="job dirs",
         path=path,
-    ))
+    )
+    return with_metric(require_trials(table), metric, all_metrics)

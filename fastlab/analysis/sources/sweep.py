@@ -17,8 +17,9 @@ import numpy as np
 import yaml
 
 from fastlab.analysis.errors import MetaError
-from fastlab.analysis.sources.direction import direction_of_metrics, direction_of_task
+from fastlab.analysis.sources.direction import DIRECTIONS, direction_of_metrics, direction_of_task
 from fastlab.analysis.sources.multirun import parse_overrides
+from fastlab.analysis.sources.objectives import front_numbers, recorded_objectives, with_metric
 from fastlab.analysis.sources.table import TrialsTable, numeric_facts, require_trials
 from fastlab.sweep.store import StoreError, SweepRecord, read_sweep
 from fastlab.sweepdir import trials_db
@@ -40,14 +41,14 @@ def _fixed(space: dict[str, Any] | None) -> dict[str, Any]:
         return {}
 
 
-def _best_yaml_direction(sweep_dir: Path) -> str | None:
-    """The direction an older sweep wrote into best.yaml only (before trials.db recorded it)."""
+def _best_yaml(sweep_dir: Path) -> dict[str, Any]:
+    """The sweep's ``best.yaml`` ({} when there is none yet): what an older sweep recorded there
+    only (its direction, before trials.db did; its objectives)."""
     try:
         best = yaml.safe_load((sweep_dir / "best.yaml").read_text()) or {}
     except (OSError, yaml.YAMLError):
-        return None
-    value = best.get("direction") if isinstance(best, dict) else None
-    return value if value in ("maximize", "minimize") else None
+        return {}
+    return best if isinstance(best, dict) else {}
 
 
 def _direction(record: SweepRecord, sweep_dir: Path, config: dict | None) -> tuple[str | None, str]:
@@ -57,12 +58,14 @@ def _direction(record: SweepRecord, sweep_dir: Path, config: dict | None) -> tup
     direction, note = direction_of_metrics(t.metrics for t in record.trials)
     if direction is not None or note:
         return direction, note
-    return (_best_yaml_direction(sweep_dir) or direction_of_task((config or {}).get("task")),
-            "")
+    value = _best_yaml(sweep_dir).get("direction")
+    return (value if value in DIRECTIONS else direction_of_task((config or {}).get("task"))), ""
 
 
-def read_trials_db(sweep_dir: Path) -> TrialsTable:
-    """The trials of the fastlab sweep dir ``sweep_dir``, in trial-number order."""
+def read_trials_db(sweep_dir: Path, metric: str | None = None) -> TrialsTable:
+    """The trials of the fastlab sweep dir ``sweep_dir``, in trial-number order; ``metric``
+    (``--metric``): the response, when not the first objective
+    (:mod:`fastlab.analysis.sources.objectives`)."""
     try:
         record = read_sweep(trials_db(sweep_dir))
     except StoreError as e:
@@ -88,13 +91,17 @@ def read_trials_db(sweep_dir: Path) -> TrialsTable:
     config = config if isinstance(config, dict) else None
     space = record.space
     direction, note = _direction(record, sweep_dir, config)
-    return require_trials(TrialsTable(
+    # several objectives: the trial's value is the first one's, so the response is named after it
+    objectives = recorded_objectives(record.state.get("objectives"), _best_yaml(sweep_dir),
+                                     record.trials, record.direction)
+    table = TrialsTable(
         names=tuple(names),
         params=tuple(params),
         values=np.asarray(values, dtype=float),
         status=tuple(status),
         numbers=tuple(numbers),
-        objective=objective or ((config or {}).get("task") or {}).get("objective"),
+        objective=next(iter(objectives), None) or objective
+        or ((config or {}).get("task") or {}).get("objective"),
         direction=direction,
         direction_note=note,
         log_scale=_log_dims(space),
@@ -106,4 +113,8 @@ def read_trials_db(sweep_dir: Path) -> TrialsTable:
         config=config,
         source="trials.db",
         path=sweep_dir,
-    ))
+        objectives=objectives,
+        judged=tuple(t.objectives for t in record.trials) if objectives else (),
+        pareto=front_numbers(record.trials, objectives),
+    )
+    return with_metric(require_trials(table), metric, [t.metrics for t in record.trials])

@@ -18,6 +18,10 @@ from fastlab.analysis.errors import MetaError
 # sweep's pruner stopped it early) is dropped too, unless --pruned keep (see keep_pruned).
 COMPLETED, DIVERGED, PRUNED = "completed", "diverged", "pruned"
 PRUNED_POLICIES = ("drop", "keep")
+# A trial that broke one of a sweep's hydra.sweeper.constraints: its objectives are still measured,
+# so it is kept (--infeasible keep) unless --infeasible drop gives it this status, left out.
+INFEASIBLE = "infeasible"
+INFEASIBLE_POLICIES = ("keep", "drop")
 # The feature --pruned keep adds: the epochs each trial trained (metrics.json's "epochs").
 EPOCHS_RUN = "epochs_run"
 
@@ -79,6 +83,10 @@ class TrialsTable:
     metrics: tuple[dict[str, float], ...] = ()
     derived: dict[str, str] = field(default_factory=dict)
     conditions: dict[str, str] = field(default_factory=dict)
+    objectives: dict[str, str | None] = field(default_factory=dict)
+    judged: tuple[dict[str, Any] | None, ...] = ()
+    pareto: tuple[int, ...] = ()
+    metric: str | None = None
 
     def __len__(self) -> int:
         return len(self.params)
@@ -89,6 +97,12 @@ class TrialsTable:
         for s in self.status:
             out[s] = out.get(s, 0) + 1
         return out
+
+    def infeasible(self) -> np.ndarray:
+        """(n,) bool: the trials that broke a constraint (``hydra.sweeper.constraints``)."""
+        if not self.judged:
+            return np.zeros(len(self), dtype=bool)
+        return np.asarray([bool(j and j.get("violated")) for j in self.judged], dtype=bool)
 
 
 # Sources that are not a dir: ``<prefix>:<what the reader takes>``.
@@ -147,6 +161,14 @@ def keep_pruned(table: TrialsTable) -> tuple[TrialsTable, int]:
                    for p, e in zip(table.params, epochs, strict=True))
     status = tuple(COMPLETED if p else s for s, p in zip(table.status, pruned, strict=True))
     return replace(table, names=(*table.names, EPOCHS_RUN), params=params, status=status), sum(pruned)
+
+
+def drop_infeasible(table: TrialsTable) -> tuple[TrialsTable, int]:
+    """``--infeasible drop``: the trials that broke a constraint get the status ``infeasible``,
+    which the analysis leaves out (with a count). Returns the table and how many it marked."""
+    bad = table.infeasible()
+    status = tuple(INFEASIBLE if b else s for s, b in zip(table.status, bad, strict=True))
+    return replace(table, status=status), int(bad.sum())
 
 
 def require_trials(table: TrialsTable) -> TrialsTable:

@@ -272,11 +272,14 @@ def confirm(m: MetaAnalysis, out: Path, seeds: int = 3, lrs: Sequence[float] | N
     rates = list(lrs) if lrs else head_rates(m, config, values)
     conf_dir, sweep_dir = out / "confirm_conf", (out / "confirm").resolve()
     write_primary(config, conf_dir)
+    # --metric: the grid's runs are judged by that metric (their metrics.json), in the analysis's
+    # direction; the grid's own best.yaml then ranks by the task's objective, as the task says
+    metric = m.table_.metric
     cmd = grid_command(conf_dir.resolve(), sweep_dir, m.focus_, values, rates, seeds, extra,
-                       m.direction_)
+                       m.direction_ if metric is None else None)
     total = len(values) * len(rates) * seeds
     run_grid(cmd, sweep_dir, total, out / "confirm.log", quiet)
-    result = summarize_grid(read_trials(sweep_dir), m.focus_, LR, m.sign_, values, m.diverged)
+    result = summarize_grid(read_trials(sweep_dir, metric), m.focus_, LR, m.sign_, values, m.diverged)
     result["description"] = (
         f"{len(values)} values of `{m.focus_}` (neutral {fmt(values[0])}, {tested} "
         f"{fmt(values[1])}{'' if rec['clear_optimum'] else ', though the forest found no clear optimum'}"

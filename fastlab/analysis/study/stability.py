@@ -42,7 +42,7 @@ def subsample(table: TrialsTable, rows: Sequence[int]) -> TrialsTable:
 
     return replace(table, params=pick(table.params), values=np.asarray(table.values)[rows],
                    status=pick(table.status), numbers=pick(table.numbers),
-                   job_dirs=pick(table.job_dirs), metrics=pick(table.metrics))
+                   job_dirs=pick(table.job_dirs), metrics=pick(table.metrics), judged=pick(table.judged))
 
 
 def _answer(m: MetaAnalysis) -> dict[str, Any]:
