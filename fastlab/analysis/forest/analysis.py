@@ -298,6 +298,7 @@ class MetaAnalysis(BaseEstimator):
             "direction": self.direction_,
             "n_trials": self.n_trials_,
             "trials": self.table_.counts(),
+            "replicates": self.table_.replicates,
             "policy": enc.policy,
             "pruned": self.pruned_policy_,
             "features": {f.name: {"kind": f.kind, "scale": "log10" if f.log else

@@ -61,6 +61,16 @@ def write_report(m: MetaAnalysis, out: str | Path,
     return summary
 
 
+def _replicate_lines(r: dict | None) -> list[str]:
+    """A sweep with ``hydra.sweeper.repeats``: what a row is, and a single run's noise."""
+    if not r:
+        return []
+    noise = f"; a single run's noise (their pooled sd around their configuration's mean) is {fmt(r['sd'])}" \
+        if r.get("sd") is not None else ""
+    return [f"- Each of the {r['configurations']} configurations ran {r['repeats']} seeds "
+            f"(`hydra.sweeper.repeats`): a trial here is a configuration, its value the mean of its runs{noise}."]
+
+
 def _table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
@@ -87,6 +97,7 @@ def markdown(m: MetaAnalysis, s: dict[str, Any]) -> str:
               f"- Objective: **{obj}**, to {s['direction']}.",
               *_objectives_lines(m, s),
               f"- {s['n_trials']} trials analysed ({counts}). Policy: {s['policy']['text']}.",
+              *_replicate_lines(s.get("replicates")),
               ""]
     rows = []
     for name, f in s["features"].items():

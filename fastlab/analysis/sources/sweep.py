@@ -21,6 +21,7 @@ from fastlab.analysis.sources.direction import DIRECTIONS, direction_of_metrics,
 from fastlab.analysis.sources.multirun import parse_overrides
 from fastlab.analysis.sources.objectives import front_numbers, recorded_objectives, with_metric
 from fastlab.analysis.sources.table import TrialsTable, numeric_facts, require_trials
+from fastlab.sweep.results import by_configuration
 from fastlab.sweep.store import StoreError, SweepRecord, read_sweep
 from fastlab.sweepdir import trials_db
 
@@ -70,10 +71,13 @@ def read_trials_db(sweep_dir: Path, metric: str | None = None) -> TrialsTable:
         record = read_sweep(trials_db(sweep_dir))
     except StoreError as e:
         raise MetaError(str(e)) from None
+    # hydra.sweeper.repeats: a row per configuration, its value the mean of its runs
+    trials, spread = by_configuration(record.trials)
+    runs_metrics = _config_metrics(record.trials) if spread else [t.metrics for t in trials]
     names: list[str] = []
     params, values, status, numbers, job_dirs = [], [], [], [], []
     objective = None
-    for t in record.trials:
+    for t, metrics in zip(trials, runs_metrics, strict=True):
         names += [k for k in t.params if k not in names]
         params.append(t.params)
         status.append(t.status)
@@ -82,8 +86,8 @@ def read_trials_db(sweep_dir: Path, metric: str | None = None) -> TrialsTable:
         usable = t.value is not None and t.status in ("completed", "pruned")
         values.append(float(t.value) if usable else math.nan)
         job_dirs.append(None if t.job_dir is None else sweep_dir / t.job_dir)
-        if objective is None and t.metrics:
-            objective = t.metrics.get("objective_name")
+        if objective is None and metrics:
+            objective = metrics.get("objective_name")
     try:
         config = yaml.safe_load(record.config) if record.config is not None else None
     except yaml.YAMLError:
@@ -93,7 +97,7 @@ def read_trials_db(sweep_dir: Path, metric: str | None = None) -> TrialsTable:
     direction, note = _direction(record, sweep_dir, config)
     # several objectives: the trial's value is the first one's, so the response is named after it
     objectives = recorded_objectives(record.state.get("objectives"), _best_yaml(sweep_dir),
-                                     record.trials, record.direction)
+                                     trials, record.direction)
     table = TrialsTable(
         names=tuple(names),
         params=tuple(params),
@@ -108,13 +112,65 @@ def read_trials_db(sweep_dir: Path, metric: str | None = None) -> TrialsTable:
         scales_known=isinstance((space or {}).get("dims"), list),
         fixed=_fixed(space),
         conditions={str(k): str(v) for k, v in ((space or {}).get("conditions") or {}).items()},
-        metrics=tuple(numeric_facts(t.metrics) for t in record.trials),
+        metrics=tuple(numeric_facts(m) for m in runs_metrics),
         job_dirs=tuple(job_dirs),
         config=config,
         source="trials.db",
         path=sweep_dir,
         objectives=objectives,
-        judged=tuple(t.objectives for t in record.trials) if objectives else (),
-        pareto=front_numbers(record.trials, objectives),
+        judged=tuple(t.objectives for t in trials) if objectives else (),
+        pareto=front_numbers(trials, objectives),
+        replicates=_replicates(record.trials, spread),
     )
-    return with_metric(require_trials(table), metric, [t.metrics for t in record.trials])
+    return with_metric(require_trials(table), metric, runs_metrics)
+
+
+def _config_metrics(runs: list) -> list[dict | None]:
+    """Per configuration of a sweep with repeats, its completed runs' ``metrics.json`` as one: the
+    numbers of its top level and of ``final``, ``best`` and ``seconds`` averaged over the runs,
+    the rest the first run's (what ``--metric`` and ``--derive`` read)."""
+    groups: dict[int, list[dict]] = {}
+    for t in runs:
+        groups.setdefault(t.config, [])
+        if t.status == "completed" and t.metrics:
+            groups[t.config].append(t.metrics)
+    out: list[dict | None] = []
+    for config in sorted(groups):
+        docs = groups[config]
+        if not docs:
+            out.append(None)
+            continue
+        merged = dict(docs[0])
+        for key, value in docs[0].items():
+            if _is_number(value):
+                merged[key] = _mean([d.get(key) for d in docs])
+            elif key in ("final", "best", "seconds") and isinstance(value, dict):
+                merged[key] = {k: _mean([(d.get(key) or {}).get(k) for d in docs]) if _is_number(v) else v
+                               for k, v in value.items()}
+        out.append(merged)
+    return out
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _mean(values: list) -> float | None:
+    numbers = [float(v) for v in values if _is_number(v)]
+    return sum(numbers) / len(numbers) if numbers else None
+
+
+def _replicates(runs: list, spread: dict) -> dict | None:
+    """``{"repeats", "configurations", "sd"}`` of a sweep with repeats: the runs per configuration
+    and the pooled sd of the runs around their configuration's mean (a single run's noise: the
+    scatter no forest can explain)."""
+    if not spread:
+        return None
+    by_config: dict[int, list[float]] = {}
+    for t in runs:
+        if t.status == "completed" and t.value is not None:
+            by_config.setdefault(t.config, []).append(float(t.value))
+    squares = sum(sum((v - sum(vs) / len(vs)) ** 2 for v in vs) for vs in by_config.values())
+    dof = sum(len(vs) - 1 for vs in by_config.values())
+    return {"repeats": max((t.repeat for t in runs if t.repeat is not None), default=0) + 1,
+            "configurations": len(spread), "sd": math.sqrt(squares / dof) if dof > 0 else None}

@@ -83,6 +83,9 @@ class TrialsTable:
     metrics: tuple[dict[str, float], ...] = ()
     derived: dict[str, str] = field(default_factory=dict)
     conditions: dict[str, str] = field(default_factory=dict)
+    # hydra.sweeper.repeats: {"repeats", "configurations", "sd"} (the runs' pooled sd around their
+    # configuration's mean); each row is then a configuration, its value the mean of its runs
+    replicates: dict[str, Any] | None = None
     objectives: dict[str, str | None] = field(default_factory=dict)
     judged: tuple[dict[str, Any] | None, ...] = ()
     pareto: tuple[int, ...] = ()
