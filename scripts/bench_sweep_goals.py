@@ -34,7 +34,7 @@ import numpy as np
 
 from fastlab.sweep.driver import Outcome, run_sweep
 from fastlab.sweep.objectives import parse_objectives
-from fastlab.sweep.results import by_configuration, best_trials, pareto_front
+from fastlab.sweep.results import best_trials, by_configuration, pareto_front
 from fastlab.sweep.settings import SweepSettings
 from fastlab.sweep.space import parse_space
 

@@ -27,6 +27,7 @@ from fastlab.sweepdir import sweep_dir_of
 from fastlab.tracking import mlflow_store as store
 from fastlab.tracking.record import ARTIFACT_DIRS, ARTIFACT_FILES, final_metrics, finite
 
+
 class MlflowLogger(Tracker):
     """Logs the run to MLflow; see the module docstring. ``config`` is the run's resolved
     config (``RunConfig.to_dict()``), logged as params."""

@@ -23,10 +23,10 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
-from fastlab.tracking.record import ARTIFACT_DIRS, ARTIFACT_FILES, final_metrics, finite
 from fastlab.callbacks.tracker import Tracker
 from fastlab.context import Trial
 from fastlab.tracking import wandb_run
+from fastlab.tracking.record import ARTIFACT_DIRS, ARTIFACT_FILES, final_metrics, finite
 
 
 class WandbLogger(Tracker):

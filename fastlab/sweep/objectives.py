@@ -30,6 +30,7 @@ import numpy as np
 from fastlab.sweep.conditions import evaluate, parse_expression
 from fastlab.sweep.direction import DIRECTIONS
 from fastlab.sweep.errors import SweepError
+from fastlab.sweep.space import flatten
 
 RHO = 0.05  # ParEGO's augmentation: a little of the weighted sum, so weakly dominated points lose
 
@@ -66,7 +67,7 @@ class Objectives:
 
 def parse_objectives(objectives: Mapping[str, Any] | None, constraints: Sequence[Any] | None) -> Objectives | None:
     """The checked objectives (None when there are none); one ``SweepError`` line for a bad one."""
-    flat = _flatten(objectives or {})
+    flat = flatten(objectives or {})
     if not flat:
         if constraints:
             raise SweepError("hydra.sweeper.constraints need hydra.sweeper.objectives: name what the trials are "
@@ -81,17 +82,6 @@ def parse_objectives(objectives: Mapping[str, Any] | None, constraints: Sequence
         tree, names = parse_expression(text, f"hydra.sweeper.constraints[{i}]={text!r}", "\"n_params < 2e5\"")
         parsed.append((str(text).strip(), tree, names))
     return Objectives(tuple(flat), tuple(flat.values()), tuple(parsed))
-
-
-def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{seconds: {total: minimize}}`` (how a dotted key may arrive from YAML) -> ``{"seconds.total": ...}``."""
-    out: dict[str, Any] = {}
-    for key, value in values.items():
-        if isinstance(value, Mapping):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def _number(value: Any) -> float | None:

@@ -7,17 +7,16 @@ configuration's runs (:func:`by_configuration`), its value their mean with ``sd`
 """
 
 import csv
+import dataclasses
 import io
 import json
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
-
-import dataclasses
-import math
 
 from fastlab.rundir import atomic_write_text
 from fastlab.sweep.objectives import Objectives, feasible_values, mean_objectives, pareto_mask

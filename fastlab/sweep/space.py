@@ -204,7 +204,7 @@ def parse_space(
     conditions : ``hydra.sweeper.conditions``, swept key -> expression over other swept keys.
     """
     sources: list[tuple[str, str]] = []
-    for key, value in _flatten(params or {}).items():
+    for key, value in flatten(params or {}).items():
         sources.append((f"hydra.sweeper.params.{key}", f"{key}={_value_text(value)}"))
     sources.extend((f"the command-line override {arg!r}", arg) for arg in arguments)
 
@@ -232,16 +232,16 @@ def parse_space(
             raise SweepError(f"{where}: a deletion (~{name}) cannot be swept; drop the sweep")
         dims.append(_dimension(name, override, where, config_loader))
     names = [d.name for d in dims]
-    return SearchSpace(dims=tuple(dims), fixed=tuple(fixed), conditions=parse_conditions(_flatten(conditions or {}),
+    return SearchSpace(dims=tuple(dims), fixed=tuple(fixed), conditions=parse_conditions(flatten(conditions or {}),
                                                                                          names))
 
 
-def _flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """Nested YAML (``schedule: {lr_max: ...}``) -> dotted keys (``schedule.lr_max``)."""
     flat: dict[str, Any] = {}
     for key, value in params.items():
         if isinstance(value, Mapping):
-            flat.update(_flatten(value, f"{prefix}{key}."))
+            flat.update(flatten(value, f"{prefix}{key}."))
         else:
             flat[f"{prefix}{key}"] = value
     return flat

@@ -13,8 +13,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from fastlab.callbacks.core import Callback
-from fastlab.data.images.bunch import DataBunch
 from fastlab.config import to_run_config
+from fastlab.data.images.bunch import DataBunch
 from fastlab.errors import ConfigError
 from fastlab.learner import Learner
 from tests.conftest import compose_cfg, one_thread

@@ -9,10 +9,6 @@ sweeps a conditional key too.)"""
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -22,7 +18,7 @@ from fastlab.sweep.errors import SweepError
 from fastlab.sweep.settings import SweepSettings
 from fastlab.sweep.space import ABSENT_UNIT, parse_space
 from fastlab.sweep.strategies import Observation, grid_params, grid_size, propose, random_params
-from tests.sweep.test_hydra import APP, job_overrides, rows, run_app
+from tests.sweep.test_hydra import job_overrides, killed_mid_sweep, rows, run_app
 
 SWEPT = ["opt", "wd", "mom", "epochs", "bs"]
 
@@ -151,21 +147,7 @@ def test_a_conditional_sweep_through_joblib_resumes_after_a_kill(tmp_path: Path)
     reference = check_conditional_sweep(alone)
 
     sweep_dir = tmp_path / "sweep"
-    cmd = [sys.executable, str(APP), "-m", f"hydra.sweep.dir={sweep_dir}", *COND, "sleep=0.5"]
-    driver = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            time.sleep(0.05)
-            try:
-                statuses = [t["status"] for t in rows(sweep_dir)]
-            except Exception:  # not created yet
-                continue
-            if statuses.count("completed") >= 2 and "running" in statuses:
-                break
-        driver.send_signal(signal.SIGKILL)
-    finally:
-        driver.wait()
+    killed_mid_sweep(sweep_dir, *COND, "sleep=0.5", completed=2)
     assert 2 <= [t["status"] for t in rows(sweep_dir)].count("completed") < 8
     run_app(sweep_dir, *COND, "sleep=0.5")  # the same command again
     resumed = check_conditional_sweep(sweep_dir)

@@ -31,6 +31,26 @@ def run_app(sweep_dir: Path, *overrides: str, check: bool = True) -> subprocess.
     return proc
 
 
+def killed_mid_sweep(sweep_dir: Path, *overrides: str, completed: int = 2) -> None:
+    """Start the tiny app's sweep into ``sweep_dir`` and SIGKILL its driver once ``completed``
+    trials have finished while another still runs (or after 60 s), as a crash would stop it."""
+    cmd = [sys.executable, str(APP), "-m", f"hydra.sweep.dir={sweep_dir}", *overrides]
+    driver = subprocess.Popen(cmd, cwd=sweep_dir.parent, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+            try:
+                statuses = [t["status"] for t in rows(sweep_dir)]
+            except Exception:  # the driver has not created the store yet
+                continue
+            if statuses.count("completed") >= completed and "running" in statuses:
+                break
+        driver.send_signal(signal.SIGKILL)
+    finally:
+        driver.wait()
+
+
 def rows(sweep_dir: Path) -> list[dict]:
     db = sqlite3.connect(sweep_dir / "trials.db")
     db.row_factory = sqlite3.Row

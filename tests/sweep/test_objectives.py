@@ -6,10 +6,7 @@ trials.db, the Pareto front in best.yaml, a resume after a kill; and fastlab-tra
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +16,7 @@ import yaml
 from fastlab.sweep.errors import SweepError
 from fastlab.sweep.objectives import pareto_mask, parse_objectives, resolve, scalarise
 from fastlab.sweep.store import read_sweep
-from tests.sweep.test_hydra import APP, rows, run_app
+from tests.sweep.test_hydra import killed_mid_sweep, rows, run_app
 from tests.sweep.test_sweep_train import TINY, TRAIN
 
 MULTI = ["x=interval(0,1)", "c=a,b,c", "y=range(1,6)", "by_name=true",
@@ -116,21 +113,7 @@ def test_a_two_objective_sweep_through_joblib_resumes_after_a_kill(tmp_path: Pat
     reference = check_multi(alone, 10)
 
     sweep_dir = tmp_path / "sweep"
-    driver = subprocess.Popen([sys.executable, str(APP), "-m", f"hydra.sweep.dir={sweep_dir}", *args, "sleep=0.4"],
-                              cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            time.sleep(0.05)
-            try:
-                statuses = [t["status"] for t in rows(sweep_dir)]
-            except Exception:  # not created yet
-                continue
-            if statuses.count("completed") >= 5 and "running" in statuses:
-                break
-        driver.send_signal(signal.SIGKILL)
-    finally:
-        driver.wait()
+    killed_mid_sweep(sweep_dir, *args, "sleep=0.4", completed=5)
     assert len([t for t in rows(sweep_dir) if t["status"] == "completed"]) < 10
     run_app(sweep_dir, *args, "sleep=0.4")
     resumed = check_multi(sweep_dir, 10)

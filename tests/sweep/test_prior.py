@@ -5,10 +5,6 @@ forest, neither run nor counted), through the tiny app's real Hydra sweeps."""
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +13,7 @@ from fastlab.sweep.errors import SweepError
 from fastlab.sweep.prior import enqueued
 from fastlab.sweep.space import parse_space
 from fastlab.sweep.strategies import random_params
-from tests.sweep.test_hydra import APP, job_overrides, rows, run_app
+from tests.sweep.test_hydra import job_overrides, killed_mid_sweep, rows, run_app
 
 SPACE = ["x=interval(0,1)", "c=a,b,c", "y=range(1,6)"]
 ENQUEUE = "hydra.sweeper.enqueue=[{x:0.3,c:b,y:3},{c:a},{x:0.9}]"
@@ -51,21 +47,7 @@ def test_an_enqueued_sweep_killed_mid_way_resumes_to_the_same_trials(tmp_path: P
     alone = tmp_path / "alone"
     run_app(alone, *args)
     sweep_dir = tmp_path / "sweep"
-    driver = subprocess.Popen([sys.executable, str(APP), "-m", f"hydra.sweep.dir={sweep_dir}", *args],
-                              cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            time.sleep(0.05)
-            try:
-                statuses = [t["status"] for t in rows(sweep_dir)]
-            except Exception:  # not created yet
-                continue
-            if statuses.count("completed") >= 2 and "running" in statuses:
-                break
-        driver.send_signal(signal.SIGKILL)
-    finally:
-        driver.wait()
+    killed_mid_sweep(sweep_dir, *args, completed=2)
     assert [t["status"] for t in rows(sweep_dir)].count("completed") < 6
     run_app(sweep_dir, *args)
     assert params(sweep_dir) == params(alone)
@@ -140,21 +122,7 @@ def test_a_warm_started_sweep_through_joblib_resumes_after_a_kill(tmp_path: Path
     args = [*SPACE, "hydra.sweeper.strategy=forest", "hydra.sweeper.n_trials=6", "hydra.sweeper.n_initial=4",
             f"hydra.sweeper.warm_start=[{earlier}]", "sleep=0.4", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
     sweep_dir = tmp_path / "sweep"
-    driver = subprocess.Popen([sys.executable, str(APP), "-m", f"hydra.sweep.dir={sweep_dir}", *args],
-                              cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            time.sleep(0.05)
-            try:
-                statuses = [t["status"] for t in rows(sweep_dir)]
-            except Exception:  # not created yet
-                continue
-            if statuses.count("completed") >= 2 and "running" in statuses:
-                break
-        driver.send_signal(signal.SIGKILL)
-    finally:
-        driver.wait()
+    killed_mid_sweep(sweep_dir, *args, completed=2)
     assert len([t for t in rows(sweep_dir) if t["status"] == "completed"]) < 6
     proc = run_app(sweep_dir, *args)
     assert "12 trial(s) given to the forest" in proc.stdout + proc.stderr

@@ -6,11 +6,9 @@ drivers on SQLite and PostgreSQL share one study."""
 from __future__ import annotations
 
 import csv
-import signal
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +16,7 @@ import yaml
 
 from fastlab.sweep.store import Trial, read_sweep
 from tests.sweep.test_drivers import finish
-from tests.sweep.test_hydra import APP, job_overrides, rows, run_app
+from tests.sweep.test_hydra import APP, job_overrides, killed_mid_sweep, run_app
 
 SPACE = ["x=interval(0,1)", "c=a,b,c", "noise=0.05", "hydra.sweeper.repeats=3", "hydra.sweeper.seed=4"]
 
@@ -66,21 +64,7 @@ def test_a_killed_sweep_resumes_the_missing_seeds_only(tmp_path: Path) -> None:
     run_app(alone, *args)
     reference = check_repeats(alone, 3)
     sweep_dir = tmp_path / "sweep"
-    driver = subprocess.Popen([sys.executable, str(APP), "-m", f"hydra.sweep.dir={sweep_dir}", *args], cwd=tmp_path,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            time.sleep(0.05)
-            try:
-                statuses = [t["status"] for t in rows(sweep_dir)]
-            except Exception:  # not created yet
-                continue
-            if statuses.count("completed") >= 4 and "running" in statuses:
-                break
-        driver.send_signal(signal.SIGKILL)
-    finally:
-        driver.wait()
+    killed_mid_sweep(sweep_dir, *args, completed=4)
     before = {t.number: t for t in read_sweep(sweep_dir / "trials.db").trials if t.status == "completed"}
     assert 4 <= len(before) < 9
     run_app(sweep_dir, *args)
