@@ -53,6 +53,12 @@ def parser() -> argparse.ArgumentParser:
                         "+ - * / **, log log10 exp sqrt min max abs (repeatable; then --focus "
                         "NAME to recommend its value)")
     p.add_argument("--level", type=float, default=0.9, help="interval coverage (default 0.9)")
+    p.add_argument("--margin", type=float, default=None,
+                   help="the smallest gain of the objective that counts, in its units: a clear "
+                        "optimum's gain interval must lie above it, and a value is non-inferior "
+                        "when what it loses lies below it (default: the seed noise of a sweep "
+                        "with hydra.sweeper.repeats, else of the --confirm grid, else 0.5%% of the "
+                        "trials' median |objective|)")
     p.add_argument("--direction", choices=DIRECTIONS, default=None,
                    help="of the objective (default: what the sweep recorded: trials.db, or the "
                         "jobs' metrics.json)")
@@ -141,16 +147,21 @@ def run(args: argparse.Namespace) -> int:
                      reference=args.reference, direction=args.direction, diverged=args.diverged,
                      pruned=args.pruned, infeasible=args.infeasible,
                      n_estimators=args.trees, n_boot=args.n_boot, random_state=args.seed,
-                     n_jobs=args.jobs, derive=tuple(args.derive),
+                     n_jobs=args.jobs, derive=tuple(args.derive), margin=args.margin,
                      progress=None if args.quiet else ProgressLine("fastlab-meta: bootstrap"))
     m.fit(table)
     out = args.out if args.out is not None else default_out(args.path)
     summary = write_report(m, out)
     if args.confirm:
-        from fastlab.analysis.study.confirm import confirm
+        from fastlab.analysis.study.confirm import confirm, grid_margin
 
         result = confirm(m, out, args.confirm_seeds, args.confirm_lrs, args.confirm_override,
                          args.quiet)
+        measured = grid_margin(result)
+        # the grid's seed noise replaces the stated default margin (--margin and a sweep's
+        # repeats come first): judged again, no refit
+        if measured is not None and args.margin is None and not (table.replicates or {}).get("sd"):
+            m.set_margin(*measured)
         summary = write_report(m, out, confirmation=result)
     if args.stability:
         from fastlab.analysis.study.stability import stability

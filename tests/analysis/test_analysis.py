@@ -16,7 +16,7 @@ from fastlab.analysis.sources.synthetic import JUNK, LR, RATIO, planted_trials
 
 # Small forests and few refits: the planted signal is strong, and the suite stays quick.
 FAST = {"n_estimators": 120, "n_boot_estimators": 40, "n_boot": 30, "grid_size": 40,
-        "n_splits": 4, "n_repeats": 3}
+        "n_splits": 4, "n_repeats": 3, "anova": False}
 
 
 @pytest.fixture(scope="module")

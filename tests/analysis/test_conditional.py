@@ -17,7 +17,7 @@ from fastlab.analysis.sources.table import TrialsTable
 
 RATIO = "schedule.lr_ratio"
 FAST = {"n_estimators": 80, "n_boot_estimators": 30, "n_boot": 10, "grid_size": 30,
-        "n_splits": 3, "n_repeats": 2}
+        "n_splits": 3, "n_repeats": 2, "anova": False}
 
 
 def trials(other: str, values: np.ndarray, effect: np.ndarray, n: int = 150,

@@ -17,7 +17,7 @@ from fastlab.analysis.sources.table import TrialsTable
 from tests.sweep.test_hydra import run_app
 
 FAST = {"n_estimators": 80, "n_boot_estimators": 30, "n_boot": 12, "grid_size": 25, "n_splits": 3,
-        "n_repeats": 3}
+        "n_repeats": 3, "anova": False}
 
 
 def optimisers(n: int = 160, seed: int = 0) -> TrialsTable:

@@ -28,7 +28,7 @@ from fastlab.analysis.sources.table import TrialsTable
 from fastlab.cli.meta import main
 
 FAST = {"n_estimators": 120, "n_boot_estimators": 40, "n_boot": 30, "grid_size": 40,
-        "n_splits": 4, "n_repeats": 3}
+        "n_splits": 4, "n_repeats": 3, "anova": False}
 COLUMNS = {"a": np.array([1.0, 4.0, 9.0]), "b": np.array([2.0, 2.0, 0.5]),
            "schedule.lr_max": np.array([1e-2, 1e-2, 1e-3]),
            "schedule.lr_ratio": np.array([1.0, 2.0, 10.0]), "layer_groups": np.array([3.0, 3, 2])}

@@ -24,9 +24,9 @@ from fastlab.analysis.study.stability import stability
 from fastlab.cli.meta import main
 
 FAST = {"n_estimators": 60, "n_boot_estimators": 20, "n_boot": 16, "grid_size": 30,
-        "n_splits": 2, "n_repeats": 1}
+        "n_splits": 2, "n_repeats": 1, "anova": False}
 CHEAP = {"n_estimators": 30, "n_boot_estimators": 15, "n_boot": 12, "n_splits": 2,
-         "n_repeats": 1, "progress": None}
+         "n_repeats": 1, "progress": None, "anova": False}
 
 
 def grid(best: float, beats: bool | None, diff: float) -> dict:

@@ -16,9 +16,9 @@ from fastlab.analysis.study.stability import mean_spread, stability, subsample
 from fastlab.cli.meta import main
 
 FAST = {"n_estimators": 60, "n_boot_estimators": 20, "n_boot": 16, "grid_size": 30,
-        "n_splits": 2, "n_repeats": 1}
+        "n_splits": 2, "n_repeats": 1, "anova": False}
 CHEAP = {"n_estimators": 30, "n_boot_estimators": 15, "n_boot": 12, "n_splits": 2,
-         "n_repeats": 1, "progress": None}
+         "n_repeats": 1, "progress": None, "anova": False}
 
 
 def with_width(table, width: float, noise: float = 0.05, seed: int = 1):

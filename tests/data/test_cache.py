@@ -149,20 +149,19 @@ def test_a_build_that_fails_midway_leaves_nothing_that_is_read(tmp_path, image_d
 
 
 KILLED_BUILD = """
-import sys, time
+import itertools, sys, time
 from pathlib import Path
 from fastlab.data.images import decode
 from fastlab.data.place import Place, Storage
 from fastlab.data.images.bunch import DataBunch
 from fastlab.data.images.sources import FolderData
 real = decode.load_image
+count = itertools.count()  # decode_stream's threads call slow at once: next() is one atomic step
 def slow(path, size):
-    if slow.n == 20:
+    if next(count) == 20:
         print("building", flush=True)
-    slow.n += 1
     time.sleep(0.05)
     return real(path, size)
-slow.n = 0
 decode.load_image = slow
 DataBunch.from_config(FolderData(path=sys.argv[1], size=16, bs=8, cache="disk"), seed=3,
                       place=Place(Storage(cache_root=Path(sys.argv[2]))))

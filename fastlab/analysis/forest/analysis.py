@@ -16,6 +16,7 @@ import yaml
 from sklearn.base import BaseEstimator
 
 from fastlab.analysis.errors import MetaError
+from fastlab.analysis.forest.anova import second_opinions
 from fastlab.analysis.forest.dependence import (
     Progress,
     bootstrap_curves,
@@ -23,13 +24,20 @@ from fastlab.analysis.forest.dependence import (
     grid_for,
     pd_curve,
     pd_surface,
+    plateau_argmax,
 )
 from fastlab.analysis.forest.derive import with_derived
 from fastlab.analysis.forest.encode import encode, label
 from fastlab.analysis.forest.importance import heldout_importance
-from fastlab.analysis.forest.recommend import MIN_IMPORTANCE, NEUTRAL, recommend, round3
+from fastlab.analysis.forest.recommend import (
+    MIN_IMPORTANCE,
+    NEUTRAL,
+    recommend,
+    round3,
+    tuned_comparison,
+)
 from fastlab.analysis.forest.trees import fit_quietly, make_forest, oob_r2
-from fastlab.analysis.forest.verdict import trust, trust_warning
+from fastlab.analysis.forest.verdict import DEFAULT_MARGIN_SHARE, trust, trust_warning
 from fastlab.analysis.sources.direction import check_direction
 from fastlab.analysis.sources.objectives import front_rows
 from fastlab.analysis.sources.table import (
@@ -46,6 +54,8 @@ DEFAULT_FOCUS = "schedule.lr_ratio"
 MIN_TRIALS = 5  # a forest with out-of-bag estimates needs a handful of trials at the very least
 FEW_TRIALS = 30  # below this, say that everything is a sketch
 GRID_2D = 30  # points of the other parameter in the 2-D partial dependence
+HEAD_RATE = "schedule.lr_max"  # the head's peak rate: group g of n trains at lr_max / ratio^(n-1-g)
+GROUPS_FACT = "layer_groups"  # metrics.json's count of the model's layer groups
 
 
 class MetaAnalysis(BaseEstimator):
@@ -83,6 +93,15 @@ class MetaAnalysis(BaseEstimator):
         from others, analysed like any parameter (and a possible ``focus``).
     infeasible : ``keep`` (trials that broke a sweep's constraint are still measured: analysed like
         any other) or ``drop`` (left out, counted; :func:`fastlab.analysis.sources.table.drop_infeasible`).
+    margin : the smallest gain of the objective that counts (``--margin``; objective units, >= 0):
+        a clear optimum's gain must exceed it (and its interval lie above 0), and a value is
+        non-inferior when the interval of what it loses lies below it. None: the seed noise of a sweep with repeats (their pooled sd),
+        else :data:`~fastlab.analysis.forest.verdict.DEFAULT_MARGIN_SHARE` of the trials' median
+        |objective| (:meth:`set_margin` replaces it once a confirmation grid has measured the
+        noise).
+    anova : also rate the parameters by fANOVA (main and pair terms) and PED-ANOVA (the top 10%),
+        Optuna's evaluators over the same trials (:mod:`fastlab.analysis.forest.anova`; the
+        ``optuna`` extra); False leaves them out (the stability refits do).
     """
 
     def __init__(self, focus: str | None = None, level: float = 0.9, neutral: Any = "auto",
@@ -91,7 +110,8 @@ class MetaAnalysis(BaseEstimator):
                  n_boot: int = 100, n_boot_estimators: int = 100, grid_size: int = 50, n_splits: int = 5, n_repeats: int = 5,
                  random_state: int = 0, n_jobs: int | None = None,
                  progress: Progress | None = None, derive: tuple[str, ...] = (),
-                 infeasible: str = "keep") -> None:
+                 infeasible: str = "keep", margin: float | None = None,
+                 anova: bool = True) -> None:
         self.focus = focus
         self.level = level
         self.neutral = neutral
@@ -111,6 +131,8 @@ class MetaAnalysis(BaseEstimator):
         self.progress = progress
         self.derive = derive
         self.infeasible = infeasible
+        self.margin = margin
+        self.anova = anova
 
     # ------------------------------------------------------------------------------------ fit
 
@@ -125,6 +147,8 @@ class MetaAnalysis(BaseEstimator):
             raise MetaError(f"--level {self.level} must lie strictly between 0 and 1, e.g. 0.9")
         if self.n_boot < 2:
             raise MetaError(f"--n-boot {self.n_boot} is too few for an interval: use e.g. 100")
+        if self.margin is not None:
+            _check_margin(self.margin)
 
     def fit(self, table: TrialsTable) -> MetaAnalysis:
         """Analyse ``table``; returns ``self``. Raises ``MetaError`` (one line) on unusable input."""
@@ -172,30 +196,137 @@ class MetaAnalysis(BaseEstimator):
                 [f.name for f in enc.features if f.numeric]
             self.focus_ = max(numeric, key=self.importance_.get) if numeric else None
         self.neutral_ = (NEUTRAL.get(self.focus_) if self.neutral == "auto" else self.neutral)
+        # a second opinion on what matters, over the same trials: (None, the extra to install)
+        # without optuna; (None, "") when not asked for
+        self.importance_methods_, self.importance_methods_note_ = (
+            second_opinions(enc, self.direction_, self.importance_, self.random_state, self.focus_)
+            if self.anova else (None, ""))
+
+        self.margin_, self.margin_source_ = self._resolve_margin()
 
         grids = {}
         for j, f in enumerate(enc.features):
             extra = (self.neutral_, self.reference) if f.name == self.focus_ else ()
             grids[j] = grid_for(f, X[enc.active_rows(f.name), j], self.grid_size, extra)
-        boot = bootstrap_curves(self._forest, X, y, grids, self.n_boot, self.random_state + 1,
+        self.focus_grid_ = None if self.focus_ is None else grids[enc.index(self.focus_)]
+        self.pd2d_ = self._fit_2d()
+        rows = self._slice_rows()
+        held: list = []  # the refit in progress
+        boot_slices: list[np.ndarray] = []  # (R, K) per refit: the 2-D slices, read as they come
+
+        def read_held() -> None:
+            if held and rows is not None and self.pd2d_ is not None:
+                boot_slices.append(self._slice(held[-1], rows))
+            held.clear()
+
+        def refit(seed: int):
+            # bootstrap_curves fits each forest it asks for before it asks for the next: read the
+            # previous refit's slices now, so that one refit at a time is held, not n_boot
+            read_held()
+            held.append(self._forest(seed))
+            return held[-1]
+
+        boot = bootstrap_curves(refit, X, y, grids, self.n_boot, self.random_state + 1,
                                 self.progress, active)
+        read_held()
         self.pd_ = {}
         for j, f in enumerate(enc.features):
             curve = pd_curve(self.forest_, X[enc.active_rows(f.name)], j, grids[j])
             lo, hi = np.nanquantile(boot[j], [(1 - self.level) / 2, (1 + self.level) / 2], axis=0)
             self.pd_[f.name] = {"x": grids[j], "values": f.from_x(grids[j]), "mean": curve,
                                 "lo": lo, "hi": hi, "boot": boot[j]}
-        self.recommendation_ = None
-        if self.focus_ is not None:
-            f = enc.features[enc.index(self.focus_)]
-            p = self.pd_[self.focus_]
-            self.recommendation_ = recommend(
-                f, p["x"], p["mean"], p["boot"], self.sign_, self.level, self.neutral_,
-                self.reference, (self.importance_[f.name], self.importance_std_[f.name]),
-                table.objective or "objective")
-        self.pd2d_ = self._fit_2d()
+        self.slices_ = self._slices(rows, boot_slices)
+        self._judge_focus()
         self.warnings_ = self._warnings()
         return self
+
+    def _resolve_margin(self) -> tuple[float, str]:
+        """``--margin``, else the seed noise of the sweep's repeats, else the stated default."""
+        if self.margin is not None:
+            return float(self.margin), "set by --margin"
+        r = self.table_.replicates or {}
+        if r.get("sd") is not None and r["sd"] > 0:
+            return float(r["sd"]), (f"the seed noise of the sweep's repeats: the pooled sd of a "
+                                    f"single run over {r['repeats']} seeds per configuration")
+        y = self.encoded_.y
+        obj = self.table_.objective or "objective"
+        return (float(DEFAULT_MARGIN_SHARE * np.median(np.abs(y))),
+                f"default: {DEFAULT_MARGIN_SHARE:.1%} of the trials' median absolute {obj}, since the "
+                "seed noise was not measured; hydra.sweeper.repeats, --confirm or --margin "
+                "measure or set it")
+
+    def set_margin(self, margin: float, source: str) -> MetaAnalysis:
+        """Judge the fitted analysis again with another margin (e.g. the seed noise a
+        confirmation grid measured): the verdict, non-inferiority and tunability; no refit."""
+        _check_margin(margin)
+        self.margin_, self.margin_source_ = float(margin), source
+        self._judge_focus()
+        return self
+
+    def _judge_focus(self) -> None:
+        """Every answer about the focus that the margin decides: ``recommendation_``,
+        ``noninferior_`` and ``tunability_`` (None without a focus or anything to compare)."""
+        self.recommendation_ = self.noninferior_ = self.tunability_ = None
+        if self.focus_ is None:
+            return
+        enc = self.encoded_
+        f = enc.features[enc.index(self.focus_)]
+        p = self.pd_[self.focus_]
+        self.recommendation_ = recommend(
+            f, p["x"], p["mean"], p["boot"], self.sign_, self.level, self.neutral_,
+            self.reference, (self.importance_[f.name], self.importance_std_[f.name]),
+            self.table_.objective or "objective", self.margin_)
+        self.recommendation_["margin_source"] = self.margin_source_
+        sl = self.slices_
+        if sl is not None:
+            self.noninferior_, self.tunability_ = tuned_comparison(
+                sl["values"], sl["tuned"], sl["surface"], sl["boot"], self.sign_, self.level,
+                self.margin_)
+            self.noninferior_["tuned"] = self.tunability_["tuned"] = sl["param"]
+
+    def _slice_rows(self) -> list[int] | None:
+        """Rows of the focus's grid where non-inferiority and tunability are read: the best focus
+        value where the 2-D surface is best (without one: the best of the focus's own curve, read
+        once it exists: row -1), then the neutral value and the reference, those on the grid;
+        None without a focus or anything to compare."""
+        if self.focus_ is None:
+            return None
+        enc = self.encoded_
+        f, x = enc.features[enc.index(self.focus_)], self.focus_grid_
+        others = list(dict.fromkeys(
+            int(np.argmin(np.abs(x - f.to_x([v])[0]))) for v in (self.neutral_, self.reference)
+            if v is not None and not (f.log and v <= 0)
+            and np.isclose(x, f.to_x([v])[0], rtol=0, atol=1e-12).any()))
+        if not others:
+            return None
+        q = self.pd2d_
+        best = -1 if q is None else int(q["best_i"][int(np.argmax(self.sign_ * q["best_value"]))])
+        return [best, *others]
+
+    def _slice(self, forest, rows: list[int]) -> np.ndarray:
+        """One forest's 2-D partial dependence at the focus's ``rows`` x the other's grid (R, K)."""
+        q, enc = self.pd2d_, self.encoded_
+        both = enc.active_rows(q["a"]) & enc.active_rows(q["b"])
+        return pd_surface(forest, enc.X[both], enc.index(q["a"]), enc.index(q["b"]),
+                          q["x_a"][rows], q["x_b"])
+
+    def _slices(self, rows: list[int] | None, boot: list[np.ndarray]) -> dict[str, Any] | None:
+        """The points non-inferiority and tunability are read at: ``{param (the tuned other
+        parameter, None without a 2-D surface), values (R,), tuned (K,), surface (R, K) of the
+        full forest, boot (B, R, K) of the refits}``."""
+        if rows is None:
+            return None
+        enc, p, q = self.encoded_, self.pd_[self.focus_], self.pd2d_
+        f = enc.features[enc.index(self.focus_)]
+        if q is None:  # nothing else to tune: the focus's own curve, one column
+            rows = [plateau_argmax(self.sign_ * p["mean"]), *rows[1:]]
+            return {"param": None, "values": [float(v) for v in f.from_x(p["x"][rows])],
+                    "tuned": [None], "surface": p["mean"][rows][:, None],
+                    "boot": p["boot"][:, rows][:, :, None]}
+        fb = enc.features[enc.index(q["b"])]
+        return {"param": q["b"], "values": [float(v) for v in f.from_x(q["x_a"][rows])],
+                "tuned": _values(fb, q["x_b"]), "surface": q["surface"][rows],
+                "boot": np.stack(boot)}
 
     def _resolve_focus(self) -> str | None:
         enc = self.encoded_
@@ -213,8 +344,9 @@ class MetaAnalysis(BaseEstimator):
         return self.focus
 
     def _fit_2d(self) -> dict[str, Any] | None:
-        """Partial dependence of the focus against the most important other parameter, and the
-        focus's best value for each value of the other (the conditional optimum)."""
+        """Partial dependence of the focus (on its 1-D grid) against the most important other
+        parameter, and the focus's best value for each value of the other (the conditional
+        optimum)."""
         enc = self.encoded_
         others = [name for name in enc.names if name != self.focus_]
         if self.focus_ is None or not others:
@@ -225,14 +357,14 @@ class MetaAnalysis(BaseEstimator):
         both = enc.active_rows(self.focus_) & enc.active_rows(other)  # conditional ones where they were swept
         if not both.any():
             return None
-        grid_j = self.pd_[self.focus_]["x"]
+        grid_j = self.focus_grid_
         grid_k = grid_for(fo, enc.X[both, k], GRID_2D)
         surface = pd_surface(self.forest_, enc.X[both], j, k, grid_j, grid_k)  # (Gj, Gk)
         best_j = conditional_optimum(surface, self.sign_)  # (Gk,)
         ff = enc.features[j]
         return {"a": self.focus_, "b": other, "x_a": grid_j, "x_b": grid_k,
                 "values_a": ff.from_x(grid_j), "values_b": fo.from_x(grid_k),
-                "surface": surface, "best_a": ff.from_x(grid_j[best_j]),
+                "surface": surface, "best_a": ff.from_x(grid_j[best_j]), "best_i": best_j,
                 "best_value": surface[best_j, np.arange(len(grid_k))]}
 
     def _warnings(self) -> list[str]:
@@ -318,6 +450,11 @@ class MetaAnalysis(BaseEstimator):
             "importance": {name: self.importance_[name] for name in order},
             "importance_std": {name: self.importance_std_[name] for name in order},
             "recommendation": rec,
+            "importance_methods": self.importance_methods_ if self.importance_methods_ is not None
+            else ({"skipped": self.importance_methods_note_} if self.importance_methods_note_ else None),
+            "noninferior": self.noninferior_,
+            "tunability": self.tunability_,
+            **self._spread(),
             "focus_curve": self.focus_curve(),
             "conditional_optimum": None if self.pd2d_ is None else {
                 "param": self.pd2d_["a"], "given": self.pd2d_["b"],
@@ -329,7 +466,8 @@ class MetaAnalysis(BaseEstimator):
                          "min_samples_leaf": self.min_samples_leaf, "grid_size": self.grid_size,
                          "importance_folds": self.n_splits, "importance_repeats": self.n_repeats,
                          "random_state": self.random_state, "diverged": self.diverged,
-                         "pruned": self.pruned, "infeasible": self.infeasible},
+                         "pruned": self.pruned, "infeasible": self.infeasible,
+                         "margin": self.margin, "anova": self.anova},
             **self._objectives_summary(),
         })
 
@@ -344,6 +482,40 @@ class MetaAnalysis(BaseEstimator):
         if len(t.objectives) > 1:
             out["pareto"] = [t.numbers[i] for i in front_rows(t)]
         return out
+
+    def _spread(self) -> dict[str, Any]:
+        """The ratio as users meet it: ``spread`` = head rate / lowest rate = ratio^(layer_groups
+        - 1), and ``lowest_rate`` = the lowest group's rate at the recommended head rate, per
+        ``layer_groups`` the trials' metrics.json record (keys as strings); None when the focus
+        is not ``schedule.lr_ratio`` or no trial records its layer groups."""
+        rec = self.recommendation_
+        groups = sorted({int(m[GROUPS_FACT]) for m in self.table_.metrics
+                         if isinstance(m, dict) and m.get(GROUPS_FACT)})
+        if rec is None or self.focus_ != DEFAULT_FOCUS or not groups:
+            return {"spread": None, "lowest_rate": None}
+        ratio = float(rec["best"])
+        spread = {str(g): ratio ** (g - 1) for g in groups}
+        head, where = self._head_rate()
+        lowest = None if head is None else {
+            "ratio": ratio, "head_rate": head, "head_rate_from": where,
+            "values": {g: head / s for g, s in spread.items()}}
+        return {"spread": {"ratio": ratio, "values": spread}, "lowest_rate": lowest}
+
+    def _head_rate(self) -> tuple[float | None, str]:
+        """The recommended ``schedule.lr_max`` and where it comes from: the conditional optimum
+        where the 2-D surface is best, else the best of its own partial dependence, else the
+        sweep's fixed value; None when it is none of these."""
+        q = self.pd2d_
+        if q is not None and q["b"] == HEAD_RATE:
+            return float(self.conditional_at_best()["b"]), "where the 2-D partial dependence is best"
+        if HEAD_RATE in self.pd_:
+            p = self.pd_[HEAD_RATE]
+            return float(p["values"][int(np.argmax(self.sign_ * p["mean"]))]), \
+                "the best of its partial dependence"
+        fixed = self.table_.fixed.get(HEAD_RATE)
+        if isinstance(fixed, int | float) and not isinstance(fixed, bool):
+            return float(fixed), "the sweep's fixed value"
+        return None, "not known"
 
     def focus_curve(self) -> dict[str, Any] | None:
         """The focus's partial dependence as plain lists, ``{param, values, mean, lo, hi}``
@@ -387,6 +559,12 @@ class MetaAnalysis(BaseEstimator):
         codes, counts = np.unique(column, return_counts=True)
         common = f.categories[int(codes[np.argmax(counts)])]
         return yaml.safe_load(common), f"the trials' most common value; {why}"
+
+
+def _check_margin(margin: float) -> None:
+    if not (isinstance(margin, int | float) and math.isfinite(margin) and margin >= 0):
+        raise MetaError(f"--margin {margin} must be a finite number >= 0 in the objective's units, "
+                        "e.g. 0.005 (or 0 for the bare rule 'gain interval above 0')")
 
 
 def _values(f, x) -> list[Any]:

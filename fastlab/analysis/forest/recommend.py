@@ -14,7 +14,7 @@ import numpy as np
 
 from fastlab.analysis.forest.dependence import plateau_argmax
 from fastlab.analysis.forest.encode import Feature
-from fastlab.analysis.forest.verdict import Baseline, judge
+from fastlab.analysis.forest.verdict import Baseline, judge, within_margin, within_text
 
 # A parameter whose shuffling costs less than this share of the trials' variance (held out)
 # does not matter (MetaAnalysis.matters: which value a preset keeps). Whether an optimum is clear
@@ -46,7 +46,7 @@ def _on_grid(feature: Feature, grid: np.ndarray, value: float) -> bool:
 def recommend(feature: Feature, grid: np.ndarray, curve: np.ndarray, boot: np.ndarray,
               sign: float, level: float = 0.9, neutral: float | None = None,
               reference: float | None = None, importance: tuple[float, float] = (math.inf, 0.0),
-              objective: str = "objective") -> dict[str, Any]:
+              objective: str = "objective", margin: float = 0.0) -> dict[str, Any]:
     """Best value of a numeric parameter, its interval, the gain over its baseline, a verdict.
 
     The numbers are measured here; every verdict word comes from
@@ -64,6 +64,7 @@ def recommend(feature: Feature, grid: np.ndarray, curve: np.ndarray, boot: np.nd
     neutral, reference : parameter values (or None); they must be grid points to be read exactly
         (``grid_for(..., extra=...)`` puts them there).
     importance : (mean, std) of the parameter's held-out permutation importance (reported).
+    margin : the smallest gain that counts, in objective units (the verdict's rule).
 
     Returns
     -------
@@ -100,7 +101,8 @@ def recommend(feature: Feature, grid: np.ndarray, curve: np.ndarray, boot: np.nd
         gain, gain_iv = b.gain, list(b.gain_interval)
     else:  # no value that does nothing: a clear optimum must beat both ends of the range
         baselines = [baseline("the low end", 0), baseline("the high end", len(grid) - 1)]
-    words = judge(name, best, (lo, hi), level, baselines, reference, bool(at_edge), objective)
+    words = judge(name, best, (lo, hi), level, baselines, reference, bool(at_edge), objective,
+                  margin)
     imp_mean, imp_std = importance
     return {
         "param": name,
@@ -118,7 +120,61 @@ def recommend(feature: Feature, grid: np.ndarray, curve: np.ndarray, boot: np.nd
         "baselines": [{"what": b.what, "value": b.value, "gain": b.gain,
                        "gain_interval": list(b.gain_interval)} for b in baselines],
         "reference": reference,
+        "margin": float(margin),
         "importance": float(imp_mean),
         "importance_std": float(imp_std),
         "boot_best_share_of_range": float(share),
     }
+
+
+def tuned_comparison(values: list[float], tuned: list[Any], surface: np.ndarray,
+                     boot: np.ndarray, sign: float, level: float,
+                     margin: float) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Non-inferiority and tunability of the focus, from slices of its 2-D partial dependence.
+
+    Row 0 is the best focus value where the surface is best (the conditional optimum at the
+    tuned other parameter, column ``c*``); the other rows are the values compared with it (a
+    ratio of 1, the reference 2.6). Every difference is read at the same points in the full
+    forest and in each bootstrap refit, as :func:`recommend`'s gains are.
+
+    Parameters
+    ----------
+    values : (R,) the focus values of the rows, the best first.
+    tuned : (K,) the other parameter's values of the columns (the head rates).
+    surface : (R, K) the full forest's partial dependence at those points.
+    boot : (B, R, K) the bootstrap refits' partial dependence at the same points.
+    sign : +1 to maximize, -1 to minimize.
+    level : the intervals' coverage.
+    margin : the smallest difference that counts (objective units).
+
+    Returns
+    -------
+    ``(noninferior, tunability)``: ``noninferior`` = ``{at, best, margin, level, arms: [{value,
+    loss, interval, within, text}]}``, each arm's loss at the best's own column ``c*``;
+    ``tunability`` = ``{best, at, predicted, level, arms: [{value, at, predicted, gain,
+    interval}]}``, each arm at its own best column: what tuning the focus buys over fixing it.
+    """
+    score = sign * surface  # (R, K) higher is better
+    c = int(np.argmax(score[0]))
+    best_tuned = boot[:, 0, c]  # (B,)
+    ni_arms, tu_arms = [], []
+    for r in range(1, len(values)):
+        loss = float(score[0, c] - score[r, c])
+        iv = quantiles(sign * (best_tuned - boot[:, r, c]), level)
+        within = within_margin(iv, margin)
+        ni_arms.append({"value": float(values[r]), "loss": loss, "interval": list(iv),
+                        "within": within, "text": within_text(within)})
+        own = plateau_argmax(score[r])
+        gain = float(score[0, c] - score[r, own])
+        tu_arms.append({"value": float(values[r]), "at": _plain(tuned[own]),
+                        "predicted": float(surface[r, own]), "gain": gain,
+                        "interval": list(quantiles(sign * (best_tuned - boot[:, r, own]), level))})
+    noninferior = {"at": _plain(tuned[c]), "best": float(values[0]), "margin": float(margin),
+                   "level": level, "arms": ni_arms}
+    tunability = {"best": float(values[0]), "at": _plain(tuned[c]),
+                  "predicted": float(surface[0, c]), "level": level, "arms": tu_arms}
+    return noninferior, tunability
+
+
+def _plain(v: Any) -> Any:
+    return v.item() if isinstance(v, np.generic) else v

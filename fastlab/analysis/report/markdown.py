@@ -12,7 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from fastlab.analysis.forest.analysis import MetaAnalysis
-from fastlab.analysis.forest.verdict import SCALE_TEXT, fmt, rule_text
+from fastlab.analysis.forest.verdict import (
+    SCALE_TEXT,
+    fmt,
+    margin_comparison,
+    margin_text,
+    rule_text,
+)
 from fastlab.analysis.report.figures import (
     IMPORTANCE_FILE,
     OOB_FILE,
@@ -59,6 +65,22 @@ def write_report(m: MetaAnalysis, out: str | Path,
     write_json(out / "summary.json", summary)
     atomic_write_text(out / "report.md", markdown(m, summary))
     return summary
+
+
+def importance_methods_section(permutation: dict[str, float], im: dict[str, Any]) -> list[str]:
+    """What matters by a second method: fANOVA and PED-ANOVA (Optuna's evaluators) beside the
+    held-out permutation importance, the largest fANOVA pair term and whether the methods agree."""
+    if "skipped" in im:
+        return [f"Importance by a second method: {im['skipped']}.", ""]
+    fanova, ped = im["fanova"], im["ped_anova"] or {}
+    rows = [[f"`{k}`", fmt(v), fmt(fanova[k]) if k in fanova else "-", fmt(ped[k]) if k in ped else "-"]
+            for k, v in permutation.items()]
+    return ["### By a second method", "",
+            "fANOVA: the share of the variance of a forest's prediction over the swept space that a "
+            "parameter explains alone. PED-ANOVA: how far the top 10% of trials depart from all of "
+            "them in a parameter's values. Both are Optuna's evaluators, over the trials above.", "",
+            _table(["parameter", "permutation", "fANOVA", "PED-ANOVA"], rows), "",
+            f"- {im['pair_text']}.", f"- {im['text']}.", *[f"- {n}." for n in im["notes"]], ""]
 
 
 def _replicate_lines(r: dict | None) -> list[str]:
@@ -139,6 +161,8 @@ def markdown(m: MetaAnalysis, s: dict[str, Any]) -> str:
                 "dependence averages over them." for k, f in conditional.items()],
               *([""] if conditional else []),
               f"![importance]({IMPORTANCE_FILE})", ""]
+    if s.get("importance_methods") is not None:
+        parts += importance_methods_section(s["importance"], s["importance_methods"])
 
     if rec is not None:
         p = rec["param"]
@@ -151,15 +175,20 @@ def markdown(m: MetaAnalysis, s: dict[str, Any]) -> str:
                          f"to {fmt(b['gain_interval'][1], True)})"])
         if rec["reference"] is not None:
             rows.append([f"reference {fmt(rec['reference'])}", rec["reference_text"]])
+        rows.append(["margin", fmt(rec["margin"])])
         rows.append(["clear optimum", rec["clear_text"]])
+        margin = margin_text(rec["margin"], rec["margin_source"], obj)
+        versus = margin_comparison(rec["baselines"], rec["margin"], m.level)
         parts += [f"## The recommendation for `{p}`", "", rec["verdict"], "",
-                  _table(["", ""], rows), "",
+                  f"{margin[0].upper()}{margin[1:]}; {versus}.",
+                  "", _table(["", ""], rows), "",
                   f"The curve is the forest's partial dependence (its average prediction as `{p}` "
                   f"moves, every other parameter kept at the trials' values); the band and the "
                   f"interval come from {m.n_boot} refits on trials resampled with replacement: "
                   f"the interval holds the central {pct} of the refits' best values. "
-                  + rule_text(rec["baselines"]), "",
+                  + rule_text(rec["baselines"], rec["margin"]), "",
                   f"![partial dependence of {p}]({pd_file(p)})", ""]
+        parts += comparison_section(s, obj, pct)
 
     c = s["conditional_optimum"]
     if c is not None:
@@ -215,6 +244,47 @@ def markdown(m: MetaAnalysis, s: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
+def comparison_section(s: dict[str, Any], obj: str, pct: str) -> list[str]:
+    """Non-inferiority, tunability and the ratio as users meet it (spread, lowest rate)."""
+    ni, tu, rec = s.get("noninferior"), s.get("tunability"), s["recommendation"]
+    out: list[str] = []
+    if ni is not None:
+        p = rec["param"]
+        at = (f"at the tuned `{ni['tuned']}` = {_value(ni['at'])} (where the 2-D partial "
+              f"dependence is best)" if ni["tuned"] is not None else "on its own curve")
+        rows = []
+        for a, t in zip(ni["arms"], tu["arms"]):
+            tuned = (f"{fmt(t['gain'], True)} ({pct}: {fmt(t['interval'][0], True)} to "
+                     f"{fmt(t['interval'][1], True)})"
+                     + (f", its own best `{ni['tuned']}` = {_value(t['at'])}"
+                        if ni["tuned"] is not None else ""))
+            rows.append([fmt(a["value"]), f"{fmt(a['loss'], True)} ({pct}: "
+                         f"{fmt(a['interval'][0], True)} to {fmt(a['interval'][1], True)})",
+                         a["text"], tuned])
+        out += [f"### Non-inferiority and tunability of `{p}`", "",
+                f"The best `{p}` {at} is {fmt(ni['best'])}. Non-inferiority: a value is within "
+                f"the margin ({fmt(ni['margin'])} {obj}) when the {pct} interval of what it "
+                "loses to the best there lies below the margin, not within when it lies above "
+                "it. Tunability (Probst, Boulesteix and Bischl 2019): what tuning "
+                f"`{p}` buys over fixing it at the value"
+                + (f", `{ni['tuned']}` tuned for each" if ni["tuned"] is not None else "")
+                + ". Both read the same points in every bootstrap refit.", "",
+                _table([f"`{p}`", "loses to the best (same head rate)", "non-inferior?",
+                        "tunability: best tuned minus this value tuned"], rows), ""]
+    sp, low = s.get("spread"), s.get("lowest_rate")
+    if sp is not None:
+        lines = [f"- {fmt(sp['ratio'])} over {g} layer groups: a spread (head rate / lowest "
+                 f"rate) of {fmt(v)}"
+                 + (f"; at the recommended head rate {fmt(low['head_rate'])} "
+                    f"({low['head_rate_from']}) the lowest group trains at "
+                    f"{fmt(low['values'][g])}" if low is not None else "") + "."
+                 for g, v in sp["values"].items()]
+        out += ["### The ratio as users meet it", "",
+                "A ratio r over n layer groups spreads the rates by r^(n-1); published recipes "
+                "are compared by this spread in the manual's study page.", "", *lines, ""]
+    return out
+
+
 def _objectives_lines(m: MetaAnalysis, s: dict[str, Any]) -> list[str]:
     """The trials section's lines on a sweep of several objectives: which one is analysed, and
     what became of the infeasible trials."""
@@ -255,6 +325,8 @@ def _cli_flags(m: MetaAnalysis) -> str:
         flags += f" --focus {m.focus}"
     if m.reference is not None:
         flags += f" --reference {m.reference:g}"
+    if m.margin is not None:
+        flags += f" --margin {m.margin:g}"
     if isinstance(m.neutral, int | float):
         flags += f" --neutral {m.neutral:g}"
     if m.level != 0.9:

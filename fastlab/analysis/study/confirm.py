@@ -216,7 +216,8 @@ def summarize_grid(table: TrialsTable, focus: str, lr_key: str, sign: float,
             tuned[float(v)] = max(arm, key=lambda r: sign * r["mean"])
     out: dict[str, Any] = {"param": focus, "values": [float(v) for v in values], "cells": rows,
                            "policy": policy["text"], "tuned": list(tuned.values()),
-                           "difference": None, "difference_se": None, "beats": None}
+                           "difference": None, "difference_se": None, "beats": None,
+                           "seed_sd": seed_sd(rows)}
     neutral, best = (float(v) for v in values)
     if neutral not in tuned or best not in tuned:
         out["verdict"] = "the grid has no completed run for one of the arms: nothing to compare"
@@ -237,6 +238,23 @@ def summarize_grid(table: TrialsTable, focus: str, lr_key: str, sign: float,
         f"{fmt(b['mean'])} ± {fmt(b['se'])} (at lr {fmt(b['lr_max'])}); difference "
         f"{fmt(diff, True)} ± {fmt(se)} (s.e., {a['n']} seeds per cell).")
     return out
+
+
+def seed_sd(cells: Sequence[dict[str, Any]]) -> float | None:
+    """A single run's noise between seeds: the pooled sd of the runs around their cell's mean
+    (cells ``{n, se}`` as :func:`summarize_grid` lists them); None without a cell of 2 runs."""
+    dof = sum(c["n"] - 1 for c in cells if c["se"] is not None)
+    squares = sum((c["n"] - 1) * c["n"] * c["se"] ** 2 for c in cells if c["se"] is not None)
+    return math.sqrt(squares / dof) if dof > 0 else None
+
+
+def grid_margin(result: dict[str, Any]) -> tuple[float, str] | None:
+    """The margin a confirmation grid measured, for :meth:`MetaAnalysis.set_margin`, or None."""
+    sd = result.get("seed_sd")
+    if sd is None or not sd > 0:
+        return None
+    return sd, (f"the confirmation grid's seed noise: the pooled sd of a single run over "
+                f"{result.get('seeds', 'its')} seeds per cell")
 
 
 def confirm(m: MetaAnalysis, out: Path, seeds: int = 3, lrs: Sequence[float] | None = None,
