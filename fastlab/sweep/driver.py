@@ -139,7 +139,7 @@ def run_sweep(
                            enqueued=enqueued(space, settings.enqueue, settings.strategy, seed),
                            warm=warm, mirror=_open_mirror(settings, space, sweep_dir, lease.id),
                            objectives=objectives)
-            _log_resume(store.trials(), sweep.n_total)
+            _log_resume(store.trials(), sweep.n_total, settings.repeats)
             try:
                 with _Heartbeat(settings, sweep_dir, lease.id):
                     concurrency = settings.batch_size or 1
@@ -590,14 +590,16 @@ def _export(
     echo(f"trials: {sweep_dir / 'trials.csv'}  best: {sweep_dir / 'best.yaml'}")
 
 
-def _log_resume(trials: Sequence[Trial], n_total: int) -> None:
+def _log_resume(trials: Sequence[Trial], n_total: int, repeats: int = 1) -> None:
     if not trials:
         log.info(f"new sweep of {n_total} trials")
         return
     if trials[0].config is not None:  # repeats: n_trials counts configurations
-        configs = {t.config for t in trials}
-        done = {t.config for t in trials} - {t.config for t in trials if t.status not in FINISHED}
-        log.info(f"resuming: {len(done)} of {n_total} configurations finished, {len(configs) - len(done)} with runs "
+        finished: dict[int, int] = {}
+        for t in trials:
+            finished[t.config] = finished.get(t.config, 0) + (t.status in FINISHED)
+        done = sum(n == repeats for n in finished.values())
+        log.info(f"resuming: {done} of {n_total} configurations finished, {len(finished) - done} with runs "
                  "left to run")
         return
     done = sum(t.status in FINISHED for t in trials)

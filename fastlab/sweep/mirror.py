@@ -107,12 +107,12 @@ def _objectives(settings: SweepSettings) -> list[tuple[str, str]]:
     return list(zip(objectives.names, objectives.directions, strict=True))
 
 
-def _values(trial: Trial, settings: SweepSettings) -> list[float] | None:
-    """A finished trial's value per objective (``_objectives``' order), or None when it has none
-    that Optuna takes (NaN and infinities are refused)."""
-    if settings.objectives:
+def _values(trial: Trial, names: list[str] | None) -> list[float] | None:
+    """A finished trial's value per objective (``names``, ``_objectives``' order; None: the one
+    value), or None when it has none that Optuna takes (NaN and infinities are refused)."""
+    if names is not None:
         judged = (trial.objectives or {}).get("values", {})
-        values = [judged.get(name) for name, _ in _objectives(settings)]
+        values = [judged.get(name) for name in names]
     else:
         values = [trial.value]
     if any(v is None or not math.isfinite(v) for v in values):
@@ -163,6 +163,8 @@ class OptunaMirror:
         self.optuna, self.url, self.name = optuna, url, name
         self.settings, self.sweep_dir, self.driver = settings, sweep_dir, driver
         self.distributions = {dim.name: _distribution(optuna, dim) for dim in space.dims}
+        self.objectives = _objectives(settings)  # read once: every sync asks each trial's values
+        self.names = [name for name, _ in self.objectives] if settings.objectives else None
         self.fingerprint = space.fingerprint()
         self.storage: Any = None
         self.study_id: int | None = None
@@ -226,7 +228,7 @@ class OptunaMirror:
         if path is not None:  # SQLite makes the file, not its folder
             path.parent.mkdir(parents=True, exist_ok=True)
         storage = optuna.storages.RDBStorage(self.url)
-        objectives = _objectives(self.settings)
+        objectives = self.objectives
         study = optuna.create_study(storage=storage, study_name=self.name, load_if_exists=True,
                                     directions=[direction for _, direction in objectives])
         held = study.user_attrs.get("fastlab_space")
@@ -324,7 +326,7 @@ class OptunaMirror:
     def _state(self, t: Trial) -> tuple[Any, list[float] | None]:
         """The Optuna state of a fastlab trial, with its values when COMPLETE."""
         states = self.optuna.trial.TrialState
-        values = _values(t, self.settings)
+        values = _values(t, self.names)
         if t.status == "running":
             return states.RUNNING, None
         if t.status == "pruned":
