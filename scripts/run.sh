@@ -3,8 +3,9 @@
 # source model, sweep few-shot fine-tuning, fit the random-forest meta-analysis, confirm, and
 # measure how stable the answer is.
 #   bash scripts/run.sh [quick|full|smoke|matrix|matrix-smoke] [sweep overrides...]
-# quick (the default) takes minutes; matrix (the study across tasks, depths and data sizes, one
-# cross-study report) takes about 20-30 minutes on a 2-core CPU and says so before it starts.
+# quick (the default) takes minutes; matrix (the study along data size, depth and source shift,
+# and the text classifier, one cross-study report) takes at most 30 minutes on a 2-core CPU and
+# says so before it starts.
 # A single training run is `.venv/bin/fastlab-train [overrides]` once set up.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -51,7 +51,12 @@ def parser() -> argparse.ArgumentParser:
                         "'lr_low=schedule.lr_max/schedule.lr_ratio**(layer_groups-1)': numbers, "
                         "numeric parameters by override name, metrics.json's top-level numbers, "
                         "+ - * / **, log log10 exp sqrt min max abs (repeatable; then --focus "
-                        "NAME to recommend its value)")
+                        "NAME to recommend its value). It replaces the last swept parameter it "
+                        "reads that is not the focus, so no column is a function of others")
+    p.add_argument("--no-mechanism", dest="mechanism", action="store_false",
+                   help="skip the mechanism test (with the focus on schedule.lr_ratio and the "
+                        "runs' layer_groups recorded: does the ratio itself or only the lowest "
+                        "group's rate carry the effect? the ratio is judged in the basis that does)")
     p.add_argument("--level", type=float, default=0.9, help="interval coverage (default 0.9)")
     p.add_argument("--margin", type=float, default=None,
                    help="the smallest gain of the objective that counts, in its units: a clear "
@@ -148,6 +153,7 @@ def run(args: argparse.Namespace) -> int:
                      pruned=args.pruned, infeasible=args.infeasible,
                      n_estimators=args.trees, n_boot=args.n_boot, random_state=args.seed,
                      n_jobs=args.jobs, derive=tuple(args.derive), margin=args.margin,
+                     mechanism=args.mechanism,
                      progress=None if args.quiet else ProgressLine("fastlab-meta: bootstrap"))
     m.fit(table)
     out = args.out if args.out is not None else default_out(args.path)

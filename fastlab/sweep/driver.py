@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from fastlab.rundir.metrics_json import read_metrics
+from fastlab.sweep import lr_range
 from fastlab.sweep.direction import HOW_TO_SET
 from fastlab.sweep.errors import SweepError
 from fastlab.sweep.lease import DriverLease
@@ -96,6 +97,7 @@ def run_sweep(
     echo: Callable[[str], None] = print,
     context: str = "",
     hand_number: Callable[[int], list[str]] = lambda number: [],
+    workers: int | None = None,
 ) -> list[Trial]:
     """Run (or resume, or join) a sweep in ``sweep_dir``; return its trials.
 
@@ -108,6 +110,8 @@ def run_sweep(
     context : anything else a resume must match (the app's composed config), besides the space.
     hand_number : trial number -> the overrides that tell a job its trial number (Hydra's
         launchers: ``hydra.sweeper.trial=N``), appended to each job's overrides.
+    workers : jobs the launcher runs at once (None: ``batch_size``): with ``hydra.sweeper.lr_find``,
+        the LR finder's threads and the time estimate count them.
 
     ``settings.direction`` must be set: ``hydra_glue`` resolves it from the app's task when the
     user gave none (``fastlab.sweep.direction``).
@@ -121,6 +125,7 @@ def run_sweep(
         if key in space.names or any(f.lstrip("+~").split("=", 1)[0] == key for f in space.fixed):
             raise SweepError(f"hydra.sweeper.repeats gives each run its own {key}, which the sweep also sets: "
                              f"drop {key} from the overrides, or name another key with hydra.sweeper.repeat_key")
+    lr_range.check_space(settings, space)
     objectives = parse_objectives(settings.objectives, settings.constraints)
     enqueued(space, settings.enqueue, settings.strategy, seed=0)
     warm = warm_observations(space, settings.warm_start, settings.direction) if settings.warm_start else []
@@ -133,8 +138,10 @@ def run_sweep(
     trials: list[Trial] = []
     try:
         with DriverLease(sweep_dir) as lease:
+            space, n_total = _space_and_total(settings, space, store, context, sweep_dir,
+                                              workers or settings.batch_size or 1)
             seed = store.claim(lambda: _check_identity(store, space, context, settings, sweep_dir))
-            sweep = _Sweep(settings, space, sweep_dir, store, lease, seed, _total(settings, space),
+            sweep = _Sweep(settings, space, sweep_dir, store, lease, seed, n_total,
                            job_dir_for, validate, now(), hand_number,
                            enqueued=enqueued(space, settings.enqueue, settings.strategy, seed),
                            warm=warm, mirror=_open_mirror(settings, space, sweep_dir, lease.id),
@@ -159,6 +166,19 @@ def run_sweep(
             _export(sweep_dir, space, settings, trials, echo, parse_objectives(settings.objectives,
                                                                                settings.constraints))
     return trials
+
+
+def _space_and_total(settings: SweepSettings, space: SearchSpace, store: TrialStore, context: str,
+                     sweep_dir: Path, workers: int) -> tuple[SearchSpace, int]:
+    """The space the trials sweep and their total: with ``hydra.sweeper.lr_find``, the head rate's
+    range from the LR finder (recorded, or found now) and ``n_trials`` within ``budget_minutes``,
+    and the time estimate logged before the first trial."""
+    if settings.lr_find is None:
+        return space, _total(settings, space)
+    space, found = lr_range.resolve(settings, space, store, context, sweep_dir, workers)
+    n_total = lr_range.within_budget(found, settings, _total(settings, space), workers)
+    log.info(lr_range.estimate_line(found, lr_range.left(store, n_total), workers))
+    return space, n_total
 
 
 class _Heartbeat:

@@ -82,6 +82,7 @@ def run_hydra_sweep(
             validate=validate,
             context=app_config_text(config),
             hand_number=trial_override,
+            workers=launcher_workers(config.hydra.get("launcher")),
         )
         ok = True
     finally:
@@ -124,6 +125,13 @@ TRIALS_PER_WORKER = 4
 # study trial's cost on a 2-core CPU when it was not hidden).
 QUEUED_PER_WORKER = 2
 ADAPTIVE = ("forest",)  # proposes from every finished trial: a batch is one round of proposals
+
+
+def launcher_workers(launcher: Any) -> int | None:
+    """Jobs the configured launcher runs at once when it says (joblib's n_jobs), else None (the
+    driver takes batch_size): the LR finder's threads and the study's time estimate count them."""
+    n_jobs = None if launcher is None else launcher.get("n_jobs")
+    return auto_batch_size(launcher, "forest") if isinstance(n_jobs, int) and n_jobs != 0 else None
 
 
 def auto_batch_size(launcher: Any, strategy: str = "forest", asynchronous: bool = True) -> int:

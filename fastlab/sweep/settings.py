@@ -4,6 +4,7 @@ The plugin's config dataclass extends ``SweepSettings`` (adding ``_target_`` and
 fields, their defaults and their documentation live in one place.
 """
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -17,6 +18,8 @@ PRUNED_POLICIES = ("drop", "keep")
 
 # Trials a random or forest sweep runs when ``n_trials`` is not set (a grid runs all its points).
 DEFAULT_N_TRIALS = 20
+# The keys of hydra.sweeper.lr_find.
+LR_FIND_KEYS = {"param", "decades"}
 
 
 @dataclass
@@ -94,6 +97,15 @@ class SweepSettings:
     repeats: int = 1
     repeat_key: str = "seed"
     constraints: list[Any] = field(default_factory=list)
+    # The head rate's range from the LR finder (fastlab.sweep.lr_range): {param: KEY, decades: D}. On
+    # a fresh sweep the driver runs the LR finder once on the sweep's config and sweeps KEY over
+    # tag(log, interval(pick / 10**D, pick * 10**D)); the range is recorded in trials.db, so a
+    # resume keeps it. KEY must not be swept or set otherwise. Typed Any, as budget_minutes: a bad
+    # value is validate()'s one line, not OmegaConf's error report.
+    lr_find: Any = None
+    # With lr_find: the sweep's wall-clock budget in minutes; n_trials is capped to the trials the
+    # LR finder's time estimate fits in it on the launcher's workers (None: no cap).
+    budget_minutes: Any = None
     # Set by the sweep's driver on each job it launches (`hydra.sweeper.trial=N`, a Hydra override,
     # so the job's own config and override_dirname stay as they are): the job's trial number, by
     # which it reports to its study. Never set it yourself.
@@ -166,6 +178,15 @@ class SweepSettings:
                              "configuration, each with its own seed): e.g. hydra.sweeper.repeats=3")
         if not isinstance(self.repeat_key, str) or not self.repeat_key.strip():
             raise SweepError(f"hydra.sweeper.repeat_key={self.repeat_key!r} is not a config key: e.g. seed")
+        lr_find_setting(self.lr_find)
+        if self.budget_minutes is not None:
+            budget = self.budget_minutes
+            if isinstance(budget, bool) or not isinstance(budget, int | float) or not 0 < budget < math.inf:
+                raise SweepError(f"hydra.sweeper.budget_minutes={budget!r} must be a positive number of minutes "
+                                 "(or null): e.g. hydra.sweeper.budget_minutes=30")
+            if self.lr_find is None:
+                raise SweepError("hydra.sweeper.budget_minutes needs hydra.sweeper.lr_find, whose LR finder run "
+                                 "gives the time estimate: set both, or cap the sweep with hydra.sweeper.n_trials")
         if self.top_k < 0:
             raise SweepError(f"hydra.sweeper.top_k={self.top_k} must be at least 0")
         return self
@@ -176,6 +197,29 @@ class SweepSettings:
         if self.direction is None:  # hydra_glue resolves it before the driver runs
             raise SweepError(f"hydra.sweeper.direction is not set; {HOW_TO_SET}")
         return 1.0 if self.direction == "maximize" else -1.0
+
+
+def lr_find_setting(value: Any) -> tuple[str, float] | None:
+    """``hydra.sweeper.lr_find`` as (the swept key the LR finder centres, decades each way), or None
+    when it is off; a ``SweepError`` line naming the fix when it is malformed."""
+    if value is None:
+        return None
+    example = "e.g. hydra.sweeper.lr_find='{param: schedule.lr_max, decades: 1}'"
+    if not isinstance(value, Mapping):
+        raise SweepError(f"hydra.sweeper.lr_find={value!r} is not a mapping: give {{param: KEY, decades: D}} "
+                         f"or null, {example}")
+    unknown = sorted(set(value) - LR_FIND_KEYS)
+    if unknown:
+        raise SweepError(f"hydra.sweeper.lr_find has unknown key(s) {unknown}: its keys are param and decades, "
+                         f"{example}")
+    param, decades = value.get("param"), value.get("decades", 1)
+    if not isinstance(param, str) or not param.strip():
+        raise SweepError(f"hydra.sweeper.lr_find.param={param!r} is not a config key: name the head rate, "
+                         f"{example}")
+    if isinstance(decades, bool) or not isinstance(decades, int | float) or not 0 < decades <= 5:
+        raise SweepError(f"hydra.sweeper.lr_find.decades={decades!r} must be a number in (0, 5]: the range "
+                         f"spans that many decades each way of the LR finder's pick, {example}")
+    return param.strip(), float(decades)
 
 
 def trial_override(number: int) -> list[str]:

@@ -5,6 +5,8 @@ on the confirmation grid where the forest and the grid disagree."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -135,3 +137,175 @@ def test_cell_without_recommendation_is_refused():
 
     with pytest.raises(MetaError, match="--focus schedule.lr_ratio"):
         cell_answer({"recommendation": None, "source": {"path": "x"}})
+
+
+# The matrix's axes (scripts/study.sh matrix): labels 5 -> 10 -> 30 -> 100, depth 3 -> 4 -> 5,
+# shift far -> near, and the text cell. Each planted cell is a real cell summary (the module's
+# g3) with the numbers the matrix reads set by hand, so the conclusion can be made to move.
+AXIS_CELLS = {  # name: (axis, groups, labels, shift, order)
+    "g3_l5": (["labels"], 3, 5, "far", 1),
+    "g3_l10": (["labels", "depth", "shift"], 3, 10, "far", 2),
+    "g3_l30": (["labels"], 3, 30, "far", 3),
+    "g3_l100": (["labels"], 3, 100, "far", 4),
+    "g4_l10": (["depth"], 4, 10, "far", 5),
+    "g5_l10": (["depth"], 5, 10, "far", 6),
+    "near_g3_l10": (["shift"], 3, 10, "near", 7),
+    "text": ([], 5, None, None, 8),
+}
+
+
+def planted_cell(root: Path, base: dict, name: str, best: float, gain: float,
+                 basis: str | None, order: int | None = None) -> None:
+    """Cell ``name`` of ``AXIS_CELLS`` with best ratio ``best`` (interval best/1.3 to best*1.3),
+    gain over 1 ``gain`` (interval +-0.004) and mechanism basis ``basis``; ratio 1 within the
+    margin, 2.6 not; the spread and the lowest rate for 3 and 5 groups."""
+    axis, groups, labels, shift, own = AXIS_CELLS[name]
+    s = json.loads(json.dumps(base))
+    rec = s["recommendation"]
+    rec.update(best=best, interval=[best / 1.3, best * 1.3], clear_optimum=False)
+    for b in rec["baselines"]:
+        b.update(gain=gain, gain_interval=[gain - 0.004, gain + 0.004])
+    s["confirmation"] = None
+    s["mechanism"] = None if basis is None else {
+        "basis": basis, "r2": {"ratio": 0.5, "lowest_rate": 0.6}, "difference": 0.1,
+        "interval": [0.02, 0.18], "level": 0.9, "text": f"planted: {basis}"}
+    s["noninferior"] = {"tuned": "schedule.lr_max", "at": 0.01, "best": best, "margin": 0.0045,
+                        "level": 0.9, "arms": [
+                            {"value": 1.0, "loss": 0.001, "interval": [-0.002, 0.003],
+                             "within": True, "text": "within the margin"},
+                            {"value": 2.6000000000000005, "loss": 0.02, "interval": [0.01, 0.03],
+                             "within": False, "text": "not within the margin"}]}
+    s["spread"] = {"ratio": best, "values": {"3": best ** 2, "5": best ** 4}}
+    s["lowest_rate"] = {"ratio": best, "head_rate": 0.01, "head_rate_from": "planted",
+                        "values": {"3": 0.01 / best ** 2, "5": 0.01 / best ** 4}}
+    (root / name / "meta").mkdir(parents=True, exist_ok=True)
+    (root / name / "meta" / "summary.json").write_text(json.dumps(s))
+    (root / name / "cell.json").write_text(json.dumps({
+        "name": name, "label": name, "task": "text" if name == "text" else "vision",
+        "groups": groups, "labels": labels, "axis": axis,
+        "source": {"far": "glyphs", "near": "digits 0-4", None: "pydocs"}[shift], "shift": shift,
+        "order": own if order is None else order}))
+
+
+# best ratio, gain over 1, mechanism basis per cell: the ratio rises with labels, falls with
+# depth, rises from far to near; the gain grows with labels; the mechanism moves with labels
+RISING = {"g3_l5": (1.2, 0.001, "cannot tell"), "g3_l10": (1.5, 0.002, "ratio"),
+          "g3_l30": (2.0, 0.003, "lowest_rate"), "g3_l100": (3.0, 0.02, "lowest_rate"),
+          "g4_l10": (1.3, 0.001, "ratio"), "g5_l10": (1.1, 0.0, "ratio"),
+          "near_g3_l10": (4.0, 0.01, None), "text": (1.05, 0.0, "ratio")}
+
+
+@pytest.fixture(scope="module")
+def axes(matrix, tmp_path_factory):
+    """Two matrices of planted axis cells: ``RISING``, and the same with every trend turned round
+    (cell.json's order scrambled, so the report must order cells by axis itself)."""
+    _, cells, _ = matrix
+    out = {}
+    for way, numbers in (("rising", RISING), ("falling", {
+            "g3_l5": (3.0, 0.02, "lowest_rate"), "g3_l10": (2.0, 0.003, "lowest_rate"),
+            "g3_l30": (1.5, 0.002, "lowest_rate"), "g3_l100": (1.2, 0.001, "lowest_rate"),
+            "g4_l10": (2.5, 0.004, "ratio"), "g5_l10": (3.5, 0.005, "ratio"),
+            "near_g3_l10": (1.0, -0.01, "ratio"), "text": (1.05, 0.0, None)})):
+        root = tmp_path_factory.mktemp(way)
+        for i, (name, (best, gain, basis)) in enumerate(numbers.items()):
+            planted_cell(root, cells["g3"], name, best, gain, basis,
+                         order=None if way == "rising" else 20 - i)
+        out[way] = build_matrix(root)
+    return out
+
+
+def test_cells_are_ordered_by_axis(axes):
+    for summary in axes.values():
+        assert [r["name"] for r in summary["cells"]] == list(AXIS_CELLS)
+
+
+def test_axis_sentences_follow_the_numbers(axes):
+    up, down = axes["rising"]["conclusion"], axes["falling"]["conclusion"]
+    labels = "Along labels per class (3 groups): the best ratio "
+    assert labels + "rises (1.2 [0.923, 1.56] at 5 -> 1.5" in up
+    assert "at 100); the gain over ratio 1 grows (+0.001 -> +0.002 -> +0.003 -> +0.02), " \
+           "its interval lies above 0 at 100, elsewhere it includes 0; the mechanism's basis moves: " \
+           "undecided " \
+           "at 5 -> a ratio at 10 -> a band of the lowest group's rate at 30 -> a band of the " \
+           "lowest group's rate at 100." in up
+    assert labels + "falls (3 [" in down and "the gain over ratio 1 shrinks" in down
+    assert "the mechanism's basis stays a band of the lowest group's rate throughout." in down
+    depth = "Along layer groups (10 labels per class): the best ratio "
+    assert depth + "falls (1.5 [1.15, 1.95] at 3 -> 1.3 [1, 1.69] at 4 -> 1.1" in up
+    assert "every interval includes 0; the mechanism's basis stays a ratio throughout." in up
+    assert depth + "rises (2 [" in down
+    shift = "Along the source (3 groups, 10 labels per class): the best ratio "
+    assert shift + "rises (1.5 [1.15, 1.95] at far (glyphs) -> 4 [3.08, 5.2] at near " \
+                   "(digits 0-4))" in up
+    assert "its interval lies above 0 at near (digits 0-4), elsewhere it includes 0; the " \
+           "mechanism's basis moves: " \
+           "a ratio at far (glyphs) -> - at near (digits 0-4)." in up
+    assert shift + "falls" in down and "the gain over ratio 1 shrinks (+0.003 -> -0.01), its " \
+                                      "interval lies below 0 at near (digits 0-4), elsewhere" in down
+    assert "With more layer groups" not in up  # the axes replace the older trends
+    assert "The text classifier (text): no measurable gain over ratio 1" in up
+
+
+def test_rows_carry_mechanism_noninferiority_and_spread(axes, matrix):
+    rows = {r["name"]: r for r in axes["rising"]["cells"]}
+    r = rows["g3_l30"]
+    assert r["mechanism"] == "lowest_rate" and r["mechanism_interval"] == [0.02, 0.18]
+    assert r["noninferior_1"]["within"] is True and r["noninferior_ref"]["within"] is False
+    assert r["noninferior_at"] == 0.01
+    assert r["spread_groups"] == 3 and r["spread"] == pytest.approx(4.0)  # 2^(3-1)
+    assert r["lowest_rate"] == pytest.approx(0.0025) and r["head_rate"] == 0.01
+    assert rows["g5_l10"]["spread_groups"] == 5  # picked by the cell's own groups
+    assert rows["near_g3_l10"]["mechanism"] is None and rows["g3_l10"]["axis"] == [
+        "labels", "depth", "shift"]
+    assert rows["near_g3_l10"]["source"] == "digits 0-4"
+    md = (Path(rows["g3_l30"]["dir"]).parent / "report.md").read_text()
+    assert "| g3_l30 | labels | glyphs | lowest_rate (+0.1; +0.02 to +0.18) | within (+0.001; " \
+           "-0.002 to +0.003) | not within (+0.02; +0.01 to +0.03) | 4 (3) | 0.0025 (0.01) |" in md
+    assert "| near_g3_l10 | shift | digits 0-4 | - |" in md
+    # cells written before the new fields: "-" in the new table, no mechanism in the rows
+    root, _, old = matrix
+    assert all(r["mechanism"] is None and r["axis"] is None for r in old["cells"])
+    assert "| g5 | - | - | - |" in (root / "report.md").read_text()
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def study(cells: str, out: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    """``bash scripts/study.sh matrix-smoke ARGS`` on ``cells`` (STUDY_CELLS), everything it
+    writes under ``out`` (STUDY_OUTPUTS), one torch thread per process."""
+    env = {**os.environ, "STUDY_CELLS": cells, "STUDY_OUTPUTS": str(out),
+           "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    return subprocess.run(["bash", str(REPO / "scripts" / "study.sh"), "matrix-smoke", *args],
+                          capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@pytest.mark.slow
+def test_matrix_smoke_runs_the_shift_axis_end_to_end(tmp_path):
+    """``study.sh matrix-smoke`` on the shift axis's two cells (far: glyphs16, near: digits04_16
+    pretrained on digits 0-4), each epoch-short: the source models, the sweeps, the meta reports
+    with grid and stability, and the cross-study report with its shift sentence."""
+    r = study("g3_l10,near_g3_l10", tmp_path, "schedule.epochs=1", "schedule.freeze_epochs=0")
+    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-3000:])
+    assert sorted(p.name for p in (tmp_path / "models").glob("*.pt")) == [
+        "digits04_16.pt", "glyphs16.pt"]  # only the chosen cells' source models
+    root = tmp_path / "studies" / "matrix_smoke"
+    cell = json.loads((root / "near_g3_l10" / "cell.json").read_text())
+    assert cell["axis"] == ["shift"] and cell["source"] == "digits 0-4" and cell["shift"] == "near"
+    assert json.loads((root / "g3_l10" / "cell.json").read_text())["axis"] == [
+        "labels", "depth", "shift"]
+    s = json.loads((root / "summary.json").read_text())
+    assert [c["name"] for c in s["cells"]] == ["g3_l10", "near_g3_l10"]
+    assert all(c["n_trials"] == 8 and c["spread_groups"] == 3 for c in s["cells"])
+    assert "Along the source (3 groups, 10 labels per class): the best ratio" in s["conclusion"]
+    assert "at far (glyphs) -> " in s["conclusion"] and "at near (digits 0-4))" in s["conclusion"]
+    assert (root / "near_g3_l10" / "meta" / ".done").exists()
+    assert "## Mechanism, non-inferiority and the spread" in (root / "report.md").read_text()
+    assert "study: the matrix in" in r.stdout
+
+
+def test_unknown_cell_is_one_line(tmp_path):
+    r = study("g3_l10,g9_l10", tmp_path, timeout=120)
+    assert r.returncode == 2 and not (tmp_path / "studies").exists()
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 1 and "'g9_l10'" in err[0] and "near_g3_l10" in err[0]

@@ -26,9 +26,15 @@ from fastlab.analysis.forest.dependence import (
     pd_surface,
     plateau_argmax,
 )
-from fastlab.analysis.forest.derive import with_derived
+from fastlab.analysis.forest.derive import with_derived, without_collinear
 from fastlab.analysis.forest.encode import encode, label
 from fastlab.analysis.forest.importance import heldout_importance
+from fastlab.analysis.forest.mechanism import (
+    LOWEST_RATE,
+    LOWEST_RATE_EXPR,
+    compare_bases,
+    ratio_surfaces,
+)
 from fastlab.analysis.forest.recommend import (
     MIN_IMPORTANCE,
     NEUTRAL,
@@ -37,7 +43,12 @@ from fastlab.analysis.forest.recommend import (
     tuned_comparison,
 )
 from fastlab.analysis.forest.trees import fit_quietly, make_forest, oob_r2
-from fastlab.analysis.forest.verdict import DEFAULT_MARGIN_SHARE, trust, trust_warning
+from fastlab.analysis.forest.verdict import (
+    DEFAULT_MARGIN_SHARE,
+    mechanism_verdict,
+    trust,
+    trust_warning,
+)
 from fastlab.analysis.sources.direction import check_direction
 from fastlab.analysis.sources.objectives import front_rows
 from fastlab.analysis.sources.table import (
@@ -90,7 +101,9 @@ class MetaAnalysis(BaseEstimator):
     n_jobs : forests' parallel jobs (None: 1).
     progress : called as ``progress(done, total)`` during the bootstrap, or None.
     derive : ``NAME=EXPR`` strings (``--derive``, :mod:`fastlab.analysis.forest.derive`): columns computed
-        from others, analysed like any parameter (and a possible ``focus``).
+        from others, analysed like any parameter (and a possible ``focus``), each in place of the
+        last swept parameter it reads that is not the focus
+        (:func:`~fastlab.analysis.forest.derive.without_collinear`).
     infeasible : ``keep`` (trials that broke a sweep's constraint are still measured: analysed like
         any other) or ``drop`` (left out, counted; :func:`fastlab.analysis.sources.table.drop_infeasible`).
     margin : the smallest gain of the objective that counts (``--margin``; objective units, >= 0):
@@ -102,6 +115,12 @@ class MetaAnalysis(BaseEstimator):
     anova : also rate the parameters by fANOVA (main and pair terms) and PED-ANOVA (the top 10%),
         Optuna's evaluators over the same trials (:mod:`fastlab.analysis.forest.anova`; the
         ``optuna`` extra); False leaves them out (the stability refits do).
+    mechanism : with the focus on ``schedule.lr_ratio``, ``schedule.lr_max`` swept and the trials'
+        ``layer_groups`` recorded, test whether the ratio or only the lowest group's rate carries
+        the effect (:mod:`fastlab.analysis.forest.mechanism`); when it is the lowest rate, the
+        ratio's verdict, non-inferiority and tunability are read in the basis (head rate, lowest
+        rate) (``judged_in_``). False leaves it out; ``"lowest_rate"`` reads the ratio in that
+        basis without the comparison (the stability refits of an analysis that found it).
     """
 
     def __init__(self, focus: str | None = None, level: float = 0.9, neutral: Any = "auto",
@@ -111,7 +130,7 @@ class MetaAnalysis(BaseEstimator):
                  random_state: int = 0, n_jobs: int | None = None,
                  progress: Progress | None = None, derive: tuple[str, ...] = (),
                  infeasible: str = "keep", margin: float | None = None,
-                 anova: bool = True) -> None:
+                 anova: bool = True, mechanism: bool | str = True) -> None:
         self.focus = focus
         self.level = level
         self.neutral = neutral
@@ -133,6 +152,7 @@ class MetaAnalysis(BaseEstimator):
         self.infeasible = infeasible
         self.margin = margin
         self.anova = anova
+        self.mechanism = mechanism
 
     # ------------------------------------------------------------------------------------ fit
 
@@ -165,7 +185,11 @@ class MetaAnalysis(BaseEstimator):
         if self.infeasible == "drop":
             table, n_infeasible = drop_infeasible(table)
         self.infeasible_policy_ = infeasible_policy(self.infeasible, n_infeasible, table.objective)
-        self.table_ = table = with_derived(table, self.derive)
+        swept = table
+        self.table_, self.replaced_ = without_collinear(
+            with_derived(table, self.derive),
+            self.focus or (DEFAULT_FOCUS if DEFAULT_FOCUS in table.names else None))
+        table = self.table_
         self.direction_ = check_direction(self.direction or table.direction, table.objective,
                                           str(table.path), table.direction_note)
         self.sign_ = 1.0 if self.direction_ == "maximize" else -1.0
@@ -236,9 +260,91 @@ class MetaAnalysis(BaseEstimator):
             self.pd_[f.name] = {"x": grids[j], "values": f.from_x(grids[j]), "mean": curve,
                                 "lo": lo, "hi": hi, "boot": boot[j]}
         self.slices_ = self._slices(rows, boot_slices)
+        self.mechanism_, self.judged_in_ = self._mechanism(swept)
         self._judge_focus()
         self.warnings_ = self._warnings()
         return self
+
+    def _mechanism(self, swept: TrialsTable) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """The mechanism (:mod:`fastlab.analysis.forest.mechanism`) and, when the lowest rate
+        carries the effect (and no --derive chose the basis already), the ratio read in the
+        lowest-rate basis (:meth:`_in_lowest_basis`); (None, None) where it does not apply.
+        ``mechanism="lowest_rate"`` skips the comparison and reads the ratio there (the
+        stability refits of an analysis that found it)."""
+        groups = sorted({int(m[GROUPS_FACT]) for m in swept.metrics
+                         if isinstance(m, dict) and m.get(GROUPS_FACT)})
+        if not (self.mechanism and self.focus_ == DEFAULT_FOCUS and HEAD_RATE in swept.names
+                and groups and max(groups) > 1):
+            return None, None
+        spec = f"{LOWEST_RATE}={LOWEST_RATE_EXPR}"
+        try:
+            lowest, _ = without_collinear(with_derived(swept, (spec,)), LOWEST_RATE)
+        except MetaError:  # a column named lowest_rate already, or no trial with its groups
+            return None, None
+        a = encode(swept, self.direction_, self.diverged)
+        b = encode(lowest, self.direction_, self.diverged)
+        if a.X.shape[0] != b.X.shape[0] or not np.array_equal(a.y, b.y) \
+                or not a.features[a.index(HEAD_RATE)].numeric:
+            return None, None  # some trial without layer_groups: the bases differ in trials
+        if self.mechanism == LOWEST_RATE:
+            return None, self._in_lowest_basis(b, groups)
+        comparison = compare_bases(self._forest, a.X, b.X, a.y, self.level, self.n_splits,
+                                   random_state=self.random_state)
+        ratio_matters = self.matters(DEFAULT_FOCUS) if DEFAULT_FOCUS in self.importance_ else False
+        out = mechanism_verdict(comparison, ratio_matters, groups)
+        if out["basis"] != LOWEST_RATE or self.derive:
+            return out, None
+        judged = self._in_lowest_basis(b, groups)
+        out["lowest_rate"], out["judged_in"] = judged["lowest_rate"], judged["text"]
+        return out, judged
+
+    def _in_lowest_basis(self, b, groups: list[int]) -> dict[str, Any]:
+        """The ratio read from forests of the basis (head rate, lowest rate, ...) ``b``: at each
+        (ratio, head rate) of the grids, that basis's 2-D partial dependence at the lowest rate
+        they give (:func:`~fastlab.analysis.forest.mechanism.ratio_surfaces`), for the full
+        forest and ``n_boot`` refits. ``{surface (G, K), boot (B, G, K), tuned (K,), groups,
+        lowest_rate {best, interval, head_rate}, text}``."""
+        enc = self.encoded_
+        f_ratio = enc.features[enc.index(DEFAULT_FOCUS)]
+        j_head, j_low = b.index(HEAD_RATE), b.index(LOWEST_RATE)
+        f_head, f_low = b.features[j_head], b.features[j_low]
+        counts = [sum(1 for m in self.table_.metrics if m.get(GROUPS_FACT) == g) for g in groups]
+        g = groups[int(np.argmax(counts))]  # several depths: read the ratio at the commonest
+
+        def to_low(ratio_x, head_x):
+            head, ratio = f_head.from_x(head_x.ravel()), f_ratio.from_x(ratio_x.ravel())
+            low = head[None, :] / ratio[:, None] ** (g - 1)  # (G, K)
+            return f_low.to_x(low.ravel()).reshape(low.shape)
+
+        ratio_grid = self.focus_grid_
+        head_grid = grid_for(f_head, b.X[:, j_head], GRID_2D)
+        low_grid = grid_for(f_low, b.X[:, j_low], 2 * GRID_2D)
+        rng = np.random.default_rng(self.random_state + 2)
+        n = len(b.y)
+
+        def forests():
+            yield fit_quietly(self._forest(self.random_state, main=True), b.X, b.y), b.X
+            for _ in range(self.n_boot):
+                idx = rng.integers(0, n, n)
+                yield fit_quietly(self._forest(int(rng.integers(2**31))), b.X[idx], b.y[idx]), b.X[idx]
+
+        full, *boot = ratio_surfaces(forests(), j_head, j_low, ratio_grid, head_grid, to_low,
+                                     low_grid)
+        tuned = f_head.from_x(head_grid)
+
+        def best_low(p: np.ndarray) -> float:
+            i, k = np.unravel_index(int(np.argmax(self.sign_ * p)), p.shape)
+            return float(tuned[k] / f_ratio.from_x(ratio_grid[i:i + 1])[0] ** (g - 1))
+
+        lows = np.asarray([best_low(p) for p in boot])
+        i, k = np.unravel_index(int(np.argmax(self.sign_ * full)), full.shape)
+        lo, hi = np.quantile(lows, [(1 - self.level) / 2, (1 + self.level) / 2])
+        low = {"best": best_low(full), "interval": [float(lo), float(hi)], "level": self.level,
+               "head_rate": float(tuned[k]), "groups": g}
+        text = (f"(head rate, lowest group's rate, ...) with {g} layer groups: each ratio is read "
+                "with the head rate tuned for it, the lowest rate following from the two")
+        return {"surface": full, "boot": np.stack(boot), "tuned": [float(v) for v in tuned],
+                "groups": g, "lowest_rate": low, "text": text}
 
     def _resolve_margin(self) -> tuple[float, str]:
         """``--margin``, else the seed noise of the sweep's repeats, else the stated default."""
@@ -269,6 +375,10 @@ class MetaAnalysis(BaseEstimator):
         self.recommendation_ = self.noninferior_ = self.tunability_ = None
         if self.focus_ is None:
             return
+        jd = self.judged_in_
+        if jd is not None:  # the lowest rate carries the effect: the ratio read in its basis
+            self._judge_in_lowest_basis(jd)
+            return
         enc = self.encoded_
         f = enc.features[enc.index(self.focus_)]
         p = self.pd_[self.focus_]
@@ -283,6 +393,34 @@ class MetaAnalysis(BaseEstimator):
                 sl["values"], sl["tuned"], sl["surface"], sl["boot"], self.sign_, self.level,
                 self.margin_)
             self.noninferior_["tuned"] = self.tunability_["tuned"] = sl["param"]
+
+    def _judge_in_lowest_basis(self, jd: dict[str, Any]) -> None:
+        """The ratio's verdict, non-inferiority and tunability from the lowest-rate basis: its
+        curve is the best over head rates at each ratio (a ratio sets the lowest rate only
+        together with a head rate), the comparisons are read at the tuned head rate."""
+        enc = self.encoded_
+        f = enc.features[enc.index(self.focus_)]
+        score_full, score_boot = self.sign_ * jd["surface"], self.sign_ * jd["boot"]
+        at = [plateau_argmax(row) for row in score_full]  # the tuned head rate of each ratio
+        curve = jd["surface"][np.arange(len(at)), at]  # (G,)
+        boot = np.take_along_axis(jd["boot"], np.argmax(score_boot, axis=2)[:, :, None],
+                                  axis=2)[:, :, 0]  # (B, G)
+        grid = self.focus_grid_
+        rec = recommend(f, grid, curve, boot, self.sign_, self.level, self.neutral_,
+                        self.reference, (self.importance_[f.name], self.importance_std_[f.name]),
+                        self.table_.objective or "objective", self.margin_)
+        self.recommendation_ = {**rec, "margin_source": self.margin_source_,
+                                "judged_in": jd["text"],
+                                "verdict": "in the lowest-rate basis, head rate tuned per ratio, "
+                                + rec["verdict"]}
+        rows = self._slice_rows()
+        if rows is None:
+            return
+        rows = [plateau_argmax(self.sign_ * curve), *rows[1:]]
+        self.noninferior_, self.tunability_ = tuned_comparison(
+            [float(v) for v in f.from_x(grid[rows])], jd["tuned"], jd["surface"][rows],
+            jd["boot"][:, rows], self.sign_, self.level, self.margin_)
+        self.noninferior_["tuned"] = self.tunability_["tuned"] = HEAD_RATE
 
     def _slice_rows(self) -> list[int] | None:
         """Rows of the focus's grid where non-inferiority and tunability are read: the best focus
@@ -452,6 +590,8 @@ class MetaAnalysis(BaseEstimator):
             "recommendation": rec,
             "importance_methods": self.importance_methods_ if self.importance_methods_ is not None
             else ({"skipped": self.importance_methods_note_} if self.importance_methods_note_ else None),
+            "mechanism": self.mechanism_,
+            "basis": {"parameters": list(enc.names), "replaced": dict(self.replaced_)},
             "noninferior": self.noninferior_,
             "tunability": self.tunability_,
             **self._spread(),
@@ -467,7 +607,8 @@ class MetaAnalysis(BaseEstimator):
                          "importance_folds": self.n_splits, "importance_repeats": self.n_repeats,
                          "random_state": self.random_state, "diverged": self.diverged,
                          "pruned": self.pruned, "infeasible": self.infeasible,
-                         "margin": self.margin, "anova": self.anova},
+                         "margin": self.margin, "anova": self.anova,
+                         "mechanism": self.mechanism},
             **self._objectives_summary(),
         })
 
@@ -505,6 +646,9 @@ class MetaAnalysis(BaseEstimator):
         """The recommended ``schedule.lr_max`` and where it comes from: the conditional optimum
         where the 2-D surface is best, else the best of its own partial dependence, else the
         sweep's fixed value; None when it is none of these."""
+        if self.judged_in_ is not None:
+            return self.judged_in_["lowest_rate"]["head_rate"], \
+                "where the lowest-rate basis is best (the mechanism)"
         q = self.pd2d_
         if q is not None and q["b"] == HEAD_RATE:
             return float(self.conditional_at_best()["b"]), "where the 2-D partial dependence is best"

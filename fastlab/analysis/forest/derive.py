@@ -260,3 +260,33 @@ def with_derived(table: TrialsTable, specs: Sequence[str | Derived]) -> TrialsTa
         names.append(d.name)
         exprs[d.name] = d.expr
     return replace(table, names=tuple(names), params=tuple(params), derived=exprs)
+
+
+def without_collinear(table: TrialsTable, focus: str | None) -> tuple[TrialsTable, dict[str, str]]:
+    """The basis the forest sees: each derived column replaces the last swept parameter it reads
+    that is not ``focus``, since it is a function of it (and of the others it reads).
+
+    Keeping both would let partial dependence set a derived column apart from the columns it is
+    computed from: ``lr_low`` at 1e-5 while ``schedule.lr_max`` and ``schedule.lr_ratio`` say 1e-3,
+    a combination no trial could have. With ``lr_low = lr_max / ratio^(groups - 1)`` and the focus
+    on the ratio, the basis is (ratio, lr_low): the ratio's effect with the lowest rate held. A
+    column derived from the focus alone is dropped instead (it would only repeat it).
+
+    Returns
+    -------
+    The table with ``names`` reduced (``params`` keep every value), and ``{derived: replaced}``
+    (``{derived: derived}`` for one dropped).
+    """
+    names = list(table.names)
+    replaced: dict[str, str] = {}
+    for name, expr in table.derived.items():
+        reads = parse_derive(f"{name}={expr}").reads
+        swept = [r for r in reads if r in names and r != name]
+        others = [r for r in swept if r != focus]
+        if others:
+            names.remove(others[-1])
+            replaced[name] = others[-1]
+        elif swept:  # a function of the focus alone
+            names.remove(name)
+            replaced[name] = name
+    return replace(table, names=tuple(names)), replaced

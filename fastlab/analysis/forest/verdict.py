@@ -278,3 +278,43 @@ def verdict_label(clear: bool, reference_inside: bool | None, reference: float |
     if reference is None or reference_inside is None:
         return "clear"
     return f"clear, {fmt(reference)} {'inside' if reference_inside else 'outside'}"
+
+
+MECHANISMS = ("ratio", "lowest_rate", "cannot tell")
+
+
+def mechanism_verdict(comparison: dict[str, Any], ratio_matters: bool,
+                      groups: Sequence[int] = ()) -> dict[str, Any]:
+    """Which basis carries the effect (:mod:`fastlab.analysis.forest.mechanism`), in words.
+
+    ``lowest_rate`` when the interval of the difference in held-out R^2 (lowest-rate basis minus
+    ratio basis) lies above 0; ``ratio`` when it lies below 0 and the ratio matters in its own
+    basis (held-out importance clearly above 0); else ``cannot tell``, as when neither basis
+    predicts held-out trials at all (both R^2 at or below 0).
+
+    Returns
+    -------
+    ``comparison`` with ``basis`` (one of :data:`MECHANISMS`) and ``text`` added.
+    """
+    r2 = comparison["r2"]
+    lo, hi = comparison["interval"]
+    pct = f"{comparison['level']:.0%}"
+    g = ("" if not groups else
+         f" (lowest rate = head rate / ratio^(groups - 1), groups {', '.join(map(str, groups))})")
+    figures = (f"held-out R^2 {fmt(r2['lowest_rate'])} in (head rate, lowest group's rate) against "
+               f"{fmt(r2['ratio'])} in (head rate, ratio), difference "
+               f"{fmt(comparison['difference'], True)} ({pct} interval {fmt(lo, True)} to "
+               f"{fmt(hi, True)})")
+    if max(r2.values()) <= 0:
+        basis, why = "cannot tell", "neither basis predicts held-out trials"
+    elif lo > 0:
+        basis, why = "lowest_rate", ("the lowest group's rate carries the effect, not the ratio "
+                                     "itself: what matters is how fast the lowest group learns")
+    elif hi < 0 and ratio_matters:
+        basis, why = "ratio", "the ratio itself carries the effect, beyond the lowest group's rate"
+    elif hi < 0:
+        basis, why = "cannot tell", ("the ratio basis predicts better, but the ratio does not "
+                                     "matter in it")
+    else:
+        basis, why = "cannot tell", "the two bases predict held-out trials equally well"
+    return {"basis": basis, **comparison, "text": f"mechanism: {why}; {figures}{g}."}

@@ -132,6 +132,12 @@ def markdown(m: MetaAnalysis, s: dict[str, Any]) -> str:
     if s["derived"]:
         parts += ["Derived (`--derive`): " + "; ".join(f"`{k}` = `{v}`" for k, v in
                                                       s["derived"].items()) + ".", ""]
+    if s["basis"]["replaced"]:
+        parts += ["The forest's basis has no column that is a function of others, so partial "
+                  "dependence never sets a derived column apart from what it is computed from: "
+                  + "; ".join(f"`{d}` replaces `{r}`" if d != r else
+                              f"`{d}` is left out (a function of the focus alone)"
+                              for d, r in s["basis"]["replaced"].items()) + ".", ""]
     if s["skipped"]:
         parts += ["Not used as features: " + "; ".join(f"`{k}` ({v})" for k, v in
                                                         s["skipped"].items()) + ".", ""]
@@ -179,7 +185,12 @@ def markdown(m: MetaAnalysis, s: dict[str, Any]) -> str:
         rows.append(["clear optimum", rec["clear_text"]])
         margin = margin_text(rec["margin"], rec["margin_source"], obj)
         versus = margin_comparison(rec["baselines"], rec["margin"], m.level)
-        parts += [f"## The recommendation for `{p}`", "", rec["verdict"], "",
+        judged = ([f"Read in the basis {rec['judged_in']}: the lowest group's rate carries "
+                   f"the effect (below), so `{p}` has no effect of its own beyond the head rate "
+                   "and the lowest rate it sets. The table, non-inferiority and tunability are "
+                   "of that basis; the figure is the sweep's own basis, averaged over head rates.",
+                   ""] if rec.get("judged_in") else [])
+        parts += [f"## The recommendation for `{p}`", "", rec["verdict"], "", *judged,
                   f"{margin[0].upper()}{margin[1:]}; {versus}.",
                   "", _table(["", ""], rows), "",
                   f"The curve is the forest's partial dependence (its average prediction as `{p}` "
@@ -189,6 +200,8 @@ def markdown(m: MetaAnalysis, s: dict[str, Any]) -> str:
                   + rule_text(rec["baselines"], rec["margin"]), "",
                   f"![partial dependence of {p}]({pd_file(p)})", ""]
         parts += comparison_section(s, obj, pct)
+    if s.get("mechanism") is not None:
+        parts += mechanism_section(s["mechanism"], obj)
 
     c = s["conditional_optimum"]
     if c is not None:
@@ -285,6 +298,23 @@ def comparison_section(s: dict[str, Any], obj: str, pct: str) -> list[str]:
     return out
 
 
+def mechanism_section(mech: dict[str, Any], obj: str) -> list[str]:
+    """Whether the ratio itself or only the lowest group's rate carries the effect."""
+    low = mech.get("lowest_rate")
+    best = ([f"In that basis the best lowest group's rate is {fmt(low['best'])} ({low['level']:.0%} "
+             f"interval {fmt(low['interval'][0])} to {fmt(low['interval'][1])}), at a head rate "
+             f"of {fmt(low['head_rate'])} with {low['groups']} layer groups.", ""]
+            if low is not None else [])
+    return ["### The mechanism: the ratio, or the lowest group's rate?", "",
+            f"The forest is fitted twice on the same {mech['folds']} folds ({mech['repeats']} "
+            "shuffles): once on (head rate, ratio, ...) and once on (head rate, lowest group's "
+            "rate, ...), where lowest rate = head rate / ratio^(groups - 1). Both hold the same "
+            "runs; a forest splits along its axes, so the basis whose axis the objective follows "
+            f"predicts held-out trials better. The interval is a bootstrap over the trials of "
+            f"the paired held-out errors of {obj}.", "",
+            f"**Basis: {mech['basis']}.** {mech['text'][0].upper()}{mech['text'][1:]}", "", *best]
+
+
 def _objectives_lines(m: MetaAnalysis, s: dict[str, Any]) -> list[str]:
     """The trials section's lines on a sweep of several objectives: which one is analysed, and
     what became of the infeasible trials."""
@@ -337,6 +367,8 @@ def _cli_flags(m: MetaAnalysis) -> str:
         flags += f" --pruned {m.pruned}"
     if m.infeasible != "keep":
         flags += f" --infeasible {m.infeasible}"
+    if not m.mechanism:
+        flags += " --no-mechanism"
     return flags
 
 
@@ -359,6 +391,8 @@ def conclusion(s: dict[str, Any]) -> str:
                     f"where {s['objective'] or 'the objective'} peaks ({_value(top['b'])}, "
                     f"predicted {fmt(top['predicted'])}) it is {fmt(top['best_a'])}.")
     lines.append(f"**Finding:** {finding}")
+    if s.get("mechanism") is not None:
+        lines.append(f"**Mechanism:** {s['mechanism']['basis']}: {s['mechanism']['text']}")
     c = s.get("confirmation")
     lines.append(f"**Confirmation:** {c['verdict']}" if c is not None else
                  "**Confirmation:** not run (add --confirm for a controlled grid).")

@@ -59,15 +59,18 @@ LOW_OPTIMUM = 1e-4
 LOWEST_RATE = "lr_low=schedule.lr_max/schedule.lr_ratio**(layer_groups-1)"
 
 
-def lowest_rate_trials(n: int = 200, seed: int = 0, noise: float = 0.01) -> TrialsTable:
+def lowest_rate_trials(n: int = 200, seed: int = 0, noise: float = 0.01,
+                       lr_decades: tuple[float, float] = (-3, -1)) -> TrialsTable:
     """``n`` trials whose response depends on the lowest layer group's rate only,
     ``lr_max / lr_ratio**(layer_groups - 1)`` (:data:`LOWEST_RATE`), peaking at
     :data:`LOW_OPTIMUM`: ``schedule.lr_ratio`` log-uniform on [1, 10], ``schedule.lr_max``
-    log-uniform on [1e-3, 1e-1], ``arch.name`` one of :data:`GROUPS`, whose ``layer_groups`` each
-    trial's metrics record. Neither swept rate has an optimum of its own."""
+    log-uniform on [1e-3, 1e-1] (``lr_decades``: its log10 bounds), ``arch.name`` one of
+    :data:`GROUPS`, whose ``layer_groups`` each trial's metrics record. Neither swept rate has an
+    optimum of its own; with the head rate reaching :data:`LOW_OPTIMUM` (``lr_decades=(-5, -1)``)
+    a ratio of 1 reaches the best lowest rate too, at a head rate that low."""
     rng = np.random.default_rng(seed)
     ratio = 10 ** rng.uniform(0, 1, n)
-    lr = 10 ** rng.uniform(-3, -1, n)
+    lr = 10 ** rng.uniform(*lr_decades, n)
     arch = rng.choice(sorted(GROUPS), n)
     groups = np.asarray([GROUPS[a] for a in arch])
     low = lr / ratio ** (groups - 1)

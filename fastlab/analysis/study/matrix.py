@@ -1,18 +1,23 @@
 """The cross-study report of the study matrix: when does ULMFiT's 2.6 hold?
 
-``scripts/study.sh matrix`` runs the lr-ratio study in several cells (vision with 3, 4 and 5 layer
-groups, 10 and 30 labels per class, the text classifier), each a sweep with its own meta report.
-This module reads those reports and writes one report across them; it fits nothing:
+``scripts/study.sh matrix`` runs the lr-ratio study in several cells along three axes (labels per
+class 5, 10, 30, 100; layer groups 3, 4, 5; a far source against a near one) and the text
+classifier, each a sweep with its own meta report. This module reads those reports and writes one
+report across them; it fits nothing:
 
-    <matrix>/<cell>/cell.json          what the cell is: {name, label, task, groups, labels, order}
+    <matrix>/<cell>/cell.json          what the cell is: {name, label, task, groups, labels, axis,
+                                       source, shift, order} (axis, source, shift: newer cells)
     <matrix>/<cell>/meta/summary.json  the cell's fastlab-meta --confirm --stability summary
     ─► <matrix>/report.md, summary.json, pd_overlay.png
 
     fastlab-meta --matrix outputs/studies/matrix
 
 Each cell gets one **answer**, and where the forest and the confirmation grid disagree the answer
-rests on the grid (controlled runs beat a model of random ones): :func:`cell_answer`. The
-conclusion (:func:`conclusion`) is worded from the answers and the numbers alone.
+rests on the grid (controlled runs beat a model of random ones): :func:`cell_answer`. Beside the
+answer a row carries what the cell's summary says of the mechanism (a ratio, or a band of the
+lowest group's rate), the non-inferiority of ratios 1 and 2.6, the spread and the lowest rate.
+The conclusion (:func:`conclusion`) is worded from the answers and the numbers alone, with one
+sentence per axis on how the best ratio, the gain over 1 and the mechanism move along it.
 """
 
 from __future__ import annotations
@@ -36,6 +41,14 @@ NO_GAIN = "no measurable gain over ratio 1"
 HURTS = "ratio 1 does better"
 ANSWERS = (HOLDS, ELSEWHERE, UNPINNED, NO_GAIN, HURTS)
 SHAKY_AGREE = 0.8  # a cell whose verdict agrees with itself in fewer subsamples is "still moving"
+# The matrix's axes, in report order: name -> (what moves along it, the cell's key that orders it).
+AXES = {"labels": ("labels per class (3 groups)", "labels"),
+        "depth": ("layer groups (10 labels per class)", "groups"),
+        "shift": ("the source (3 groups, 10 labels per class)", "shift")}
+SHIFTS = ("far", "near")  # how far the source model's task lies from the target's, in axis order
+# summary.json's mechanism basis in words ("cannot tell": neither basis predicts clearly better)
+BASES = {"ratio": "a ratio", "lowest_rate": "a band of the lowest group's rate",
+         "cannot tell": "undecided"}
 
 
 def read_cells(root: Path) -> tuple[list[dict[str, Any]], list[str]]:
@@ -56,11 +69,30 @@ def read_cells(root: Path) -> tuple[list[dict[str, Any]], list[str]]:
     if not cells:
         raise MetaError(f"--matrix {root}: no cell has a meta report (<cell>/cell.json and "
                         "<cell>/meta/summary.json); run bash scripts/study.sh matrix")
-    cells.sort(key=lambda c: (c.get("order", 99), c["name"]))
+    cells.sort(key=_axis_order)
     return cells, missing
 
 
-def cell_answer(s: dict[str, Any], reference: float = REFERENCE) -> dict[str, Any]:
+def _axis_order(cell: dict[str, Any]) -> tuple[int, float, int, str]:
+    """Cells by their first axis (``AXES``' order), along it by what moves on it (labels, groups,
+    far before near), then by ``order``: cells without an axis (the text cell, cells written
+    before axes) come last, among themselves in ``order``."""
+    first = (cell.get("axis") or [None])[0]
+    if first not in AXES:
+        return len(AXES), 0.0, cell.get("order", 99), cell["name"]
+    return list(AXES).index(first), _along(cell, first), cell.get("order", 99), cell["name"]
+
+
+def _along(cell: dict[str, Any], axis: str) -> float:
+    """Where a cell lies along ``axis`` (NaN-free: a cell that does not say sorts last)."""
+    v = cell.get(AXES[axis][1])
+    if AXES[axis][1] == "shift":
+        return float(SHIFTS.index(v)) if v in SHIFTS else float(len(SHIFTS))
+    return float(v) if isinstance(v, int | float) else float("inf")
+
+
+def cell_answer(s: dict[str, Any], reference: float = REFERENCE,
+                groups: int | None = None) -> dict[str, Any]:
     """One cell's row of the matrix from its meta summary ``s``: the numbers and the answer.
 
     The forest *helps* when its optimum is clear (the verdict rule); the grid *helps* when the
@@ -68,7 +100,8 @@ def cell_answer(s: dict[str, Any], reference: float = REFERENCE) -> dict[str, An
     takes the grid's side when both exist. "2.6 holds" needs a gain over ratio 1 and either the
     grid confirming 2.6 itself, or a clear forest optimum whose interval holds 2.6: a wide
     interval from a forest that found no clear optimum holds 2.6 without saying anything about
-    it, so such a cell answers "not pinned down".
+    it, so such a cell answers "not pinned down". ``groups`` (the cell's layer groups) picks the
+    spread and the lowest rate when the summary has them for several group counts.
     """
     rec = s["recommendation"]
     if rec is None:
@@ -119,7 +152,45 @@ def cell_answer(s: dict[str, Any], reference: float = REFERENCE) -> dict[str, An
         "stability_n": last[-1]["n"] if last else None,
         "stability_agree": last[-1]["agree"] if last else None,
         "settled_at": st["settled_at"] if st else None,
+        **_mechanism(s.get("mechanism")), **_noninferior(s.get("noninferior"), reference),
+        **_spread(s.get("spread"), s.get("lowest_rate"), groups),
     }
+
+
+def _mechanism(m: dict[str, Any] | None) -> dict[str, Any]:
+    """The row's mechanism fields from summary.json's ``mechanism`` (None in older summaries and
+    where it does not apply): which basis the held-out R^2 prefers, and by how much."""
+    if not m:
+        return {"mechanism": None, "mechanism_difference": None, "mechanism_interval": None,
+                "mechanism_text": None}
+    return {"mechanism": m.get("basis"), "mechanism_difference": m.get("difference"),
+            "mechanism_interval": m.get("interval"), "mechanism_text": m.get("text")}
+
+
+def _noninferior(ni: dict[str, Any] | None, reference: float) -> dict[str, Any]:
+    """Ratio 1's and the reference's arms of summary.json's ``noninferior`` (each None where it
+    was not read: no such summary, or the value not on the focus's grid)."""
+    def arm(value: float) -> dict[str, Any] | None:
+        a = next((a for a in (ni or {}).get("arms", [])
+                  if abs(a["value"] - value) <= 1e-6 * value), None)
+        return None if a is None else {k: a[k] for k in ("value", "loss", "interval", "within")}
+
+    return {"noninferior_1": arm(1.0), "noninferior_ref": arm(reference),
+            "noninferior_at": None if ni is None else ni.get("at")}
+
+
+def _spread(spread: dict[str, Any] | None, lowest: dict[str, Any] | None,
+            groups: int | None) -> dict[str, Any]:
+    """The spread (head rate / lowest rate) and the lowest group's rate at the cell's layer
+    groups: ``groups`` when the summary has it, else the one group count the trials recorded."""
+    values = (spread or {}).get("values") or {}
+    key = str(groups) if str(groups) in values else (next(iter(values)) if len(values) == 1
+                                                     else None)
+    low = (lowest or {}).get("values") or {}
+    return {"spread": None if key is None else values[key],
+            "spread_groups": None if key is None else int(key),
+            "lowest_rate": low.get(key) if key is not None else None,
+            "head_rate": (lowest or {}).get("head_rate")}
 
 
 def _names(rows: list[dict[str, Any]]) -> str:
@@ -127,18 +198,64 @@ def _names(rows: list[dict[str, Any]]) -> str:
     return "; ".join(r["label"] for r in rows)
 
 
+def _way(values: list[float], up: str = "rises", down: str = "falls") -> str:
+    """How a sequence moves: ``up``, ``down``, "stays" or "does not move one way"."""
+    steps = [b - a for a, b in zip(values, values[1:])]
+    if all(d == 0 for d in steps):
+        return "stays"
+    return up if all(d > 0 for d in steps) else down if all(d < 0 for d in steps) else \
+        "does not move one way"
+
+
+def _moves(rows: list[dict[str, Any]], at: list[str]) -> tuple[str, str]:
+    """"the best ratio ... ; the gain over ratio 1 ..." along ``rows`` (in axis order), each
+    point named by ``at``."""
+    bests = [r["best"] for r in rows]
+    steps = " -> ".join(f"{fmt(r['best'])} [{fmt(r['interval'][0])}, {fmt(r['interval'][1])}]"
+                        f" at {a}" for r, a in zip(rows, at))
+    gains = " -> ".join(fmt(r["gain"], True) for r in rows)
+    return (f"the best ratio {_way(bests)} ({steps})",
+            f"the gain over ratio 1 {_way([r['gain'] for r in rows], 'grows', 'shrinks')} "
+            f"({gains})")
+
+
 def _trend(rows: list[dict[str, Any]], key: str, what: str) -> str | None:
-    """"<what> (a, b, c): the best ratio goes x -> y -> z" over cells sorted by ``key``."""
+    """"<what>: the best ratio goes x -> y -> z" over cells sorted by ``key`` (cells written
+    before axes; :func:`_axis_sentence` reads the axes)."""
     rows = sorted((r for r in rows if r.get(key) is not None), key=lambda r: r[key])
     if len(rows) < 2:
         return None
-    bests = [r["best"] for r in rows]
-    way = ("rises" if all(b2 > b1 for b1, b2 in zip(bests, bests[1:])) else
-           "falls" if all(b2 < b1 for b1, b2 in zip(bests, bests[1:])) else "does not move one way")
-    steps = " -> ".join(f"{fmt(r['best'])} [{fmt(r['interval'][0])}, {fmt(r['interval'][1])}]"
-                        f" at {r[key]}" for r in rows)
-    gains = " -> ".join(fmt(r["gain"], True) for r in rows)
-    return f"{what}: the best ratio {way} ({steps}); the gain over ratio 1 goes {gains}."
+    best, gain = _moves(rows, [str(r[key]) for r in rows])
+    return f"{what}: {best}; {gain}."
+
+
+def _axis_sentence(rows: list[dict[str, Any]], axis: str) -> str | None:
+    """One sentence on how the best ratio, the gain over 1 (and how many gain intervals lie
+    above 0) and the mechanism's basis move along ``axis``, from the cells on it; None with
+    fewer than two."""
+    what, key = AXES[axis]
+    on = sorted((r for r in rows if axis in (r.get("axis") or [])
+                 and (r.get(key) in SHIFTS if key == "shift" else r.get(key) is not None)),
+                key=lambda r: _along(r, axis))
+    at = [f"{r[key]} ({r.get('source') or '?'})" if key == "shift" else str(r[key]) for r in on]
+    if len(on) < 2:
+        return None
+    best, gain = _moves(on, at)
+    above = [a for r, a in zip(on, at) if r["gain_interval"][0] > 0]
+    below = [a for r, a in zip(on, at) if r["gain_interval"][1] < 0]
+    said = ([f"above 0 at {', '.join(above)}"] if above else []) + \
+        ([f"below 0 at {', '.join(below)}"] if below else [])
+    real = ("every interval includes 0" if not said else "its interval lies " + " and ".join(said)
+            + (", elsewhere it includes 0" if len(above) + len(below) < len(on) else ""))
+    bases = [r.get("mechanism") for r in on]
+    if not any(bases):
+        mech = "the mechanism was not measured"
+    elif len(set(bases)) == 1:
+        mech = f"the mechanism's basis stays {BASES.get(bases[0], bases[0])} throughout"
+    else:
+        mech = "the mechanism's basis moves: " + " -> ".join(
+            f"{BASES.get(b, b) if b else '-'} at {a}" for b, a in zip(bases, at))
+    return f"Along {what}: {best}; {gain}, {real}; {mech}."
 
 
 def conclusion(rows: list[dict[str, Any]], missing: list[str]) -> str:
@@ -169,13 +286,15 @@ def conclusion(rows: list[dict[str, Any]], missing: list[str]) -> str:
     if len(by[HOLDS]) not in (0, n):
         out.append("So 2.6 is no universal constant here: it holds in " + _names(by[HOLDS])
                    + ", not in " + _names([r for r in rows if r["answer"] != HOLDS]) + ".")
-    vision = [r for r in rows if r.get("task") == "vision"]
-    few = [r for r in vision if r.get("labels") == min((v.get("labels") or 0) for v in vision)]
-    for text in (_trend(few, "groups", "With more layer groups"),
-                 _trend([r for r in vision if r.get("groups") == 3], "labels",
-                        "With more labels per class (3 groups)")):
-        if text:
-            out.append(text)
+    if any(r.get("axis") for r in rows):
+        trends = [_axis_sentence(rows, axis) for axis in AXES]
+    else:  # cells written before axes: the trends across depth and labels
+        vision = [r for r in rows if r.get("task") == "vision"]
+        few = [r for r in vision if r.get("labels") == min((v.get("labels") or 0) for v in vision)]
+        trends = [_trend(few, "groups", "With more layer groups"),
+                  _trend([r for r in vision if r.get("groups") == 3], "labels",
+                         "With more labels per class (3 groups)")]
+    out += [t for t in trends if t]
     for r in rows:
         if r.get("task") == "text":
             out.append(f"The text classifier ({r['label']}): {r['answer']} (best "
@@ -213,6 +332,26 @@ def _iv(v: list[float], signed: bool = False) -> str:
     return f"{fmt(v[0], signed)} to {fmt(v[1], signed)}"
 
 
+def _within(arm: dict[str, Any] | None) -> str:
+    if arm is None:
+        return "-"
+    word = {True: "within", False: "not within", None: "undecided"}[arm["within"]]
+    return f"{word} ({fmt(arm['loss'], True)}; {_iv(arm['interval'], True)})"
+
+
+def _mechanism_row(r: dict[str, Any]) -> list[str]:
+    """A row of the second table: axis, source, mechanism, non-inferiority, spread."""
+    mech = "-" if r.get("mechanism") is None else r["mechanism"]
+    if r.get("mechanism_difference") is not None:
+        mech += f" ({fmt(r['mechanism_difference'], True)}"
+        mech += f"; {_iv(r['mechanism_interval'], True)})" if r.get("mechanism_interval") else ")"
+    spread = "-" if r.get("spread") is None else f"{fmt(r['spread'])} ({r['spread_groups']})"
+    low = "-" if r.get("lowest_rate") is None else \
+        f"{fmt(r['lowest_rate'])} ({fmt(r['head_rate'])})"
+    return [r["label"], ", ".join(r.get("axis") or []) or "-", r.get("source") or "-", mech,
+            _within(r.get("noninferior_1")), _within(r.get("noninferior_ref")), spread, low]
+
+
 def markdown(rows: list[dict[str, Any]], text: str, missing: list[str]) -> str:
     """``report.md`` of the matrix: the conclusion, the table, the overlay, per-cell details."""
     table = [[r["label"], str(r["n_trials"]), fmt(r["best"]), _iv(r["interval"]),
@@ -238,6 +377,17 @@ def markdown(rows: list[dict[str, Any]], text: str, missing: list[str]) -> str:
              "errors with the head rate tuned for each. Where they disagree the answer rests "
              "on the grid. Spread: standard deviation of log10(best ratio) over random "
              "subsamples of the trials, at the largest subsample size.", "",
+             "## Mechanism, non-inferiority and the spread", "",
+             _table(["cell", "axis", "source", "mechanism (R^2 lowest rate - ratio)",
+                     "ratio 1 within the margin", "2.6 within the margin",
+                     "spread (groups)", "lowest rate (head rate)"],
+                    [_mechanism_row(r) for r in rows]), "",
+             "Mechanism: which basis predicts the objective better on held-out trials, the "
+             "ratio or the lowest group's rate (each cell's report says how it is measured); "
+             "\"-\" where the cell's summary has none. Within the margin: what the simple "
+             "ratio loses against the best at the tuned head rate, its loss and interval "
+             "(undecided: the interval straddles the margin). Spread: head rate / lowest rate "
+             "= best ratio^(groups - 1).", "",
              f"![partial dependence of the ratio, each cell]({OVERLAY_FILE})", "",
              "## The best ratio given the head rate", ""]
     for r in rows:
@@ -249,7 +399,7 @@ def markdown(rows: list[dict[str, Any]], text: str, missing: list[str]) -> str:
                      f"peaks ({fmt(c['at_best']['b'])}) the best ratio is "
                      f"{fmt(c['at_best']['best_a'])}.")
     parts += ["", "## Cell reports", ""]
-    parts += [f"- {r['label']}: `{r['dir']}/meta/report/markdown.md`" for r in rows]
+    parts += [f"- {r['label']}: `{r['dir']}/meta/report.md`" for r in rows]
     if missing:
         parts += ["", f"Not yet run: {', '.join(missing)}."]
     return "\n".join(parts) + "\n"
@@ -292,8 +442,9 @@ def build_matrix(root: str | Path, out: str | Path | None = None) -> dict[str, A
     rows = []
     for c in cells:
         row = {"name": c["name"], "label": c.get("label", c["name"]), "task": c.get("task"),
-               "groups": c.get("groups"), "labels": c.get("labels"), "dir": c["dir"]}
-        rows.append({**row, **cell_answer(c["summary"])})
+               "groups": c.get("groups"), "labels": c.get("labels"), "axis": c.get("axis"),
+               "source": c.get("source"), "shift": c.get("shift"), "dir": c["dir"]}
+        rows.append({**row, **cell_answer(c["summary"], groups=c.get("groups"))})
     text = conclusion(rows, missing)
     out.mkdir(parents=True, exist_ok=True)
     figure = plot_overlay(cells, out / OVERLAY_FILE)

@@ -29,7 +29,7 @@ REPEATS = 5  # random subsamples per size
 # Settings of each subsample's refit: enough for its argmax and verdict. A forest costs ~3 ms a
 # tree whatever the trials (sklearn's per-tree overhead), so this is ~600 trees, 1-2 s a refit.
 CHEAP = {"n_estimators": 60, "n_boot": 20, "n_boot_estimators": 25, "n_splits": 2,
-         "n_repeats": 1, "progress": None, "anova": False}
+         "n_repeats": 1, "progress": None, "anova": False, "mechanism": False}
 SETTLED = 0.05  # a spread (in log10 of the focus) below this counts as settled: x/÷ 1.12
 
 
@@ -97,7 +97,9 @@ def stability(m: MetaAnalysis, table: TrialsTable, sizes: Sequence[int] = SIZES,
             # them, and a progress line holds an open stream
             # the full analysis's margin, even one a confirmation grid measured after its fit
             params = {**m.get_params(deep=False), **(CHEAP if cheap is None else cheap),
-                      "margin": m.margin_, "random_state": seed + 1000 * n + r}
+                      "margin": m.margin_, "random_state": seed + 1000 * n + r,
+                      # where the lowest rate carries the effect, the ratio read in its basis
+                      **({"mechanism": "lowest_rate"} if m.judged_in_ is not None else {})}
             cheap_m = type(m)(**params)
             try:
                 answers.append(_answer(cheap_m.fit(subsample(table, pick))))
