@@ -11,8 +11,9 @@ own, so its peak resident memory is its own:
 
 - ``fastlab disk``: ``data.cache=disk`` into a fresh cache: ``prepare`` is the build (decode on
   every core into the cache, then the channel statistics streamed over it), ``reuse`` a second
-  ``DataBunch.from_config`` that finds the cache (and streams the statistics again); then one
-  training epoch read from it.
+  ``DataBunch.from_config`` that finds the cache (and streams the statistics again), of which
+  ``verify`` is reading the cache through against its checksums (shown as a share of the epoch);
+  then one training epoch read from it.
 - ``fastlab memory``: ``data.cache=memory``: the whole set decoded into one tensor, then its
   statistics.
 - ``fastlab none``: ``data.cache=none``: ``prepare`` is listing the files and the statistics (one
@@ -149,10 +150,11 @@ def row_fastlab(spec: dict) -> dict:
     data.mean  # noqa: B018 - the channel statistics (deferred for disk and none) belong to prepare
     out["prepare_s"] = time.perf_counter() - start
     if spec["mode"] == "disk":
-        start = time.perf_counter()
+        start, verify0 = time.perf_counter(), cache.stats.verify_s
         data = DataBunch.from_config(cfg, place=place)
         data.mean  # noqa: B018
         out["reuse_s"] = time.perf_counter() - start
+        out["verify_s"] = cache.stats.verify_s - verify0  # the reused cache read through against its checksums
         out["built"], out["reused"] = cache.stats.built, cache.stats.reused
     seconds, n = epoch(data.train)
     return {**out, "epoch_s": seconds, "images": n, **peaks()}
@@ -241,18 +243,22 @@ def measure_set(name: str, root: Path, n: int, size: int, args, cache_root: Path
 def summary(r: dict) -> str:
     if "unavailable" in r:
         return f"unavailable: {r['unavailable']}"
+    verify = (f", verify {1000 * r['verify_s']:.1f} ms ({100 * r['verify_s'] / r['epoch_s']:.1f}% of the epoch)"
+              if "verify_s" in r else "")
     return (f"prepare {r['prepare_s']:.1f} s, epoch {r['epoch_s']:.1f} s ({r['images'] / r['epoch_s']:.0f} img/s), "
-            f"peak RSS {r['peak_rss_mb']:.0f} MB")
+            f"peak RSS {r['peak_rss_mb']:.0f} MB{verify}")
 
 
 def table(rows: list[dict]) -> str:
-    out = [["set", "side", "images", "prepare s", "reuse s", "epoch s", "epoch img/s", "peak RSS MB", "workers MB"]]
+    out = [["set", "side", "images", "prepare s", "reuse s", "verify ms (% of epoch)", "epoch s", "epoch img/s",
+            "peak RSS MB", "workers MB"]]
     for r in rows:
         head = [f"{r['set']} ({r['size']} px)", r["side"], str(r["n"])]
         if "unavailable" in r:
-            out.append(head + [f"unavailable: {r['unavailable']}"] + [""] * 5)
+            out.append(head + [f"unavailable: {r['unavailable']}"] + [""] * 6)
             continue
-        out.append(head + [f"{r['prepare_s']:.1f}", f"{r['reuse_s']:.2f}" if "reuse_s" in r else "",
+        verify = f"{1000 * r['verify_s']:.1f} ({100 * r['verify_s'] / r['epoch_s']:.1f}%)" if "verify_s" in r else ""
+        out.append(head + [f"{r['prepare_s']:.1f}", f"{r['reuse_s']:.2f}" if "reuse_s" in r else "", verify,
                            f"{r['epoch_s']:.1f}", f"{r['images'] / r['epoch_s']:.0f}", f"{r['peak_rss_mb']:.0f}",
                            f"{r['workers_peak_mb']:.0f}" if r.get("workers_peak_mb") else ""])
     return markdown_table(out)

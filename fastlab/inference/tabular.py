@@ -53,6 +53,10 @@ class TabularInference(TaskInference):
         cats = {c: [category_text(_blank(item[c]))] for c in self.procs.cat_names}
         conts = {c: np.array([_number(item[c], c, where)], dtype=np.float64) for c in self.procs.cont_names}
         x_cat, x_cont = self.procs.transform(cats, conts)  # (1, n_cat), (1, n_cont)
+        beyond = self.procs.beyond_float32(x_cont)  # finite, yet too far out for float32 once normalised
+        if beyond:
+            col = beyond[0][1]
+            raise InputError(f"{where}: {self.procs.range_message(col, item[col])}")
         return x_cat[0], x_cont[0]
 
     def collate(self, xs: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -179,7 +183,11 @@ def _number(v: Any, col: str, where: str) -> float:
     if isinstance(v, bool):
         raise InputError(f"{where}: continuous column '{col}' holds {v!r}: give a number (or leave it empty)")
     try:
-        return float(v)
-    except (TypeError, ValueError):
+        x = float(v)
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an int beyond any float
         raise InputError(f"{where}: continuous column '{col}' holds {v!r}, not a number: give a number "
                          "(or leave it empty)") from None
+    if not math.isfinite(x):  # inf, nan, 1e999 (JSON's Infinity and NaN too): never a number to predict
+        raise InputError(f"{where}: continuous column '{col}' holds {v!r}, not a finite number: give a finite "
+                         "number (or leave it empty for a missing value)")
+    return x

@@ -24,7 +24,7 @@ from torch import nn
 
 from fastlab.errors import ConfigError, FastlabError
 from fastlab.models.meta import ModelMeta
-from fastlab.rundir import MODEL, save_checkpoint
+from fastlab.rundir import MODEL, checkpoint_digest_ok, save_checkpoint
 
 log = logging.getLogger("fastlab")
 # Arch settings that say how a body is loaded or trained, never its tensors' shapes: a difference
@@ -51,7 +51,7 @@ def load_plain(path: Path, error: type[FastlabError] = ConfigError, what: str = 
     """``torch.load(weights_only=True)``: a file holding pickled code is refused unrun, a truncated
     or foreign one with one line (as ``error``) naming it."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         if "global" not in str(e).lower():  # no code named: random bytes, or a pickle of no torch format
             raise error(f"cannot read checkpoint '{path}' ({type(e).__name__}): it is truncated or not a torch "
@@ -62,6 +62,11 @@ def load_plain(path: Path, error: type[FastlabError] = ConfigError, what: str = 
     except Exception as e:  # RuntimeError (not a zip), EOFError (truncated), OSError, ...
         raise error(f"cannot read checkpoint '{path}' ({type(e).__name__}): it is truncated or not a "
                     f"torch checkpoint; use {what}") from None
+    if not checkpoint_digest_ok(obj):  # torch.load checks no checksum: a flipped byte loads
+        raise error(f"checkpoint '{path}' is damaged: its content differs from the SHA-256 recorded "
+                    f"when fastlab wrote it (a bad disk or an interrupted copy); use {what}, or "
+                    "copy it again from where it was made")
+    return obj
 
 
 def read_checkpoint(path: Path, error: type[FastlabError] = ConfigError) -> dict:

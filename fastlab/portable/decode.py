@@ -27,10 +27,19 @@ def check_top_k(top_k: Any) -> int:
     return top_k
 
 
+def finite(values: np.ndarray, what: str) -> np.ndarray:
+    """``values``, or one line when the model answered NaN or inf: no answer holds NaN as a
+    probability or a value (the weights or the input overflowed)."""
+    if not np.isfinite(values).all():
+        raise InferenceError(f"the model answered non-finite {what} (NaN or inf): its weights or "
+                             "this input overflow; check the input, or retrain the model")
+    return values
+
+
 def decode_probs(probs: Any, labels: Sequence[str], top_k: int) -> dict:
     """Probabilities ``(c,)`` (an array or a CPU tensor) -> ``{"label", "top": [{"label", "prob"}]}``,
     the ``top_k`` most probable first (ties: the lower index first)."""
-    p = np.asarray(probs).reshape(-1)
+    p = finite(np.asarray(probs, dtype=float).reshape(-1), "probabilities")
     idx = np.argsort(-p, kind="stable")[: min(check_top_k(top_k), len(p))]
     top = [{"label": labels[int(i)], "prob": float(p[i])} for i in idx]
     return {"label": top[0]["label"], "top": top}
@@ -39,7 +48,7 @@ def decode_probs(probs: Any, labels: Sequence[str], top_k: int) -> dict:
 def decode_values(out: Any) -> dict:
     """Regression outputs ``(k,)`` -> ``{"label", "value", "top": []}``: ``value`` a float for one
     output, a list of ``k`` floats for several."""
-    values = [float(v) for v in np.asarray(out).reshape(-1)]
+    values = [float(v) for v in finite(np.asarray(out, dtype=float).reshape(-1), "values")]
     return {"label": ", ".join(f"{v:.4g}" for v in values), "value": values[0] if len(values) == 1 else values,
             "top": []}
 

@@ -115,15 +115,64 @@ def write_history(path: Path, history: Sequence[dict], metric_names: Sequence[st
     atomic_write_text(path, buf.getvalue(), durable)
 
 
+# The key a checkpoint's content digest is saved under (``save_checkpoint``); readers pop it
+# (``checkpoint_digest_ok``) so no caller ever sees it.
+INTEGRITY = "fastlab_integrity"
+INTEGRITY_SCHEME = "sha256 over keys, scalars and tensor bytes, v1"
+
+
+def content_digest(obj: object) -> str:
+    """SHA-256 of a checkpoint's content: every key in sorted order, every scalar's repr, every
+    tensor's dtype, shape and bytes. ``torch.load`` checks no checksum, so a flipped byte in a
+    tensor loads silently; this digest, recorded when the file is written, names it instead."""
+    import hashlib
+
+    import torch
+
+    h = hashlib.sha256()
+
+    def walk(o: object) -> None:
+        if isinstance(o, torch.Tensor):
+            t = o.detach().cpu()
+            h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+            if t.numel():
+                h.update(t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        elif isinstance(o, dict):
+            h.update(f"D{len(o)}".encode())
+            for k in sorted(o, key=repr):
+                h.update(repr(k).encode())
+                walk(o[k])
+        elif isinstance(o, list | tuple):
+            h.update(f"L{len(o)}".encode())
+            for v in o:
+                walk(v)
+        else:
+            h.update(repr(o).encode())
+
+    walk(obj)
+    return h.hexdigest()
+
+
+def checkpoint_digest_ok(obj: object) -> bool:
+    """Whether a loaded checkpoint matches the digest it was saved with; pops the digest from
+    ``obj``. True for a file without one (written before digests, or by another tool)."""
+    if not isinstance(obj, dict) or INTEGRITY not in obj:
+        return True
+    recorded = obj.pop(INTEGRITY)
+    return isinstance(recorded, dict) and recorded.get("sha256") == content_digest(obj)
+
+
 def save_checkpoint(path: Path, obj: dict) -> None:
     """``torch.save`` of plain data (tensors, numbers, strings, lists, dicts) only, so that
-    ``torch.load(path, weights_only=True)`` can read it back without unpickling code."""
+    ``torch.load(path, weights_only=True)`` can read it back without unpickling code, with the
+    content's digest (:func:`content_digest`) beside it, checked when it is read back."""
     # Serialised in memory first: torch.save reports a failed write as a bare RuntimeError,
     # while a plain write raises OSError with its errno (disk full, file too large).
     import torch  # here: the sweep driver writes its files with this module, without torch
 
     buf = io.BytesIO()
-    torch.save(obj, buf)
+    digest = {"sha256": content_digest(obj), "scheme": INTEGRITY_SCHEME}
+    torch.save({**obj, INTEGRITY: digest}, buf)
     with atomic_path(path) as tmp:
         write_bytes_durably(tmp, buf.getvalue())
 

@@ -6,9 +6,11 @@ the model's task reads), or as a JSON body (``{"image": "<base64 or data: URL>"}
 (``{"label": ..., "top": [...]}`` for classes, ``?top_k=K``, default 3); several rows (a CSV, or
 ``rows``) are answered ``{"predictions": [...]}``. A bad request gets a 4xx with
 ``{"error": "<one line naming the problem and the fix>"}``: 400 (no ``file`` field, bad JSON or
-base64, corrupt image, empty text, a missing column, bad ``top_k``), 413 (more bytes or pixels
-than the limits), 415 (not an accepted image format or content type). The server goes on
-serving. Concurrent requests share forward passes through a :class:`Batcher`.
+base64, corrupt image, empty text, a missing column, a non-finite number such as ``inf`` or
+``NaN`` in a row, bad ``top_k``), 413 (more bytes or pixels than the limits), 415 (not an accepted
+image format or content type). The server's own faults (a model that answers NaN, say) are a 500
+with ``{"error": ...}`` and a log line, never an answer holding NaN. The server goes on serving.
+Concurrent requests share forward passes through a :class:`Batcher`.
 
 The app takes any :class:`~fastlab.portable.predictor.Predicting`: the PyTorch ``Predictor`` or
 an ONNX bundle's ``OnnxPredictor``; it imports neither PyTorch nor ``fastlab.inference`` itself,
@@ -132,14 +134,20 @@ def create_app(predictor: Predicting, *, max_bytes: int = MAX_BYTES, max_pixels:
             return JSONResponse({"error": e.message}, status_code=e.status)
         except InputError as e:
             return JSONResponse({"error": str(e)}, status_code=http_status(e))
+        except Exception as e:  # the server's own fault in reading a request: 500 with a log line
+            log.exception("reading the request failed")
+            return JSONResponse({"error": f"reading the request failed ({type(e).__name__}): see the server log"},
+                                status_code=500)
         try:
             rows = await asyncio.gather(*(batcher(x) for x in xs))  # each input is one row of a batch
             answers = [predictor.decode(row, k) for row in rows]
-        except Exception as e:  # a fault of the model, not the upload: 500, and keep serving
+            # Rendered here, so an answer JSON cannot hold (NaN from a damaged model) is a 500 with
+            # a log line, never Starlette's plain-text one.
+            return JSONResponse({"predictions": answers} if many else answers[0])
+        except Exception as e:  # a fault of the model, not the upload (already read): 500, and keep serving
             log.exception("prediction failed")
             return JSONResponse({"error": f"prediction failed ({type(e).__name__}): see the server log"},
                                 status_code=500)
-        return JSONResponse({"predictions": answers} if many else answers[0])
 
     async def index(request: Request) -> HTMLResponse:
         return HTMLResponse(page)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from fastlab.sweep.errors import StoreError
+from fastlab.tracking.deadlines import db_connect_timeout
 
 SCHEMA_SQLITE = """
 CREATE TABLE IF NOT EXISTS trials (
@@ -161,7 +162,8 @@ class PostgresDatabase(Database):
             with contextlib.suppress(Exception):
                 self.db.close()
             self.db = None
-        db = self.psycopg.connect(self.url, autocommit=True, connect_timeout=10)  # may fail: server down
+        # may fail: server down; a server that accepts and never answers fails after the deadline
+        db = self.psycopg.connect(self.url, autocommit=True, connect_timeout=db_connect_timeout())
         if not self.readonly:
             with db.transaction():
                 db.execute(SETUP_LOCK, (self.schema,))

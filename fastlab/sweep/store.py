@@ -54,6 +54,7 @@ from fastlab.sweep.backends import (
 )
 from fastlab.sweep.errors import StoreError
 from fastlab.sweepdir import read_pointer, trials_db, write_pointer
+from fastlab.tracking.deadlines import db_wait, timed_out
 
 FINISHED = ("completed", "failed", "diverged", "pruned")
 _COLUMNS = ("number, status, params, value, metrics, job_dir, started_at, finished_at, error, driver, "
@@ -266,8 +267,9 @@ class TrialStore:
                         db is not None and db.damaged(e):
                     raise _bad_store(where, e) from None
                 if not getattr(self, "_reached", False) and db is None:
+                    setting = f" ({db_wait()})" if timed_out(e) else ""
                     raise StoreError(f"cannot open the trial store at {where}: {_first_line(e)}; check "
-                                     "hydra.sweeper.storage (and that the server runs)") from None
+                                     f"hydra.sweeper.storage (and that the server runs){setting}") from None
                 if db is None or not db.retryable(e):
                     raise
                 if time.monotonic() > deadline:

@@ -22,6 +22,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from fastlab.tracking.deadlines import mlflow_http
+
 DEFAULT_STORE = Path("outputs") / "mlruns"
 TAG_ROLE = "fastlab.role"  # sweep | trial | run
 TAG_RUN_DIR = "fastlab.run_dir"
@@ -32,10 +34,6 @@ TAG_DIRECTION = "fastlab.direction"
 TAG_TRIAL = "fastlab.trial"
 TAG_PARENT = "mlflow.parentRunId"  # MLflow's own: the UI nests a run under this one
 MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value; longer ones are left out
-# A dead tracking server must cost seconds, not MLflow's default of 7 retries with backoff
-# (minutes) for every call; the user's own settings of these variables win.
-HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
-                 "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
 
 
 def tracking_uri(configured: str | None) -> tuple[str, str | None]:
@@ -55,9 +53,7 @@ def connect(configured: str | None, experiment: str) -> tuple[Any, str]:
     from mlflow.tracking import MlflowClient
 
     uri, artifacts = tracking_uri(configured)
-    if uri.startswith(("http://", "https://")):
-        for key, value in HTTP_DEFAULTS.items():
-            os.environ.setdefault(key, value)
+    mlflow_http(uri)  # a dead server costs seconds (fastlab.tracking.deadlines)
     if artifacts is not None:
         Path(artifacts).parent.mkdir(parents=True, exist_ok=True)
     client = MlflowClient(tracking_uri=uri)

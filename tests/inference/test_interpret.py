@@ -14,7 +14,9 @@ import torch.nn.functional as F
 from fastlab.cli.interpret import main
 from fastlab.config import to_run_config
 from fastlab.interpret import Interpretation, InterpretError
+from fastlab.models.zoo import load_plain
 from fastlab.run.train import train
+from fastlab.rundir import save_checkpoint
 from tests.conftest import compose_cfg
 
 FILES = ("top_losses.png", "confusion_matrix.png", "most_confused.json", "show_results.png")
@@ -145,10 +147,10 @@ def test_errors_name_the_thing_and_the_fix(tmp_path, capsys, classify_run):
 
     # a model.pt without the training config (train() given a RunConfig) cannot rebuild its data
     no_config = tmp_path / "no_config"
-    ckpt = torch.load(classify_run[0] / "model.pt", weights_only=True)
+    ckpt = load_plain(classify_run[0] / "model.pt")
     ckpt["meta"]["config"] = None
     no_config.mkdir()
-    torch.save(ckpt, no_config / "model.pt")
+    save_checkpoint(no_config / "model.pt", ckpt)  # a checkpoint fastlab wrote, with its digest
     line = cli_error(capsys, no_config)
     assert "training config" in line
 

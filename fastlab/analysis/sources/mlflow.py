@@ -20,8 +20,12 @@ of others (a fastlab sweep's run, or any tool's nested runs) is the sweep, not a
 
 from __future__ import annotations
 
+import contextlib
 import math
+import sqlite3
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import numpy as np
 
@@ -45,21 +49,72 @@ def typed_params(params: dict[str, str]) -> dict[str, Any]:
     return out
 
 
-def _client(uri: str | None) -> Any:
+def _client(uri: str | None, name: str) -> tuple[Any, str]:
+    """An ``MlflowClient`` on the store at ``uri`` (resolved as training resolves it) and that
+    store's URI; a server's requests bounded as training's are (``fastlab.tracking.deadlines``),
+    and a local store that is not there is said, not made."""
     try:
         from mlflow.tracking import MlflowClient
     except ImportError:
         raise MetaError("reading an MLflow experiment needs mlflow: pip install 'fastlab[mlflow]'") from None
+    from fastlab.tracking.deadlines import mlflow_http
     from fastlab.tracking.mlflow_store import tracking_uri
 
-    return MlflowClient(tracking_uri=tracking_uri(uri)[0])
+    resolved = tracking_uri(uri)[0]
+    local = _local_store(resolved)
+    if local is not None and not local.exists():
+        raise MetaError(f"MLflow has no experiment {name!r} at {resolved}: there is no tracking store there "
+                        "(fastlab-meta reads a store, never makes one); set MLFLOW_TRACKING_URI to the store "
+                        "that holds it, or run from the folder whose outputs/mlruns holds fastlab's store")
+    if local is not None and local.is_file() and not _holds_experiments(local):
+        raise MetaError(f"{local} is not an MLflow tracking store (no experiments table; MLflow would make "
+                        "one in it): set MLFLOW_TRACKING_URI to the store that holds experiment "
+                        f"{name!r}")
+    mlflow_http(resolved)
+    return MlflowClient(tracking_uri=resolved), resolved
 
 
-def _all_runs(client: Any, experiment_id: str) -> list:
+def _local_store(uri: str) -> Path | None:
+    """Where a local store's file or folder is (a SQLite file, a file store), or None for a server
+    or a database: MLflow makes a store that is not there on its first call, a reader must not."""
+    if uri.startswith("sqlite:///"):
+        return None if uri == "sqlite:///:memory:" else Path(uri[len("sqlite:///"):])
+    if uri.startswith("file:"):
+        return Path(urlparse(uri).path)
+    return None if "://" in uri else Path(uri)
+
+
+def _holds_experiments(path: Path) -> bool:
+    """Whether the SQLite file ``path`` holds MLflow's tables, read without writing to it."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+            return bool(db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'experiments'")
+                        .fetchall())
+    except sqlite3.DatabaseError:  # not a database at all
+        return False
+
+
+def _asked(uri: str, what: str, call: Any) -> Any:
+    """``call()``, with a store that fails or a server that does not answer as one line naming it
+    (and, for a server, the settings of the wait)."""
+    from fastlab.tracking.deadlines import mlflow_wait, timed_out
+
+    try:
+        return call()
+    except Exception as e:
+        if uri.startswith(("http://", "https://")):
+            how = ("did not answer in time" if timed_out(e) else f"could not be read ({type(e).__name__})")
+            raise MetaError(f"the MLflow tracking server {uri} {how} while {what} ({mlflow_wait()}): check "
+                            "the server, or set MLFLOW_TRACKING_URI to the store that holds it") from None
+        raise MetaError(f"cannot read the MLflow tracking store {uri} ({type(e).__name__}) while {what}: "
+                        "set MLFLOW_TRACKING_URI to the store that holds it") from None
+
+
+def _all_runs(client: Any, uri: str, experiment_id: str) -> list:
     runs, token = [], None
     while True:
-        page = client.search_runs([experiment_id], max_results=1000, page_token=token,
-                                  order_by=["attributes.start_time ASC"])
+        page = _asked(uri, "reading its runs", lambda t=token: client.search_runs(
+            [experiment_id], max_results=1000, page_token=t, order_by=["attributes.start_time ASC"]))
         runs += list(page)
         token = page.token
         if not token:
@@ -74,17 +129,13 @@ def read_mlflow(spec: str, metric: str | None = None, uri: str | None = None) ->
     name, _, parent_key = spec.partition("#")
     if not name:
         raise MetaError("mlflow: needs an experiment name, e.g. fastlab-meta mlflow:fastlab --metric accuracy")
-    client = _client(uri)
-    try:
-        experiment = client.get_experiment_by_name(name)
-    except Exception as e:
-        raise MetaError(f"cannot read the MLflow tracking store {store.tracking_uri(uri)[0]} "
-                        f"({type(e).__name__}): set MLFLOW_TRACKING_URI to the store that holds "
-                        f"experiment {name!r}") from None
+    client, resolved = _client(uri, name)
+    experiment = _asked(resolved, f"looking up experiment {name!r}",
+                        lambda: client.get_experiment_by_name(name))
     if experiment is None:
-        raise MetaError(f"MLflow has no experiment {name!r} at {store.tracking_uri(uri)[0]}: pass an "
+        raise MetaError(f"MLflow has no experiment {name!r} at {resolved}: pass an "
                         "experiment's name (mlflow:NAME), or set MLFLOW_TRACKING_URI to its store")
-    runs = _all_runs(client, experiment.experiment_id)
+    runs = _all_runs(client, resolved, experiment.experiment_id)
     parents = {r.data.tags.get(store.TAG_PARENT) for r in runs} - {None}
     by_id = {r.info.run_id: r for r in runs}
     if parent_key:

@@ -19,11 +19,15 @@ import numpy as np
 
 from fastlab.analysis.errors import MetaError
 from fastlab.analysis.sources.table import TrialsTable, require_trials
+from fastlab.errors import FastlabError
 
 _STATUS = {"COMPLETE": "completed", "PRUNED": "pruned", "FAIL": "failed"}
 
 
 def _storage(optuna: Any, url: str) -> Any:
+    """The storage at ``url``, read as it is: a file that is not there is said, not made, and a
+    database's tables are never made (``skip_table_creation``); a database server's connection
+    has a deadline (``fastlab.tracking.deadlines``)."""
     if url.startswith("journal:"):
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend
@@ -32,11 +36,40 @@ def _storage(optuna: Any, url: str) -> Any:
         if not Path(path).is_file():
             raise MetaError(f"{path} does not exist: pass optuna:journal:PATH of a study's journal file")
         return JournalStorage(JournalFileBackend(path))
+    connect_args: dict[str, Any] = {}
     if url.startswith("sqlite:///"):
         path = Path(url[len("sqlite:///"):])
         if not path.is_file():  # Optuna would make an empty database there
             raise MetaError(f"{path} does not exist: pass optuna:sqlite:///PATH#STUDY of the study's database")
-    return url
+    elif url.startswith(("postgresql", "mysql")):  # a server: libpq's and the MySQL drivers' own name
+        from fastlab.tracking.deadlines import db_connect_timeout
+
+        connect_args["connect_timeout"] = db_connect_timeout()
+    return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": connect_args} if connect_args else None,
+                                      skip_table_creation=True)
+
+
+def _unread(url: str, e: Exception) -> MetaError:
+    """One line for a storage that could not be read: a server that did not answer names the
+    setting of the wait; any other failure its first line."""
+    from fastlab.tracking.deadlines import db_wait, timed_out
+
+    if url.startswith(("postgresql", "mysql")) and timed_out(e):
+        return MetaError(f"the Optuna storage's server {_safe(url)} did not answer in time ({db_wait()}): "
+                         "check the server, or pass optuna:STORAGE_URL#STUDY of a storage that answers")
+    first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+    return MetaError(f"cannot open the Optuna storage {_safe(url)} ({type(e).__name__}: {first}): pass "
+                     "optuna:STORAGE_URL#STUDY, e.g. optuna:sqlite:///study.db#my_study")
+
+
+def _safe(url: str) -> str:
+    """``url`` without its password, for a message."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy parses: it holds no password it would find
+        return url
 
 
 def read_optuna(spec: str) -> TrialsTable:
@@ -48,13 +81,13 @@ def read_optuna(spec: str) -> TrialsTable:
     url, _, name = spec.rpartition("#") if "#" in spec else (spec, "", "")
     if not url:
         raise MetaError("optuna: needs a storage URL, e.g. fastlab-meta 'optuna:sqlite:///study.db#my_study'")
-    storage = _storage(optuna, url)
     try:
+        storage = _storage(optuna, url)
         names = optuna.get_all_study_names(storage=storage)
+    except FastlabError:  # already one line (a missing file, a bad setting)
+        raise
     except Exception as e:
-        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
-        raise MetaError(f"cannot open the Optuna storage {url} ({type(e).__name__}: {first}): pass "
-                        "optuna:STORAGE_URL#STUDY, e.g. optuna:sqlite:///study.db#my_study") from None
+        raise _unread(url, e) from None
     if not name:
         if len(names) != 1:
             raise MetaError(f"{url} holds {len(names)} studies ({', '.join(names) or 'none'}): name one, "

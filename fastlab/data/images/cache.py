@@ -12,6 +12,14 @@ A build writes both files under temporary names and renames them, the array firs
 nothing that is read, and the next run builds it again. A lock file serialises builders (the
 parallel trials of a sweep, the ranks of a data-parallel run): the second waits, then reuses.
 
+The ``.json`` records a checksum (XXH3, else CRC-32: :func:`_hashes`) of the array file's header
+and of each chunk of rows (about 1 MiB) as they are written, and a reused cache is read through
+once and checked against them (a few percent of an epoch read from it): a cache
+damaged after it was written (a bad disk, a partial copy between machines, a sync tool: same size,
+other bytes), or a ``.json`` that is not the object a build writes, is built again with one
+warning naming the file, never trained on. Where it cannot be built again (no room, no write
+permission) it is refused with one line.
+
 Rows are read with positioned reads (``os.pread``) rather than through a memory map: pages a map
 has touched count toward the process's resident memory until the kernel evicts them, pages read
 into the page cache do not, so a run's memory grows with its batch and not with its data.
@@ -22,10 +30,12 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import io
 import json
 import logging
 import os
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,23 +44,45 @@ import numpy as np
 import torch
 
 from fastlab.data.images.decode import CHANNEL_MODE, DECODER_VERSION, decode_stream
-from fastlab.errors import DataError
+from fastlab.errors import ConfigError, DataError, FastlabError
 from fastlab.rundir import atomic_path, clean_stale_temps, write_json
 
 log = logging.getLogger("fastlab")
 
 FORMAT = "fastlab-image-cache"
-VERSION = 1  # of this file layout (the .npy array and its .json)
+VERSION = 2  # of this file layout (the .npy array and its .json); 2: the checksums
+CHUNK_BYTES = 1 << 20  # of rows per checksum: a reused cache is read through in these pieces
+
+
+def _hashes() -> dict[str, Callable[[memoryview], int]]:
+    """The checksums a cache can record, the first one available is what a build records.
+    xxhash's XXH3 (about 12 GB/s a core here; a dependency of fastlab) keeps checking a reused cache a few percent of an epoch read from it; zlib's CRC-32
+    (3.5 GB/s; blake2b 0.8, sha256 1.4) is the standard library's fallback. Both catch damage,
+    not forgery: the cache is this machine's own file."""
+    out = {}
+    with contextlib.suppress(ImportError):
+        import xxhash
+
+        out["xxh3_64"] = xxhash.xxh3_64_intdigest
+    out["crc32"] = zlib.crc32
+    return out
+
+
+HASHES = _hashes()
+CHECKSUM = next(iter(HASHES))
 
 
 @dataclass
 class CacheStats:
-    """What this process's caches did: ``built`` caches (``decoded`` images into them) and
-    ``reused`` ones. Tests and benchmarks read :data:`stats`."""
+    """What this process's caches did: ``built`` caches (``decoded`` images into them), ``reused``
+    ones, ``damaged`` ones found (and built again) and ``verify_s``, the seconds spent checking
+    reused caches against their checksums. Tests and benchmarks read :data:`stats`."""
 
     built: int = 0
     reused: int = 0
     decoded: int = 0
+    damaged: int = 0
+    verify_s: float = 0.0
 
 
 stats = CacheStats()
@@ -169,12 +201,43 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+class _Damaged(Exception):
+    """A cache that is there but not what its build wrote: ``path`` (the file at fault) and why."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason = path, reason
+
+
+def _make_root(root: Path) -> None:
+    """``root`` as a folder, or one line saying why ``paths.cache`` cannot be one."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        if not root.is_dir():  # mkdir(exist_ok=True) lets a link to a file through
+            raise FileExistsError(f"[Errno 17] File exists: '{root}'")
+    except (FileExistsError, NotADirectoryError):
+        in_the_way = next((p for p in (root, *root.parents) if p.exists() and not p.is_dir()), root)
+        raise ConfigError(f"paths.cache '{root}' cannot be a folder: '{in_the_way}' is a file; set paths.cache "
+                          "to a folder (or move the file)") from None
+    except OSError as e:
+        raise ConfigError(f"paths.cache '{root}' cannot be made: {e.strerror}; set paths.cache to a folder you "
+                          "can write") from None
+
+
 def _open_or_build(root: Path, key: str, n: int, row_shape: tuple[int, ...],
                    rows: Callable[[], Iterable[np.ndarray | str]], what: str) -> CacheFile:
-    root.mkdir(parents=True, exist_ok=True)
+    _make_root(root)
     data, meta = root / f"{key}.npy", root / f"{key}.json"
     with _locked(root / f".{key}.lock"):
-        cache = _read(data, meta, key, n, row_shape)
+        damaged = None
+        try:
+            start = time.perf_counter()
+            cache = _read(data, meta, key, n, row_shape)
+            stats.verify_s += time.perf_counter() - start
+        except _Damaged as e:
+            stats.damaged += 1
+            log.warning("cache %s is damaged (%s): building it again", e.path, e.reason)
+            cache, damaged = None, e
         if cache is not None:
             stats.reused += 1
             log.info("reusing cache %s (%d images)", data, n)
@@ -182,7 +245,15 @@ def _open_or_build(root: Path, key: str, n: int, row_shape: tuple[int, ...],
         for tmp in clean_stale_temps(root):
             log.info("removed %s, left by a cache build that was killed", tmp.name)
         start = time.perf_counter()
-        cache = _build(data, meta, key, n, row_shape, rows())
+        try:
+            cache = _build(data, meta, key, n, row_shape, rows())
+        except (OSError, FastlabError) as e:
+            if damaged is None or isinstance(e, DataError):  # a bad image file is the source's error
+                raise
+            # the .json is gone by now, so the damaged array is never read; say what to free
+            why = e.strerror if isinstance(e, OSError) else str(e)
+            raise DataError(f"cache {damaged.path} is damaged ({damaged.reason}) and cannot be built again: "
+                            f"{why}; remove {root / key}.* and run again with room in paths.cache") from None
         seconds = time.perf_counter() - start
         stats.built += 1
         stats.decoded += n
@@ -191,43 +262,118 @@ def _open_or_build(root: Path, key: str, n: int, row_shape: tuple[int, ...],
 
 
 def _read(data: Path, meta: Path, key: str, n: int, row_shape: tuple[int, ...]) -> CacheFile | None:
-    """The finished cache ``key``, or None when it is missing, half-made or not what it says."""
+    """The finished cache ``key``, checked against its checksums; None when it was never finished
+    (no ``.json``: never built, or its build was killed). Raises :class:`_Damaged` when it is there
+    but not what its build wrote."""
     try:
         info = json.loads(meta.read_text())
-        ok = (info.get("format") == FORMAT and info.get("version") == VERSION and info.get("key") == key
-              and info.get("n") == n and tuple(info.get("row_shape", ())) == tuple(row_shape))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        raise _Damaged(meta, f"not JSON: {e}") from None
+    problem = _meta_problem(info, key, n, row_shape)
+    if problem:
+        raise _Damaged(meta, f"not the object a build writes: {problem}")
+    want = info["offset"] + n * int(np.prod(row_shape))
+    try:
         size = data.stat().st_size
-    except (OSError, ValueError):
-        return None
-    if not ok or size != info["offset"] + n * int(np.prod(row_shape)):
-        return None
-    return CacheFile(data, key, n, tuple(row_shape), int(info["offset"]), {int(k): v for k, v in info["bad"].items()})
+    except OSError as e:
+        raise _Damaged(data, f"cannot be read: {e.strerror}") from None
+    if size != want:
+        raise _Damaged(data, f"{size} bytes where its .json says {want}")
+    _verify(data, info["offset"], row_shape, info["checksums"])
+    return CacheFile(data, key, n, tuple(row_shape), info["offset"], {int(k): v for k, v in info["bad"].items()})
+
+
+def _meta_problem(info: object, key: str, n: int, row_shape: tuple[int, ...]) -> str:
+    """What is wrong with a ``.json``'s object (``""``: nothing): every field a build writes, of
+    its type, and the values this cache must have."""
+    if not isinstance(info, dict):
+        return f"a JSON {type(info).__name__}, not an object"
+    missing = [k for k in ("format", "version", "key", "n", "row_shape", "offset", "bad", "checksums") if k not in info]
+    if missing:
+        return f"no {', '.join(missing)}"
+    expected = {"format": FORMAT, "version": VERSION, "key": key, "n": n, "row_shape": list(row_shape)}
+    wrong = [k for k, v in expected.items() if info[k] != v]
+    if wrong:
+        return ", ".join(f"{k} {info[k]!r} where {expected[k]!r} was expected" for k in wrong)
+    if not _is_int(info["offset"]) or info["offset"] < 0:
+        return f"offset {info['offset']!r}"
+    bad = info["bad"]
+    if not isinstance(bad, dict) or not all(k.isdigit() and int(k) < n and isinstance(v, str) for k, v in bad.items()):
+        return "bad is not {row: reason}"
+    sums = info["checksums"]
+    chunks = -(-n // _chunk_rows(row_shape))
+    if not (isinstance(sums, dict) and sums.get("rows") == _chunk_rows(row_shape) and _is_int(sums.get("header"))
+            and isinstance(sums.get("chunks"), list) and len(sums["chunks"]) == chunks
+            and all(_is_int(c) for c in sums["chunks"])):
+        return f"checksums is not {{kind, rows: {_chunk_rows(row_shape)}, header, {chunks} chunks}}"
+    if sums.get("kind") not in HASHES:
+        return f"checksums of kind {sums.get('kind')!r}, which this Python cannot check (pip install xxhash)"
+    return ""
+
+
+def _is_int(x: object) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _chunk_rows(row_shape: tuple[int, ...]) -> int:
+    """Rows per checksum: as many as fit in ``CHUNK_BYTES`` (at least one)."""
+    return max(1, CHUNK_BYTES // int(np.prod(row_shape)))
+
+
+def _verify(data: Path, offset: int, row_shape: tuple[int, ...], sums: dict) -> None:
+    """Read ``data`` through once and check its header and every chunk of rows against ``sums``;
+    raise :class:`_Damaged` naming the first rows that differ."""
+    row_bytes, k, digest = int(np.prod(row_shape)), sums["rows"], HASHES[sums["kind"]]
+    buf = bytearray(max(offset, k * row_bytes))
+    view = memoryview(buf)
+    fd = os.open(data, os.O_RDONLY)
+    try:
+        if digest(view[:os.preadv(fd, [view[:offset]], 0)]) != sums["header"]:
+            raise _Damaged(data, "its header differs from the checksum recorded when it was built")
+        for c, want in enumerate(sums["chunks"]):
+            got = os.preadv(fd, [view[:k * row_bytes]], offset + c * k * row_bytes)
+            if digest(view[:got]) != want:
+                first = c * k
+                raise _Damaged(data, f"rows {first}-{first + got // row_bytes - 1} differ from the checksum "
+                                     "recorded when it was built")
+    finally:
+        os.close(fd)
 
 
 def _build(data: Path, meta: Path, key: str, n: int, row_shape: tuple[int, ...],
            rows: Iterable[np.ndarray | str]) -> CacheFile:
-    """Write the array (rows in order; a reason string for an unreadable row, left zero), then its
-    ``.json``, each under a temporary name renamed into place."""
+    """Write the array (rows in order; a reason string for an unreadable row, left zero) and the
+    checksum of its header and of each ``_chunk_rows`` rows, then its ``.json``, each under a
+    temporary name renamed into place."""
     meta.unlink(missing_ok=True)  # whatever was there is not whole: no reader may take it from now on
     bad: dict[int, str] = {}
     zeros = bytes(int(np.prod(row_shape)))
+    per, digest = _chunk_rows(row_shape), HASHES[CHECKSUM]
+    head = io.BytesIO()
+    np.lib.format.write_array_header_1_0(head, {"descr": "|u1", "fortran_order": False, "shape": (n, *row_shape)})
+    offset, header, chunks = head.tell(), digest(head.getbuffer()), []
     with atomic_path(data) as tmp:
         with open(tmp, "wb") as f:
-            np.lib.format.write_array_header_1_0(f, {"descr": "|u1", "fortran_order": False,
-                                                     "shape": (n, *row_shape)})
-            offset = f.tell()
-            count = 0
+            f.write(head.getvalue())
+            count, pending = 0, bytearray()  # the rows of the chunk being written
             for i, r in enumerate(rows):
                 if isinstance(r, str):
                     bad[i] = r
-                    f.write(zeros)
+                    pending += zeros
                 else:
-                    f.write(np.ascontiguousarray(r, dtype=np.uint8).tobytes())
+                    pending += np.ascontiguousarray(r, dtype=np.uint8).tobytes()
                 count += 1
+                if count % per == 0 or count == n:
+                    f.write(pending)
+                    chunks.append(digest(memoryview(pending)))
+                    pending.clear()
             if count != n:
                 raise RuntimeError(f"cache build wrote {count} of {n} rows")
             f.flush()
             os.fsync(f.fileno())
     write_json(meta, {"format": FORMAT, "version": VERSION, "key": key, "n": n, "row_shape": list(row_shape),
-                      "offset": offset, "decoder": DECODER_VERSION, "bad": {str(k): v for k, v in bad.items()}})
+                      "offset": offset, "decoder": DECODER_VERSION, "bad": {str(k): v for k, v in bad.items()},
+                      "checksums": {"kind": CHECKSUM, "rows": per, "header": header, "chunks": chunks}})
     return CacheFile(data, key, n, tuple(row_shape), offset, bad)

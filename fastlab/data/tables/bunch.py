@@ -25,11 +25,13 @@ from fastlab.data.tables.sources import (
     TabularData,
     column_kinds,
     continuous_values,
+    non_finite_rows,
     split_rows,
 )
 from fastlab.errors import ConfigError, DataError
 
 MAX_AUTO_CLASSES = 20
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # a float target beyond it trains as inf
 
 
 def target_kind(values: list, target: str) -> str:
@@ -99,7 +101,7 @@ class TableBunch:
         self.valid_items = [table.items[i] for i in valid]
         y = self._encode_target(table, y_name, train, target)
         cat_values = {c: [category_text(v) for v in table.columns[c]] for c in cats}
-        cont_values = {c: np.asarray(continuous_values(table, c), dtype=np.float64) for c in conts}
+        cont_values = {c: np.asarray(continuous_values(table, c, cfg.nonfinite), dtype=np.float64) for c in conts}
 
         def rows(idx):
             return ({c: [v[i] for i in idx] for c, v in cat_values.items()},
@@ -110,11 +112,21 @@ class TableBunch:
         self.emb_sizes = [len(self.procs.vocabs_[c]) for c in self.cat_names]
         self.valid_rows = {c: [table.columns[c][i] for i in valid] for c in [*cats, *conts, y_name]}
         gen = torch.Generator().manual_seed(seed)
-        self.train = TableLoader(*self.procs.transform(*rows(train)), y[train], cfg.bs, shuffle=True,
-                                 drop_last=True, generator=gen)
-        x_cat, x_cont = self.procs.transform(*rows(valid))
+        x_cat, x_cont = self.checked(table, train, *self.procs.transform(*rows(train)))
+        self.train = TableLoader(x_cat, x_cont, y[train], cfg.bs, shuffle=True, drop_last=True, generator=gen)
+        x_cat, x_cont = self.checked(table, valid, *self.procs.transform(*rows(valid)))
         item = x_cat.shape[1] + x_cont.shape[1]  # numbers per row
         self.valid = TableLoader(x_cat, x_cont, y[valid], valid_batch_size(cfg.bs, item, len(valid), cfg.valid_bs))
+
+    def checked(self, table: Table, idx: list[int], x_cat: torch.Tensor,
+                x_cont: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The transformed rows ``idx``, refused with one line when a value does not fit float32."""
+        beyond = self.procs.beyond_float32(x_cont)
+        if beyond:
+            r, col = beyond[0]
+            i = idx[r]
+            raise DataError(f"{table.where}: {self.procs.range_message(col, table.columns[col][i], table.items[i])}")
+        return x_cat, x_cont
 
     def _encode_target(self, table: Table, y_name: str, train: list[int], target: str) -> torch.Tensor:
         raw = table.columns[y_name]
@@ -142,6 +154,10 @@ class TableBunch:
             except ValueError:
                 raise DataError(f"{table.where}: the target '{y_name}' holds {v!r} at {item}, not a number: "
                                 f"use task.target=category (or auto)") from None
+        bad = [(v, item) for v, x, item in zip(raw, values, table.items) if not abs(x) <= FLOAT32_MAX]
+        if bad:  # (NaN fails the test too) a target cannot be missing: data.nonfinite does not apply
+            raise DataError(f"{table.where}: the target '{y_name}' holds {non_finite_rows(bad)}: fix those values "
+                            f"or drop those rows")
         y = np.asarray(values, dtype=np.float64)
         self.y_mean, self.y_std = fit_normalize(y[train])
         return torch.tensor(y, dtype=torch.float32)

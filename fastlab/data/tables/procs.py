@@ -108,6 +108,10 @@ class TabularProcs:
         flags = {f"{c}_na": [str(bool(m)) for m in filled[c][1]] for c in self.na_names_}
         self.vocabs_ = {c: fit_categorify({**cats, **flags}[c]) for c in self.all_cat_names}
         stats = {c: fit_normalize(filled[c][0]) for c in self.cont_names}
+        for c, (mean, std) in stats.items():  # sums of values near 1e308 overflow
+            if not (math.isfinite(mean) and math.isfinite(std)):
+                raise DataError(f"{where}: continuous column '{c}' has values too large to normalise (mean {mean}, "
+                                f"std {std}): rescale the column")
         self.means_ = {c: m for c, (m, _) in stats.items()}
         self.stds_ = {c: s for c, (_, s) in stats.items()}
         return self
@@ -124,6 +128,18 @@ class TabularProcs:
         x_cont = (torch.tensor(np.stack(normed, axis=1), dtype=torch.float32) if normed
                   else torch.zeros(n, 0))
         return x_cat.contiguous(), x_cont
+
+    def beyond_float32(self, x_cont: torch.Tensor) -> list[tuple[int, str]]:
+        """``(row, column)`` of each value of :meth:`transform`'s ``x_cont`` that is not finite: a
+        finite raw value so far from the training mean that, normalised, float32 cannot hold it."""
+        rows, cols = torch.nonzero(~torch.isfinite(x_cont), as_tuple=True)
+        return [(int(r), self.cont_names[int(c)]) for r, c in zip(rows, cols)]
+
+    def range_message(self, col: str, value, at: str | None = None) -> str:
+        """The one line naming a value :meth:`beyond_float32` found (and the row ``at``, if given)."""
+        where = f" at {at}" if at else ""
+        return (f"continuous column '{col}' holds {value!r}{where}, too far from the training values (mean "
+                f"{self.means_[col]:.4g}, std {self.stds_[col]:.4g}) for the model's float32 inputs: fix the value")
 
     def state(self) -> dict:
         """Plain data for ``model.pt``."""

@@ -28,22 +28,35 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from fastlab.config import DataConfig, check
+from fastlab.config import DataConfig, check, check_choice
 from fastlab.data.split import seeded_split
 from fastlab.errors import ConfigError, DataError
 from fastlab.registry import register
+
+NONFINITE = ("error", "missing")
+SHOWN_ROWS = 3  # rows a non-finite message names before "and N more"
 
 
 @dataclass
 class TabularData(DataConfig):
     """Keys every table source shares. Columns not named in ``cat_names`` or ``cont_names`` are
-    read as continuous when numeric and categorical otherwise (null = decide by the values)."""
+    read as continuous when numeric and categorical otherwise (null = decide by the values).
+
+    ``nonfinite`` says what a written non-finite number (``inf``, ``-inf``, ``nan``, or one too
+    large for a float such as ``1e999``) in a continuous column is: ``error`` (the default) stops
+    the run naming the column and rows; ``missing`` reads it as a missing value, as an empty
+    cell is read (FillMissing). A non-finite regression target is always an error."""
 
     kind: ClassVar[str] = "table"
     bs: int = 64
     y_name: str | None = None  # the target column; the built-in sets know their own
     cat_names: list[str] | None = None
     cont_names: list[str] | None = None
+    nonfinite: str = "error"  # error | missing: a written inf/nan in a continuous column
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_choice("data.nonfinite", self.nonfinite, NONFINITE)
 
 
 @dataclass
@@ -215,19 +228,36 @@ def column_kinds(table: Table, cfg: TabularData) -> tuple[str, list[str], list[s
     return y_name, cats, conts
 
 
-def continuous_values(table: Table, col: str) -> list[float]:
-    """The column as floats, NaN where missing; a value that is not a number is a ``DataError``."""
-    out = []
+def continuous_values(table: Table, col: str, nonfinite: str = "error") -> list[float]:
+    """The column as floats, NaN where missing; a value that is not a number is a ``DataError``,
+    and so is a non-finite one (``inf``, ``nan``, ``1e999``) unless ``nonfinite="missing"``, which
+    reads it as missing (``data.nonfinite``)."""
+    out, bad = [], []
     for v, item in zip(table.columns[col], table.items):
         if v is None:
             out.append(math.nan)
             continue
         try:
-            out.append(float(v))
+            x = float(v)
         except ValueError:
             raise DataError(f"{table.where}: continuous column '{col}' holds {v!r} at {item}: fix the value "
                             f"or name the column in data.cat_names") from None
+        if not math.isfinite(x):
+            bad.append((v, item))
+            x = math.nan
+        out.append(x)
+    if bad and nonfinite != "missing":
+        raise DataError(f"{table.where}: continuous column '{col}' holds {non_finite_rows(bad)}: fix those values, "
+                        f"or set data.nonfinite=missing to read them as missing values")
     return out
+
+
+def non_finite_rows(bad: list[tuple]) -> str:
+    """``[(value, item), ...]`` -> "6 non-finite values ('inf' at t.csv:5, 'nan' at t.csv:9, ... and 3 more)",
+    the first :data:`SHOWN_ROWS` named, for one-line messages."""
+    shown = ", ".join(f"{v!r} at {item}" for v, item in bad[:SHOWN_ROWS])
+    more = len(bad) - SHOWN_ROWS
+    return f"{len(bad)} non-finite value{'s' if len(bad) > 1 else ''} ({shown}{f' and {more} more' if more > 0 else ''})"
 
 
 def split_rows(table: Table, cfg: TabularData) -> tuple[list[int], list[int]]:
