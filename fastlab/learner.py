@@ -163,6 +163,12 @@ class Learner:
         self.lr_finding = False  # set while the LR finder runs (callbacks that stay in it read it)
         # Where a resumed run re-enters the loop (set by the Checkpointer when it restores).
         self.stage, self.start_epoch, self.start_batch = 0, 0, 0
+        # What this Learner has done, counted as it happens (a run's processes.json entry: a resumed
+        # process is proven to continue by them): the first training batch it ran (stage, epoch,
+        # batch), the training batches it ran and the LR range tests (fastlab.lr_find) it ran.
+        # The finder's own batches are not training batches.
+        self.first_batch: dict | None = None
+        self.batches_run, self.lr_finds = 0, 0
         # What model.pt records about the model (set by fastlab.run.prepare): Learner.predict reads with it.
         self.meta: ModelMeta | None = None
 
@@ -311,6 +317,10 @@ class Learner:
 
     def _one_batch(self, i: int, batch) -> None:
         self.iter = i
+        if self.training and not self.lr_finding:
+            if self.first_batch is None:
+                self.first_batch = {"stage": self.stage, "epoch": self.epoch, "batch": i}
+            self.batches_run += 1  # counted as the batch begins: a checkpoint after it holds it
         self.xb, self.yb = batch
         self.pred = self.loss = None  # a cancelled batch leaves no stale values behind
         self._with_events(self._do_one_batch, "batch", CancelBatchException)

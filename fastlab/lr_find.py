@@ -154,6 +154,7 @@ def _loader_generator(learn) -> torch.Generator | None:
 def lr_find(learn, start_lr: float = 1e-7, end_lr: float = 10.0, num_it: int = 100,
             stop_div: bool = True) -> LRFindResult:
     """Run the range test on ``learn`` and restore it bit for bit afterwards."""
+    learn.lr_finds += 1  # what a run's processes.json counts: a resumed run searches nothing again
     if learn.opt is None:
         learn.create_opt()
     saved_model = copy.deepcopy(learn.model.state_dict())

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import importlib
+import time
 from pathlib import Path
 
 import pytest
@@ -38,6 +40,38 @@ def one_thread():
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def require(module: str):
+    """Import ``module`` for a test, or fail saying how to install it: every package a test needs
+    is in the dev extra, so a missing one is a broken set-up, never a reason to skip."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        pytest.fail(f"{module} is not installed ({e}): pip install -e '.[dev]' (bash scripts/test.sh does)",
+                    pytrace=False)
+
+
+@pytest.fixture
+def no_sleep(monkeypatch) -> list:
+    """``time.sleep`` records its argument and returns at once: a test asserting the returned
+    list is empty proves the code under test waited on nothing (no retry, no back-off), which a
+    clock on a shared CPU cannot."""
+    calls: list = []
+    monkeypatch.setattr(time, "sleep", calls.append)
+    return calls
+
+
+def wait_until(ready, procs=(), what: str = "the event", timeout: float = 120.0) -> None:
+    """Poll ``ready()`` until it holds: how a test waits for an event (a file a process wrote, a
+    row in a store) instead of sleeping a guessed time. A process of ``procs`` ending first, or
+    ``timeout`` s without the event, fails the test naming ``what``."""
+    end = time.monotonic() + timeout
+    while not ready():
+        dead = [p for p in procs if p.poll() is not None]
+        assert not dead, f"a process ended (exit {dead[0].returncode}) before {what}"
+        assert time.monotonic() < end, f"{timeout:.0f} s without {what}"
+        time.sleep(0.01)
 
 
 def compose_cfg(*overrides: str, small: bool = True):

@@ -108,9 +108,11 @@ def test_slice_and_ratio_together_are_refused():
         to_run_config(compose_cfg("schedule.lr_max=[1e-4,1e-2]", "schedule.lr_ratio=2.6"))
 
 
-@pytest.mark.parametrize("value", ["3e-3", "[1e-5,1e-3]", "[null,1e-3]", "find"])
-def test_lr_max_forms(value):
-    assert to_run_config(compose_cfg(f"schedule.lr_max={value}")).schedule.lr_max is not None
+@pytest.mark.parametrize("value, want", [("3e-3", 3e-3), ("[1e-5,1e-3]", [1e-5, 1e-3]), ("[null,1e-3]", [None, 1e-3]),
+                                         ("find", "find")])
+def test_lr_max_forms(value, want):
+    lr_max = to_run_config(compose_cfg(f"schedule.lr_max={value}")).schedule.lr_max
+    assert lr_max == want and type(lr_max) is type(want)  # a number stays a float, a slice a list
 
 
 def test_user_option_without_schema_is_checked_by_name():

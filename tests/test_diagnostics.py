@@ -66,6 +66,8 @@ def kinds(messages: list[str]) -> set[str]:
 def test_healthy_run_has_no_diagnostics(tmp_path):
     overrides = ("schedule.epochs=5",)
     metrics = train(compose_cfg(*overrides), run_dir=tmp_path)
+    # Measured (seed 0, the config's; torch's default threads: 2 on the 2-core test machine):
+    # 0.983, 353 of 359 validation digits; the bar 0.95 (342) leaves 11 digits.
     assert metrics["status"] == "completed" and metrics["objective"] > 0.95
     assert metrics["diagnostics"] == []
     # the same verdict from the history on disk, and no dead filter at all
@@ -132,6 +134,9 @@ def test_over_fitting_on_noisy_labels_names_the_best_epoch():
     history = learn.recorder.history
     errors = [row["error_rate"] for row in history]
     best = min(range(len(errors)), key=errors.__getitem__)
+    # Measured (torch.manual_seed(0), loader seed 0, label-noise generator seed 1; torch's default
+    # threads: 2): best epoch 3 of 10 at error 0.253, last 0.415 (bars: best by epoch 7, last
+    # 0.05 over the best: 0.11 of room).
     assert best <= len(errors) - 3 and errors[-1] > errors[best] + 0.05  # it really over-fitted
 
     for objective, direction in (("error_rate", "minimize"), ("accuracy", "maximize")):

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 import statistics
 
+import numpy as np
 import pytest
 import torch
 
+from fastlab.callbacks.core import Callback
 from fastlab.config import to_run_config
 from fastlab.errors import ConfigError
 from fastlab.lr_find import minimum, slide, steep, suggest, valley
@@ -43,6 +46,9 @@ def test_pretrained_glyphs_beat_scratch_on_few_shot_digits(zoo, tmp_path):
     digit) must beat the same budget from scratch by a clear margin."""
     pre = [few_shot(zoo, tmp_path, "glyphs", s)["objective"] for s in (0, 1)]
     scratch = [few_shot(zoo, tmp_path, "null", s)["objective"] for s in (0, 1)]
+    # Measured (seeds 0 and 1, the zoo pretrained at seed 0; torch's default threads: 2 on the
+    # 2-core test machine): pretrained 0.680 and 0.643 against scratch 0.214 and 0.291, +46.6
+    # and +35.2 points, +40.9 on the mean (bar +20).
     assert statistics.mean(pre) >= statistics.mean(scratch) + 0.2, (pre, scratch)
 
 
@@ -115,6 +121,28 @@ def test_freezing_resets_optimiser_state():
     assert len(learn.opt.state) == 0 and learn.frozen == 1
 
 
+class RateSpy(Callback):
+    """Records each layer group's rate before every optimiser step of a run, as the optimiser
+    holds it (after the scheduler set it): ``steps`` is ``[(opt_step, [rate of group 0, ...])]``."""
+
+    def before_fit(self):
+        self.steps, self.total = [], self.learn.n_epoch * self.learn.steps_per_epoch()
+
+    def before_step(self):
+        rates = {g["layer_group"]: g["lr"] for g in self.learn.opt.param_groups}
+        self.steps.append((self.learn.opt_step, [rates[i] for i in sorted(rates)]))
+
+
+def fastai_one_cycle(lr_max, pos, div=25.0, div_final=1e5, pct_start=0.25):
+    """fast.ai's ``fit_one_cycle`` rate at ``pos`` in [0, 1]: cosine from lr_max/div up to
+    lr_max over pct_start of the steps, then cosine down to lr_max/div_final."""
+    def cos(start, end, p):
+        return start + (1 + math.cos(math.pi * (1 - p))) * (end - start) / 2
+    if pos < pct_start:
+        return cos(lr_max / div, lr_max, pos / pct_start)
+    return cos(lr_max, lr_max / div_final, (pos - pct_start) / (1 - pct_start))
+
+
 @pytest.mark.parametrize(
     "lr_max, ratio, want",
     [
@@ -125,14 +153,16 @@ def test_freezing_resets_optimiser_state():
     ],
 )
 def test_runs_record_the_exact_group_rates(tmp_path, lr_max, ratio, want):
-    m = train(compose_cfg(f"schedule.lr_max={lr_max}", f"schedule.lr_ratio={ratio}", "schedule.epochs=1"), run_dir=tmp_path)
+    spy = RateSpy()
+    m = train(compose_cfg(f"schedule.lr_max={lr_max}", f"schedule.lr_ratio={ratio}", "schedule.epochs=1"),
+              run_dir=tmp_path, cbs=[spy])
     assert m["layer_groups"] == 3
     assert m["group_lrs"] == pytest.approx(want, rel=1e-12)
-    # the optimiser really ran the head at lr_max's peak and the others in proportion
-    learn = prepare(to_run_config(compose_cfg(f"schedule.lr_max={lr_max}", f"schedule.lr_ratio={ratio}"))).learn
-    learn.fit_one_cycle(1, want)
-    groups = {g["layer_group"]: g["lr"] for g in learn.opt.param_groups}
-    assert [groups[i] / groups[2] for i in range(3)] == pytest.approx([w / want[-1] for w in want])
+    # What the optimiser of that very run held at each of its steps: every group in proportion
+    # to the head, and the head on fast.ai's one cycle peaking at the head's rate.
+    assert len(spy.steps) == spy.total > 10
+    for step, rates in spy.steps:
+        assert rates == pytest.approx([fastai_one_cycle(w, step / spy.total) for w in want], rel=1e-12)
 
 
 def test_gradual_unfreezes_one_group_per_stage(tmp_path):
@@ -159,15 +189,43 @@ def _curve(n=100):
     return lrs, losses
 
 
-def test_suggestions_on_a_known_curve():
+def fastai_suggestions(lrs, losses, num_it):
+    """fastai's four suggestion functions (``fastai/callback/schedule.py``: ``valley``,
+    ``steep``, ``minimum``, ``slide``), transcribed as written there, on the curve ``lr_find``
+    hands them (``[num_it // 10:-5]``): the oracle fastlab's own must match."""
+    lrs, losses = np.asarray(lrs[num_it // 10:-5]), np.asarray(losses[num_it // 10:-5])
+    n, max_start, max_end = len(losses), 0, 0
+    lds = [1] * n
+    for i in range(1, n):
+        for j in range(0, i):
+            if (losses[i] < losses[j]) and (lds[i] < lds[j] + 1):
+                lds[i] = lds[j] + 1
+            if lds[max_end] < lds[i]:
+                max_end = i
+                max_start = max_end - lds[max_end]
+    sections = (max_end - max_start) / 3
+    grads = (losses[1:] - losses[:-1]) / (np.log(lrs[1:]) - np.log(lrs[:-1]))
+    loss_grad, r_idx, l_idx = np.gradient(losses), -1, -16  # lr_diff=15
+    local_min_lr = lrs[l_idx]
+    while (l_idx >= -len(losses)) and (abs(loss_grad[r_idx] - loss_grad[l_idx]) > 0.005):
+        local_min_lr = lrs[l_idx]
+        r_idx -= 1
+        l_idx -= 1
+    return {"valley": float(lrs[max_start + int(sections) + int(sections / 2)]),
+            "steep": float(lrs[grads.argmin()]), "minimum": float(lrs[losses.argmin()]) / 10,
+            "slide": float(local_min_lr)}
+
+
+def test_suggestions_on_a_known_curve_are_fastais():
     lrs, losses = _curve()
     s = suggest(lrs, losses, 100)
-    assert set(s) == {"valley", "steep", "minimum", "slide"}
-    assert 1e-5 < s["steep"] < 1e-2  # the descent is centred on 10**-3.5
-    assert 1e-4 < s["valley"] < 1e-1
-    assert s["minimum"] == pytest.approx(lrs[losses.index(min(losses))] / 10)
-    for f in (valley, steep, minimum, slide):
-        assert lrs[0] <= f(lrs, losses) <= lrs[-1]
+    assert s == fastai_suggestions(lrs, losses, 100)
+    # The points fastai's formulas pick on this curve (trimmed to lrs[10:95]): the valley 1/3 +
+    # 1/6 along the longest descent, the steepest slope just below the descent's centre
+    # 10**-3.5, a tenth of the lowest loss's rate, and where the slope stops changing.
+    assert s == {"valley": lrs[40], "steep": lrs[43], "minimum": lrs[74] / 10, "slide": lrs[37]}
+    assert (valley(lrs[10:95], losses[10:95]), steep(lrs[10:95], losses[10:95]),
+            minimum(lrs[10:95], losses[10:95]), slide(lrs[10:95], losses[10:95])) == tuple(s.values())
 
 
 def test_lr_find_restores_weights_and_suggests_a_sane_rate():
@@ -179,6 +237,11 @@ def test_lr_find_restores_weights_and_suggests_a_sane_rate():
     assert all(torch.equal(before[k], v) for k, v in learn.model.state_dict().items())
     assert torch.equal(torch.get_rng_state(), rng)
     assert len(result.lrs) >= 20 and result.lrs == sorted(result.lrs)
+    # the suggestions are fastai's, on the curve this finder recorded (num_it=100)...
+    assert result.suggestions == fastai_suggestions(result.lrs, result.losses, 100)
+    # ...and that curve is a real one: measured valley 2.8e-3 (one thread), 4.0e-3 (two: torch's
+    # default here, which this test uses), seed 0 (the config's); the window is a sanity bound
+    # (over a decade each side), the exact values are pinned by the line above
     assert 1e-4 <= result.suggestions["valley"] <= 1e-1, result.suggestions
 
 
@@ -202,6 +265,9 @@ def test_lr_max_find_uses_the_valley(tmp_path):
 def test_bf16_trains_close_to_fp32(tmp_path):
     fp32 = train(compose_cfg("schedule.epochs=3"), run_dir=tmp_path / "fp32")["objective"]
     bf16 = train(compose_cfg("schedule.epochs=3", "trainer.precision=bf16-mixed"), run_dir=tmp_path / "bf16")["objective"]
+    # Measured (seed 0, the config's; torch's default threads: 2 on the 2-core test machine):
+    # bf16 0.969 (348 of 359 validation digits, bar 0.85 = 306), one digit (0.0028) from fp32;
+    # the 0.05 bar on the difference is 18 digits.
     assert bf16 > 0.85 and abs(bf16 - fp32) < 0.05
 
 

@@ -7,6 +7,16 @@ the scheduler reads), every callback's state (the Recorder's history, EarlyStopp
 SaveBestModel's best value), the random states of torch, numpy and Python, the training
 loader's shuffling generator as it was when the current epoch drew its order, and, when it is
 written in the middle of a gradient-accumulation group, the gradients accumulated so far.
+
+It also holds the run's record of its processes (:meth:`Checkpointer.processes`): one entry per
+start of training (a process, or ``trainer.auto_bs``'s retry within one), what its Learner
+counted: ``first_batch`` (the stage, epoch and batch it trained first, null when nothing was
+left), ``batches`` (the training batches it ran) and ``lr_find`` (the LR range tests it ran). A
+stopped process's entry is the one its last ``last.pt`` holds: the batches after that checkpoint
+were trained again by the next. A run that keeps ``last.pt`` (``trainer.save_last``) writes the
+record to ``processes.json`` as it ends (or fails), so a resumed run shows that it continued:
+its entry starts where ``last.pt`` stood, and the entries' batches and range tests add up to an
+unbroken run's.
 """
 
 from __future__ import annotations
@@ -18,7 +28,7 @@ import torch
 
 from fastlab.callbacks.core import Callback
 from fastlab.rng import random_states, restore_random_states
-from fastlab.rundir import LAST, save_checkpoint
+from fastlab.rundir import LAST, PROCESSES, save_checkpoint, write_json
 
 log = logging.getLogger("fastlab")
 
@@ -50,6 +60,8 @@ class Checkpointer(Callback):
         self.path, self.every_n_steps = Path(path), every_n_steps
         self.extra = dict(extra or {})
         self.resume = resume
+        # the processes that trained the run before this one, as the last.pt resumed from says
+        self.earlier: list[dict] = list(resume.get("processes", [])) if resume is not None else []
         self._epoch_order: torch.Tensor | None = None
         self._pending_losses: list[float] | None = None
         self.saves = 0
@@ -104,9 +116,20 @@ class Checkpointer(Callback):
             "grads": accumulated_grads(learn) if mid_epoch and not learn.steps_now else None,
             "rng": states,
             "stop_requested": learn.stop_requested,
+            "processes": self.processes(learn),
         }
         save_checkpoint(self.path, state)
         self.saves += 1
+
+    def processes(self, learn) -> list[dict]:
+        """The run's record of its processes: the earlier ones' entries, then this one's, as
+        ``learn`` has counted it so far."""
+        first = dict(learn.first_batch) if learn.first_batch is not None else None
+        return [*self.earlier, {"first_batch": first, "batches": learn.batches_run, "lr_find": learn.lr_finds}]
+
+    def write_processes(self, learn) -> None:
+        """``processes.json`` beside ``last.pt``: the record, as the run ends (or fails)."""
+        write_json(self.path.with_name(PROCESSES), {"processes": self.processes(learn)})
 
     # ----------------------------------------------------------------------------- resuming
     def before_fit(self) -> None:

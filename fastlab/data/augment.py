@@ -142,10 +142,28 @@ class AugParams:
 
 
 # The rows of a batch's uniform draws (N_DRAWS, B): fixed, so the generator's stream does not
-# depend on which transforms are on.
+# depend on which transforms are on. (With aug.flip_vert, FLIP_X and FLIP_Y draw fastai's
+# dihedral element and TRANSPOSE is left unused.)
 (FLIP_X, FLIP_Y, TRANSPOSE, P_ROTATE, ROTATE, P_ZOOM, ZOOM, ZOOM_COL, ZOOM_ROW, P_WARP, WARP_X, WARP_Y,
  CROP, CROP_COL, CROP_ROW, P_LIGHT, BRIGHTNESS, CONTRAST) = range(18)
 N_DRAWS = 18
+
+
+# fastai's dihedral_mat, element k of the group: x sign, y sign, and whether x and y swap
+# (fastai's [[xs*m0, xs*m1], [ys*m1, ys*m0]], with m1 = swap); k = 0 is the identity.
+_DIHEDRAL_XS = torch.tensor([1, -1, 1, -1, -1, 1, 1, -1])
+_DIHEDRAL_YS = torch.tensor([1, 1, -1, 1, -1, -1, 1, -1])
+_DIHEDRAL_SWAP = torch.tensor([0, 0, 0, 1, 0, 1, 1, 1], dtype=torch.bool)
+
+
+def dihedral_draw(u_apply: torch.Tensor, u_element: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """fastai's ``Dihedral(p=0.5)`` from two uniform draws ``(n,)``: half the images take an element
+    of the dihedral group uniformly (the identity among the 8), the others the identity, so an
+    image stays as it is with probability 9/16. Returned as :func:`flip_mat`'s ``flip_x``,
+    ``flip_y`` and ``transpose`` (its transpose comes after the flips, so a swap's signs trade places)."""
+    k = torch.where(u_apply < 0.5, (u_element * 8).long().clamp_(max=7), torch.zeros_like(u_element, dtype=torch.long))
+    xs, ys, swap = _DIHEDRAL_XS[k] < 0, _DIHEDRAL_YS[k] < 0, _DIHEDRAL_SWAP[k]
+    return torch.where(swap, ys, xs), torch.where(swap, xs, ys), swap
 
 
 def draw_params(cfg: AugConfig, n: int, gen: torch.Generator) -> AugParams:
@@ -161,12 +179,15 @@ def draw_params(cfg: AugConfig, n: int, gen: torch.Generator) -> AugParams:
 
     flip, dihedral = cfg.flip, cfg.flip and cfg.flip_vert
     affine, light = cfg.p_affine, cfg.p_lighting
+    flip_x, flip_y, transpose = u[FLIP_X] < 0.5, torch.zeros(n, dtype=torch.bool), torch.zeros(n, dtype=torch.bool)
+    if dihedral:
+        flip_x, flip_y, transpose = dihedral_draw(u[FLIP_X], u[FLIP_Y])
     # fastai's Contrast is log-uniform in [1 - max_lighting, 1 / (1 - max_lighting)]
     log_c = -math.log(1 - cfg.max_lighting)
     return AugParams(
-        flip_x=(u[FLIP_X] < 0.5) & flip,
-        flip_y=(u[FLIP_Y] < 0.5) & dihedral,
-        transpose=(u[TRANSPOSE] < 0.5) & dihedral,
+        flip_x=flip_x & flip,
+        flip_y=flip_y,
+        transpose=transpose,
         rotate=applied(P_ROTATE, affine, uniform(ROTATE, -cfg.max_rotate, cfg.max_rotate), 0.0),
         zoom=applied(P_ZOOM, affine, uniform(ZOOM, cfg.min_zoom, cfg.max_zoom), 1.0),
         zoom_col=u[ZOOM_COL], zoom_row=u[ZOOM_ROW],

@@ -21,7 +21,7 @@ from fastlab.config import RunConfig
 from fastlab.context import RunContext
 from fastlab.diagnostics import dead_filter_fraction, diagnose
 from fastlab.distributed import Context, from_main
-from fastlab.errors import FastlabError
+from fastlab.errors import FastlabError, OutputError
 from fastlab.guards import OutOfMemory, free_device_memory, out_of_memory
 from fastlab.run.batch_plot import write_batch_plot
 from fastlab.run.outputs import write_outputs
@@ -59,13 +59,15 @@ def fit_retrying(run: RunConfig, run_dir: Path, state: dict | None, ctx: Context
 def fit(run: RunConfig, run_dir: Path, state: dict | None, ctx: Context, cbs: Sequence[Callback], start: float,
         tried: list[int], context: RunContext) -> RunMetrics:
     """One attempt at the run: prepare, plan (or restore the plan of ``state``, a ``last.pt``),
-    fit, write the outputs and ``metrics.json`` (also when it fails). ``context`` says where the
+    fit, write the outputs, ``metrics.json`` and, for a run that keeps ``last.pt``, the record of
+    its processes, ``processes.json`` (both also when it fails). ``context`` says where the
     run runs (threads, GPU, what the process keeps, the sweep trial it is)."""
     objective = run.task.objective
     metrics = RunMetrics(objective_name=objective, direction=get_task(run.task).direction(objective))
     if tried:
         metrics.auto_bs = {"out_of_memory": list(tried), "bs": run.data.bs}
     built: list[Callback] = []  # the config's callbacks; its trackers are finished below
+    checkpointer: Checkpointer | None = None  # with the Learner: what processes.json records
     try:
         metrics.threads = set_threads(run.trainer.threads, context.parallel_jobs)
         prep = prepare(run, ctx=ctx, context=context)
@@ -114,6 +116,8 @@ def fit(run: RunConfig, run_dir: Path, state: dict | None, ctx: Context, cbs: Se
     finally:
         if ctx.main:
             write_metrics(metrics, run_dir, start, context.keep)
+            if checkpointer is not None and run.trainer.save_last:  # a run that can be resumed
+                write_processes(checkpointer, learn)
             finish_tracking(built, run_dir)  # MLflow's final values and artifacts, from the run dir
     if ctx.main:
         # Finished, and metrics.json says so: a leftover last.pt would only invite resuming a run
@@ -121,6 +125,15 @@ def fit(run: RunConfig, run_dir: Path, state: dict | None, ctx: Context, cbs: Se
         (run_dir / LAST_CHECKPOINT).unlink(missing_ok=True)
     log.info("%s: %s = %s; run dir: %s", metrics.status, objective, metrics.objective, run_dir)
     return metrics
+
+
+def write_processes(checkpointer: Checkpointer, learn) -> None:
+    """``processes.json``, as ``metrics.json`` is written: no room for it is one logged line, not
+    an error that would hide the one in flight."""
+    try:
+        checkpointer.write_processes(learn)
+    except OutputError as e:
+        log.error(str(e))
 
 
 def report(metrics: RunMetrics, prep, stages, found, learn, start: float) -> None:

@@ -23,6 +23,7 @@ METRICS = "metrics.json"  # the run's result (fastlab.rundir.metrics_json)
 HISTORY = "history.csv"  # one row per epoch
 MODEL = "model.pt"  # the trained model (fastlab.models.zoo writes and reads it)
 LAST = "last.pt"  # the checkpoint a resume continues from (fastlab.callbacks.checkpoint)
+PROCESSES = "processes.json"  # per process that trained the run (fastlab.callbacks.checkpoint)
 BEST = "best.pt"  # trainer.callbacks.save_best's model
 LR_FIND = "lr_find.json"  # fastlab-lr-find's curve and suggestions
 PLOTS = "plots"  # the run's PNGs

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from fastlab.sweep.errors import StoreError
-from fastlab.tracking.deadlines import db_connect_timeout
+from fastlab.tracking.deadlines import libpq_args, shown
 
 SCHEMA_SQLITE = """
 CREATE TABLE IF NOT EXISTS trials (
@@ -152,7 +152,7 @@ class PostgresDatabase(Database):
                              "'fastlab[postgres]'") from None
         self.psycopg = psycopg
         self.url, self.study, self.schema = url, study, schema_name(study)
-        self.where = f"study {study} ({self.schema}) at {_safe(url)}"
+        self.where = f"study {study} ({self.schema}) at {shown(url)}"
         self.readonly = readonly
         self.db = None
         self.connect()
@@ -162,8 +162,10 @@ class PostgresDatabase(Database):
             with contextlib.suppress(Exception):
                 self.db.close()
             self.db = None
-        # may fail: server down; a server that accepts and never answers fails after the deadline
-        db = self.psycopg.connect(self.url, autocommit=True, connect_timeout=db_connect_timeout())
+        # may fail: server down; a server that accepts and never answers fails after the deadline, a
+        # statement that waits too long (a lock a frozen driver holds, a dead network) is ended
+        # (fastlab.tracking.deadlines)
+        db = self.psycopg.connect(self.url, autocommit=True, **libpq_args(self.url))
         if not self.readonly:
             with db.transaction():
                 db.execute(SETUP_LOCK, (self.schema,))
@@ -211,8 +213,3 @@ class PostgresDatabase(Database):
 
     def damaged(self, error: BaseException) -> bool:
         return isinstance(error, self.psycopg.errors.UndefinedTable)
-
-
-def _safe(url: str) -> str:
-    """``url`` without its password, for messages and logs."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)

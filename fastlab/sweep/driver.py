@@ -37,8 +37,8 @@ from fastlab.sweep.errors import SweepError
 from fastlab.sweep.lease import DriverLease
 from fastlab.sweep.objectives import Objectives, mean_objectives, parse_objectives
 from fastlab.sweep.prior import enqueued, warm_observations
-from fastlab.sweep.results import best_table, best_trials, by_configuration, write_exports
-from fastlab.sweep.settings import DEFAULT_N_TRIALS, SweepSettings
+from fastlab.sweep.results import RETURNED, best_table, best_trials, by_configuration, write_exports
+from fastlab.sweep.settings import DEFAULT_N_TRIALS, SweepSettings, needs_a_number
 from fastlab.sweep.space import SearchSpace
 from fastlab.sweep.store import FINISHED, Trial, TrialStore, now, open_store
 from fastlab.sweep.strategies import Observation, grid_size, propose
@@ -58,6 +58,9 @@ class Outcome:
     error: str | None = None
     job_dir: str | None = None  # where the job ran, when the launcher says
     returned: dict[str, Any] | None = None  # a task that returned its objectives by name (value None)
+    # A task that returned no number (value None): nothing (text None), or something else as text.
+    unnumbered: bool = False
+    text: str | None = None
 
 
 Launch = Callable[[list[list[str]], int], Sequence[Outcome]]
@@ -98,6 +101,7 @@ def run_sweep(
     context: str = "",
     hand_number: Callable[[int], list[str]] = lambda number: [],
     workers: int | None = None,
+    started: Callable[[], None] | None = None,
 ) -> list[Trial]:
     """Run (or resume, or join) a sweep in ``sweep_dir``; return its trials.
 
@@ -112,13 +116,17 @@ def run_sweep(
         launchers: ``hydra.sweeper.trial=N``), appended to each job's overrides.
     workers : jobs the launcher runs at once (None: ``batch_size``): with ``hydra.sweeper.lr_find``,
         the LR finder's threads and the time estimate count them.
+    started : called once the study is open and its identity checked, before the first launch
+        (``hydra_glue`` writes ``multirun.yaml`` then: a sweep refused before it leaves nothing).
 
-    ``settings.direction`` must be set: ``hydra_glue`` resolves it from the app's task when the
-    user gave none (``fastlab.sweep.direction``).
+    ``settings.direction`` is resolved by ``hydra_glue`` from the app's task when the user gave
+    none (``fastlab.sweep.direction``); it stays None only for a sweep that needs no number
+    (``settings.needs_a_number``: grid or random), whose trials are then recorded unranked.
     """
     settings.validate()
-    if settings.direction is None:
-        raise SweepError(f"hydra.sweeper.direction is not set; {HOW_TO_SET}")
+    needs = needs_a_number(settings)
+    if settings.direction is None and needs is not None:
+        raise SweepError(f"hydra.sweeper.direction is not set and {needs} needs it; {HOW_TO_SET}")
     # a bad enqueued configuration or warm-start source stops here, before the store is touched
     if settings.repeats > 1:
         key = settings.repeat_key
@@ -147,6 +155,8 @@ def run_sweep(
                            warm=warm, mirror=_open_mirror(settings, space, sweep_dir, lease.id),
                            objectives=objectives)
             _log_resume(store.trials(), sweep.n_total, settings.repeats)
+            if started is not None:
+                started()
             try:
                 with _Heartbeat(settings, sweep_dir, lease.id):
                     concurrency = settings.batch_size or 1
@@ -370,9 +380,19 @@ def _record(sweep: _Sweep, number: int, outcome: Outcome) -> None:
         status = "failed"
     if status == "completed" and metrics and metrics.get("status") == "pruned":
         status = "pruned"
-    judged = None
+    judged, stop = None, None
     if sweep.objectives is not None and status in ("completed", "pruned"):
         judged, status, value, error = _judge(sweep.objectives, outcome, metrics, status)
+    elif status == "completed" and outcome.unnumbered:
+        needs = needs_a_number(sweep.settings)
+        if needs is None:  # grid and random: completed without a value, what it returned kept as text
+            judged = {RETURNED: outcome.text}
+        else:  # the sweep cannot go on without numbers: one line now, not after max_failure_rate
+            what = "nothing (None)" if outcome.text is None else repr(outcome.text)
+            status = "failed"
+            error = stop = (f"the task returned {what}, not a number, and {needs} needs one: return the objective "
+                            "as a float, or sweep with hydra.sweeper.strategy=grid or random (no pruner), which "
+                            "take any return")
     elif status == "completed" and value is None:
         status, error = "failed", (f"the task returned {outcome.returned!r}, not a number: return the objective as "
                                    "a float, or name the objectives with hydra.sweeper.objectives")
@@ -381,12 +401,22 @@ def _record(sweep: _Sweep, number: int, outcome: Outcome) -> None:
                               error=error, driver=sweep.lease.id, objectives=judged)
     if sweep.mirror is not None:
         sweep.mirror.sync(sweep.store)
-    shown = f"{value:.6g}" if value is not None else _last_line(error)
+    shown = f"{value:.6g}" if value is not None else _last_line(error) if error else _returned_text(judged)
     if kept:
         log.info(f"trial {number}: {status} {shown}")
     else:
         log.warning(f"trial {number}: {status} {shown}, but another driver took the trial over (this "
                     "driver missed its heartbeat); its run is the one recorded")
+    if stop is not None:
+        raise SweepError(f"sweep stopped: {stop}")
+
+
+def _returned_text(judged: dict[str, Any] | None) -> str:
+    """How the log shows a completed trial without a value: what its task returned."""
+    if not judged or RETURNED not in judged:
+        return ""
+    text = judged[RETURNED]
+    return "(no objective returned)" if text is None else f"(returned {_last_line(text)[:80]!r})"
 
 
 def _judge(objectives: Objectives, outcome: Outcome, metrics: dict[str, Any] | None,
@@ -601,12 +631,13 @@ def _export(
     """Write trials.csv and best.yaml, then echo the best-trials table (the Pareto front's, with
     several objectives)."""
     rows, spread = by_configuration(trials)  # with repeats: one row per configuration, its runs' mean
-    best = best_trials(rows, settings.sign, 1, settings.pruned)
+    sign = settings.sign if settings.direction is not None else 0.0  # 0: no direction, nothing ranked
+    best = best_trials(rows, sign, 1, settings.pruned)
     overrides = space.overrides(best[0].params) if best else None
-    write_exports(sweep_dir, trials, space.names, settings.sign, settings.direction, overrides,
+    write_exports(sweep_dir, trials, space.names, sign, settings.direction, overrides,
                   settings.pruned, objectives, space.overrides)
     if settings.top_k:
-        echo(best_table(rows, space.names, settings.sign, settings.top_k, settings.pruned, objectives, spread))
+        echo(best_table(rows, space.names, sign, settings.top_k, settings.pruned, objectives, spread))
     echo(f"trials: {sweep_dir / 'trials.csv'}  best: {sweep_dir / 'best.yaml'}")
 
 

@@ -1,4 +1,5 @@
-"""Between Hydra and the driver: settings, job dirs, batch size, and job returns -> Outcomes."""
+"""Between Hydra and the driver: settings, job dirs, batch size, job returns -> Outcomes, and
+what Hydra's contract asks of a sweeper (``multirun.yaml``, the ``JobReturn``s of every launch)."""
 
 import contextlib
 import copy
@@ -6,20 +7,23 @@ import dataclasses
 import logging
 import math
 import os
+import threading
 import traceback
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from fastlab.run.trial import exit_without_final_collection
+from fastlab.rundir import atomic_write_text
 from fastlab.sweep import hydra_private
-from fastlab.sweep.direction import resolve_direction
+from fastlab.sweep.direction import HOW_TO_SET, direction_of_task, resolve_direction
 from fastlab.sweep.driver import Outcome, run_sweep
 from fastlab.sweep.errors import SweepError
 from fastlab.sweep.objectives import parse_objectives
-from fastlab.sweep.settings import SweepSettings, trial_override
+from fastlab.sweep.settings import SweepSettings, needs_a_number, trial_override
 from fastlab.sweep.space import parse_space
 from fastlab.sweep.trackers import close_sweep, open_sweep
 
@@ -34,8 +38,10 @@ def run_hydra_sweep(
     launcher: Any,
     config_loader: Any,
     validate: Any,
-) -> None:
-    """Run the sweep ``hydra.sweeper`` describes, with Hydra's launcher and config loader."""
+) -> list[list[JobReturn]]:
+    """Run the sweep ``hydra.sweeper`` describes, with Hydra's launcher and config loader; return
+    the ``JobReturn``s of this driver's launch calls in launch order (one list per call), as
+    Hydra's basic sweeper does."""
     options = SweepSettings.from_config(settings).validate()  # `async` is a config key
     if options.batch_size is None:
         options.batch_size = auto_batch_size(config.hydra.get("launcher"), options.strategy,
@@ -48,15 +54,30 @@ def run_hydra_sweep(
             raise SweepError(f"hydra.sweeper.direction={options.direction} but the first objective, {first}, is to "
                              f"{direction}: drop hydra.sweeper.direction (the objectives say it)")
         source = f"hydra.sweeper.objectives.{first}"
+    elif options.direction is None and direction_of_task(task_node(config)) is None:
+        needs = needs_a_number(options)
+        if needs is not None:  # said before the first trial, not after failed ones
+            raise SweepError(f"{needs} needs each trial's objective, a number, and the way it is better: return "
+                             f"the objective as a float from the task and {HOW_TO_SET}, or sweep with "
+                             "hydra.sweeper.strategy=grid or random, which also take a task that returns nothing")
+        # grid and random need no ranking to run: a plain Hydra app (which returns nothing, or a
+        # number nobody said the way of) is swept as Hydra's basic sweeper would, its trials unranked
+        direction, source = None, None
     else:
         direction, source = resolve_direction(options.direction, task_node(config), space.names)
     options = dataclasses.replace(options, direction=direction)
-    log.info(f"direction: {direction} (from {source})")
+    if direction is None:
+        log.info("direction: not set (a task that returns nothing is swept as it is; set "
+                 "hydra.sweeper.direction to rank the numbers a task returns)")
+    else:
+        log.info(f"direction: {direction} (from {source})")
+    returns = LaunchReturns()
 
     def launch(overrides: list[list[str]], initial_job_idx: int) -> list[Outcome]:
+        slot = returns.reserve()
         try:
             with shipped.installed() if shipped is not None else contextlib.nullcontext():
-                returns = launcher.launch([tuple(o) for o in overrides], initial_job_idx=initial_job_idx)
+                batch = launcher.launch([tuple(o) for o in overrides], initial_job_idx=initial_job_idx)
         except Exception as e:
             # A job's own errors come back in its JobReturn; an exception here means the launcher
             # itself broke (e.g. joblib when a worker process is killed). The batch stays
@@ -64,7 +85,8 @@ def run_hydra_sweep(
             first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
             raise SweepError(f"the launcher failed ({type(e).__name__}: {first}): a job process died or could "
                              "not start; run the same command again to resume (completed trials are kept)") from None
-        return [outcome_of(r) for r in returns]
+        returns.fill(slot, batch)
+        return [outcome_of(r) for r in batch]
 
     exit_without_final_collection()  # the driver's exit, as its workers' (fastlab.run.trial)
     # MLflow's parent run and TensorBoard's HParams, when the trials log there (fastlab.tracking)
@@ -83,10 +105,44 @@ def run_hydra_sweep(
             context=app_config_text(config),
             hand_number=trial_override,
             workers=launcher_workers(config.hydra.get("launcher")),
+            # as Hydra's basic sweeper saves it: the sweep's composed config, for users and tools
+            started=lambda: write_multirun_yaml(config),
         )
         ok = True
     finally:
         close_sweep(tracking, ok)
+    return returns.launched()
+
+
+class LaunchReturns:
+    """The ``JobReturn``s of a sweep's launch calls, in the order the calls were made: a slot is
+    taken as a call starts (asynchronous launch calls run on threads of their own and may end in
+    any order) and filled when it returns; a call that raised leaves its slot out."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._slots: list[list[JobReturn] | None] = []
+
+    def reserve(self) -> int:
+        with self._lock:
+            self._slots.append(None)
+            return len(self._slots) - 1
+
+    def fill(self, slot: int, batch: Sequence[JobReturn]) -> None:
+        with self._lock:
+            self._slots[slot] = list(batch)
+
+    def launched(self) -> list[list[JobReturn]]:
+        with self._lock:
+            return [batch for batch in self._slots if batch is not None]
+
+
+def write_multirun_yaml(config: DictConfig) -> None:
+    """``hydra.sweep.dir/multirun.yaml``: the sweep's config as Hydra's basic sweeper saves it
+    (``OmegaConf.save``'s text, unresolved), written atomically like every file fastlab writes."""
+    sweep_dir = Path(str(config.hydra.sweep.dir))
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(sweep_dir / "multirun.yaml", OmegaConf.to_yaml(config))
 
 
 def task_node(config: DictConfig) -> dict[str, Any] | None:
@@ -177,7 +233,9 @@ class JobDirs:
 
 
 def outcome_of(ret: JobReturn) -> Outcome:
-    """A Hydra ``JobReturn`` -> an Outcome. The objective must be a float; NaN (or inf) = diverged."""
+    """A Hydra ``JobReturn`` -> an Outcome: a float is the objective (NaN or inf: diverged), a
+    mapping the objectives by name; nothing (None) or anything else is a return without a number,
+    which grid and random record as it is (``Outcome.unnumbered``)."""
     job_dir = None
     if ret.hydra_cfg is not None:
         job_dir = OmegaConf.select(ret.hydra_cfg, "hydra.runtime.output_dir")
@@ -192,14 +250,13 @@ def outcome_of(ret: JobReturn) -> Outcome:
     if isinstance(value, Mapping | DictConfig):  # several objectives by name: the driver reads them
         return Outcome("completed", value=None, job_dir=job_dir,
                        returned=OmegaConf.to_container(value) if isinstance(value, DictConfig) else dict(value))
+    if value is None:  # most Hydra apps write their results themselves and return nothing
+        return Outcome("completed", value=None, job_dir=job_dir, text=None, unnumbered=True)
     try:
         number = float(value)
     except (TypeError, ValueError):
-        return Outcome(
-            "failed",
-            error=f"the task returned {value!r}, not a number; return the objective as a float",
-            job_dir=job_dir,
-        )
+        # kept as text with the trial; the driver decides whether the sweep can do without a number
+        return Outcome("completed", value=None, job_dir=job_dir, text=str(value), unnumbered=True)
     if not math.isfinite(number):
         return Outcome("diverged", value=None, job_dir=job_dir)
     return Outcome("completed", value=number, job_dir=job_dir)

@@ -87,7 +87,8 @@ class LRRange:
     def space(self, space: SearchSpace) -> SearchSpace:
         """``space`` with ``param`` swept over the range, on a log scale, as its last dimension."""
         dim = Interval(name=self.param, key=self.param, low=self.low, high=self.high, log=True)
-        return SearchSpace(dims=(*space.dims, dim), fixed=space.fixed, conditions=space.conditions)
+        return SearchSpace(dims=(*space.dims, dim), fixed=space.fixed, conditions=space.conditions,
+                           order=space.order)
 
     def describe(self) -> str:
         return (f"{self.param} in [{self.low:.3g}, {self.high:.3g}] (log), {self.decades:g} decade(s) each way of "

@@ -49,6 +49,7 @@ from fastlab.sweep.settings import SweepSettings
 from fastlab.sweep.space import Dimension, Discrete, SearchSpace
 from fastlab.sweep.store import FINISHED, Trial, TrialStore, study_name
 from fastlab.sweepdir import trials_db
+from fastlab.tracking.deadlines import sqlalchemy_connect_args
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +228,9 @@ class OptunaMirror:
         path = _sqlite_path(self.url)
         if path is not None:  # SQLite makes the file, not its folder
             path.parent.mkdir(parents=True, exist_ok=True)
-        storage = optuna.storages.RDBStorage(self.url)
+        connect_args = sqlalchemy_connect_args(self.url)  # a database server's waits bounded
+        storage = optuna.storages.RDBStorage(self.url, engine_kwargs={"connect_args": connect_args}
+                                             if connect_args else None)
         objectives = self.objectives
         study = optuna.create_study(storage=storage, study_name=self.name, load_if_exists=True,
                                     directions=[direction for _, direction in objectives])

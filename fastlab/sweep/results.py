@@ -22,6 +22,14 @@ from fastlab.rundir import atomic_write_text
 from fastlab.sweep.objectives import Objectives, feasible_values, mean_objectives, pareto_mask
 from fastlab.sweep.store import Trial
 
+# The key of ``Trial.objectives`` under which a trial completed without a value keeps what its
+# task returned (grid and random): None for nothing, else the return as text.
+RETURNED = "returned"
+NO_OBJECTIVE = ("no objective was returned: the task returned nothing (or text) in every completed trial, so no "
+                "trial is best; return the objective as a float (and set hydra.sweeper.direction) to rank them")
+NOT_RANKED = ("hydra.sweeper.direction is not set, so the trials are not ranked: set it to maximize or minimize "
+              "to rank the numbers the task returns")
+
 
 @dataclasses.dataclass(frozen=True)
 class Spread:
@@ -60,8 +68,11 @@ def by_configuration(trials: Sequence[Trial]) -> tuple[list[Trial], dict[int, Sp
 
 def best_trials(trials: Sequence[Trial], sign: float, k: int | None = None,
                 pruned: str = "drop") -> list[Trial]:
-    """Completed trials, best first (``sign`` +1 maximizes, -1 minimizes); ties by number.
+    """Completed trials, best first (``sign`` +1 maximizes, -1 minimizes, 0: no direction, none);
+    ties by number.
     ``pruned="keep"`` ranks pruned trials too, by the value at their last epoch."""
+    if not sign:  # no direction (a plain app's grid or random sweep): nothing is ranked
+        return []
     ranked = ("completed", "pruned") if pruned == "keep" else ("completed",)
     done = [t for t in trials if t.status in ranked and t.value is not None]
     done.sort(key=lambda t: (-sign * t.value, t.number))
@@ -92,18 +103,21 @@ def trials_csv(trials: Sequence[Trial], names: Sequence[str], objectives: Object
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     placed = any(t.config is not None for t in trials)
+    returned = any(_returned(t) for t in trials)  # a task that returned no number: what it returned
     fixed = {"number", "status", "value", "feasible", *names, "job_dir", "started_at", "finished_at", "error"}
     # an objective named like another column (a task returning {"value": ...}) gets a prefix
     judged = [f"objective.{n}" if n in fixed else n for n in objectives.names] + ["feasible"] \
         if objectives is not None else []
     writer.writerow(
-        ["number", "status", *(["config", "repeat"] if placed else []), "value", *(["sd", "n"] if spread else []),
+        ["number", "status", *(["config", "repeat"] if placed else []), "value", *(["returned"] if returned else []),
+         *(["sd", "n"] if spread else []),
          *judged, *names, "job_dir", "started_at", "finished_at", "error", *(["runs"] if spread else [])]
     )
     for t in trials:
         s = (spread or {}).get(t.number)
         writer.writerow(
             [t.number, t.status, *([_cell(t.config), _cell(t.repeat)] if placed else []), _cell(t.value)]
+            + ([_returned_cell(t)] if returned else [])
             + ([_cell(s.sd), s.n] if spread else [])
             + (_judged_cells(t, objectives) if objectives is not None else [])
             + [_cell(t.params.get(n)) for n in names]
@@ -111,6 +125,19 @@ def trials_csv(trials: Sequence[Trial], names: Sequence[str], objectives: Object
             + ([" ".join(map(str, s.runs))] if spread else [])
         )
     return out.getvalue()
+
+
+def _returned(t: Trial) -> bool:
+    """Whether ``t`` completed without a value, keeping what its task returned instead."""
+    return bool(t.objectives) and RETURNED in t.objectives
+
+
+def _returned_cell(t: Trial) -> str:
+    """trials.csv's ``returned``: ``None`` for a task that returned nothing, else its text."""
+    if not _returned(t):
+        return ""
+    text = t.objectives[RETURNED]
+    return "None" if text is None else str(text)
 
 
 def _judged_cells(t: Trial, objectives: Objectives) -> list[str]:
@@ -131,7 +158,7 @@ def pareto_front(trials: Sequence[Trial], objectives: Objectives) -> list[Trial]
 
 
 def best_yaml(
-    trials: Sequence[Trial], sign: float, direction: str, overrides: list[str] | None,
+    trials: Sequence[Trial], sign: float, direction: str | None, overrides: list[str] | None,
     pruned: str = "drop", objectives: Objectives | None = None,
     overrides_of: Callable[[dict[str, Any]], list[str]] | None = None, spread: dict[int, Spread] | None = None,
 ) -> str:
@@ -150,6 +177,9 @@ def best_yaml(
         "trials": counts(trials),
         "pruned_trials": pruned,  # the policy: dropped from the ranking, or kept in it
     }
+    note = _unranked_note(trials, sign) if best is None else None
+    if note is not None:
+        doc["note"] = note
     if spread:  # a configuration of a sweep with repeats: value is the mean of its runs
         s = spread.get(best.number) if best is not None else None
         doc.update({"sd": None if s is None else s.sd, "n": None if s is None else s.n,
@@ -164,6 +194,17 @@ def best_yaml(
     return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)
 
 
+def _unranked_note(trials: Sequence[Trial], sign: float) -> str | None:
+    """Why no trial is best although some completed: none returned a number (``NO_OBJECTIVE``),
+    or no direction ranks the numbers (``NOT_RANKED``); None otherwise."""
+    done = [t for t in trials if t.status == "completed"]
+    if not done:
+        return None
+    if all(t.value is None for t in done):
+        return NO_OBJECTIVE
+    return NOT_RANKED if not sign else None
+
+
 def best_table(trials: Sequence[Trial], names: Sequence[str], sign: float, k: int,
                pruned: str = "drop", objectives: Objectives | None = None,
                spread: dict[int, Spread] | None = None) -> str:
@@ -172,6 +213,9 @@ def best_table(trials: Sequence[Trial], names: Sequence[str], sign: float, k: in
     if objectives is not None and len(objectives.names) > 1:
         return _front_table(trials, names, k, objectives)
     ranked = best_trials(trials, sign, k, pruned)
+    note = _unranked_note(trials, sign) if not ranked else None
+    if note is not None:
+        return _unranked_table(trials, names, k, note)
     direction = "maximize" if sign > 0 else "minimize"
     c = counts(trials)
     n_pruned = (f", {c['pruned']} pruned ({'ranked by their last epoch' if pruned == 'keep' else 'not ranked'})"
@@ -199,6 +243,19 @@ def best_table(trials: Sequence[Trial], names: Sequence[str], sign: float, k: in
         ]
         for i, t in enumerate(ranked)
     ]
+    return "\n".join([title, *_aligned([header, *rows])])
+
+
+def _unranked_table(trials: Sequence[Trial], names: Sequence[str], k: int, note: str) -> str:
+    """The first ``k`` completed trials by number, with their value or what their task returned,
+    under a title that says why they are not ranked (``note``)."""
+    c = counts(trials)
+    done = [t for t in trials if t.status == "completed"][:k]
+    title = (f"first {len(done)} of {len(trials)} trials ({c['completed']} completed, {c['diverged']} diverged, "
+             f"{c['failed']} failed): {note}")
+    header = ["trial", "value", "returned", *names, "job_dir"]
+    rows = [[str(t.number), _fmt(t.value), _returned_cell(t), *(_fmt(t.params.get(n)) for n in names),
+             _cell(t.job_dir)] for t in done]
     return "\n".join([title, *_aligned([header, *rows])])
 
 
@@ -233,7 +290,7 @@ def write_exports(
     trials: Sequence[Trial],
     names: Sequence[str],
     sign: float,
-    direction: str,
+    direction: str | None,
     best_overrides: list[str] | None,
     pruned: str = "drop",
     objectives: Objectives | None = None,

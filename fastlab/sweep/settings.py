@@ -14,6 +14,8 @@ from fastlab.sweep.direction import DIRECTIONS, HOW_TO_SET
 from fastlab.sweep.errors import SweepError
 
 STRATEGIES = ("grid", "random", "forest")
+# Strategies whose proposals do not read the trials' values: they sweep a task that returns nothing.
+NUMBERLESS_STRATEGIES = ("grid", "random")
 PRUNED_POLICIES = ("drop", "keep")
 
 # Trials a random or forest sweep runs when ``n_trials`` is not set (a grid runs all its points).
@@ -220,6 +222,22 @@ def lr_find_setting(value: Any) -> tuple[str, float] | None:
         raise SweepError(f"hydra.sweeper.lr_find.decades={decades!r} must be a number in (0, 5]: the range "
                          f"spans that many decades each way of the LR finder's pick, {example}")
     return param.strip(), float(decades)
+
+
+def needs_a_number(settings: SweepSettings) -> str | None:
+    """The setting that needs every trial to return its objective as a number (the forest
+    proposes from the values, a pruner compares them, objectives and Optuna's mirror rank them),
+    named as the user set it; None when the sweep can record trials whose task returned nothing
+    (``grid`` and ``random`` alone)."""
+    if settings.strategy not in NUMBERLESS_STRATEGIES:
+        return f"hydra.sweeper.strategy={settings.strategy}"
+    if settings.pruner != "none":
+        return f"hydra.sweeper.pruner={settings.pruner}"
+    if settings.objectives:
+        return "hydra.sweeper.objectives"
+    if settings.mirror:
+        return "hydra.sweeper.mirror"
+    return None
 
 
 def trial_override(number: int) -> list[str]:

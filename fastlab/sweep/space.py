@@ -147,6 +147,10 @@ class SearchSpace:
     dims: tuple[Dimension, ...]
     fixed: tuple[str, ...] = ()
     conditions: tuple[Condition, ...] = ()
+    # Where each fixed override (("fixed", its index)) and searched key (("dim", its name)) stood on
+    # the command line, so a trial's overrides read in the user's order, as Hydra's basic sweeper
+    # keeps them; what it does not place follows, the fixed ones first.
+    order: tuple[tuple[str, Any], ...] = ()
 
     @property
     def names(self) -> list[str]:
@@ -172,9 +176,12 @@ class SearchSpace:
         return [d.to_unit(params[d.name]) if d.name in params else ABSENT_UNIT for d in self.dims]
 
     def overrides(self, params: Mapping[str, Any]) -> list[str]:
-        """The override strings that make one trial: the fixed ones, then the searched ones (an
-        absent conditional key is not overridden: the trial keeps its config value)."""
-        return [*self.fixed, *(f"{d.key}={d.text(params[d.name])}" for d in self.dims if d.name in params)]
+        """The override strings that make one trial, fixed and searched in the command line's order
+        (an absent conditional key is not overridden: the trial keeps its config value)."""
+        placed = {"fixed": dict(enumerate(self.fixed)),
+                  "dim": {d.name: f"{d.key}={d.text(params[d.name])}" for d in self.dims if d.name in params}}
+        out = [placed[kind].pop(ref) for kind, ref in self.order if ref in placed[kind]]
+        return [*out, *placed["fixed"].values(), *placed["dim"].values()]
 
     def key_of(self, params: Mapping[str, Any]) -> tuple[str, ...]:
         """A hashable identity of a trial's params (its override texts)."""
@@ -222,10 +229,13 @@ def parse_space(
 
     dims: list[Dimension] = []
     fixed: list[str] = []
+    order: list[tuple[str, Any]] = []
     for name, (where, override) in by_name.items():
         if not override.is_sweep_override():
+            order.append(("fixed", len(fixed)))
             fixed.append(override.input_line or f"{override.get_key_element()}=")
             continue
+        order.append(("dim", name))
         if override.is_hydra_override():
             raise SweepError(f"{where}: hydra.* settings cannot be searched; give {name} one value")
         if override.is_delete():
@@ -233,7 +243,7 @@ def parse_space(
         dims.append(_dimension(name, override, where, config_loader))
     names = [d.name for d in dims]
     return SearchSpace(dims=tuple(dims), fixed=tuple(fixed), conditions=parse_conditions(flatten(conditions or {}),
-                                                                                         names))
+                                                                                         names), order=tuple(order))
 
 
 def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -263,23 +263,27 @@ class TrialStore:
                 if db is not None and db.depth:
                     raise  # inside a transaction: the caller's retry runs the whole of it again
                 where = str(self.path) if db is None or db.kind == "sqlite" else db.where
-                if isinstance(e, sqlite3.DatabaseError) and not (db is not None and db.retryable(e)) or \
-                        db is not None and db.damaged(e):
+                # another driver opening the same SQLite file at the same instant (its journal
+                # mode being set) passes like any held lock
+                locked = isinstance(e, sqlite3.OperationalError) and "locked" in str(e)
+                if not locked and (isinstance(e, sqlite3.DatabaseError) and not (db is not None and db.retryable(e))
+                                   or db is not None and db.damaged(e)):
                     raise _bad_store(where, e) from None
-                if not getattr(self, "_reached", False) and db is None:
+                if not getattr(self, "_reached", False) and db is None and not locked:
                     setting = f" ({db_wait()})" if timed_out(e) else ""
                     raise StoreError(f"cannot open the trial store at {where}: {_first_line(e)}; check "
                                      f"hydra.sweeper.storage (and that the server runs){setting}") from None
-                if db is None or not db.retryable(e):
+                if not locked and (db is None or not db.retryable(e)):
                     raise
                 if time.monotonic() > deadline:
+                    setting = f"; {db_wait()} of each try" if timed_out(e) else ""
                     raise StoreError(f"the trial store ({where}) has not answered for {self.timeout_s:g} s "
                                      f"({_first_line(e)}); start the server (or free the file) and run the "
                                      "same command again: finished trials are kept "
-                                     "(hydra.sweeper.storage_timeout_s sets the wait)") from None
+                                     f"(hydra.sweeper.storage_timeout_s sets the wait{setting})") from None
                 time.sleep(wait)
                 wait = min(wait * 2, 5.0)
-                if db.kind == "postgresql":
+                if db is not None and db.kind == "postgresql":
                     try:
                         db.connect()
                     except Exception:

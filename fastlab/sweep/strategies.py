@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.stats import qmc
 
 from fastlab.sweep.errors import SweepError
 from fastlab.sweep.settings import SweepSettings
@@ -89,6 +88,9 @@ def sobol_units(n_dims: int, count: int, seed: int) -> np.ndarray:
 @functools.lru_cache(maxsize=8)
 def _sobol_block(n_dims: int, m: int, seed: int) -> np.ndarray:
     """The first 2**m points, read-only: the driver asks for them at every claim."""
+    # Imported on first use: scipy.stats costs seconds of every driver's start, and a grid needs none.
+    from scipy.stats import qmc
+
     sampler = qmc.Sobol(d=n_dims, scramble=True, rng=np.random.default_rng(seed))
     block = sampler.random_base2(m)
     block.flags.writeable = False

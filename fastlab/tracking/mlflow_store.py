@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from fastlab.tracking.deadlines import mlflow_http
+from fastlab.tracking.deadlines import mlflow_bounds
 
 DEFAULT_STORE = Path("outputs") / "mlruns"
 TAG_ROLE = "fastlab.role"  # sweep | trial | run
@@ -53,7 +53,7 @@ def connect(configured: str | None, experiment: str) -> tuple[Any, str]:
     from mlflow.tracking import MlflowClient
 
     uri, artifacts = tracking_uri(configured)
-    mlflow_http(uri)  # a dead server costs seconds (fastlab.tracking.deadlines)
+    mlflow_bounds(uri)  # a dead server costs seconds (fastlab.tracking.deadlines)
     if artifacts is not None:
         Path(artifacts).parent.mkdir(parents=True, exist_ok=True)
     client = MlflowClient(tracking_uri=uri)

@@ -15,7 +15,10 @@ run (``fastlab.sweep.trackers``). No wandb import at module level (config.py's l
   online). An online run with no W&B credentials (``wandb login``, ``$WANDB_API_KEY``) fails at
   once with a line saying so, instead of W&B's interactive login prompt, which would wait on a
   terminal for ever; an unreachable server fails after W&B's ``init_timeout``
-  (``$WANDB_INIT_TIMEOUT``, 90 s by default). The caller turns either into one warning.
+  (``$WANDB_INIT_TIMEOUT``, 90 s by default). The caller turns either into one warning. A server
+  that dies during the run cannot hold its end: ``run.finish()`` waits at most
+  :data:`FINISH_TIMEOUT` seconds for the last uploads (``$WANDB_FINISH_TIMEOUT`` wins; W&B's own
+  default waits for ever), then W&B marks the run crashed and the local files keep everything.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from typing import Any
 JOB_TRIAL = "trial"
 JOB_SUMMARY = "summary"
 OFFLINE_MODES = ("offline", "dryrun", "disabled")  # W&B's own spellings that need no login
+FINISH_TIMEOUT = 60.0  # seconds a run's end waits for its last uploads to a server
+FINISH_TIMEOUT_ENV = "WANDB_FINISH_TIMEOUT"  # W&B's own variable for its finish_timeout setting
 
 
 def _digest(text: str, n: int) -> str:
@@ -78,9 +83,11 @@ def start_run(project: str, entity: str | None, mode: str | None, *, path: str |
         _check_login(wandb)
     # reinit="create_new": never hand back another run active in this process (a notebook's own,
     # or an earlier trial's left open by a failure), which wandb.init does by default
+    # the user's $WANDB_FINISH_TIMEOUT is read by W&B itself; a setting passed here would override it
+    settings = None if FINISH_TIMEOUT_ENV in os.environ else wandb.Settings(finish_timeout=FINISH_TIMEOUT)
     return wandb.init(project=project, entity=entity, mode=mode, id=run_id(path), resume="allow", name=name,
                       group=group, job_type=job_type, tags=list(tags) or None, config=dict(config),
-                      reinit="create_new")
+                      reinit="create_new", settings=settings)
 
 
 def log_files(run: Any, name: str, kind: str, entries: Sequence[tuple[str, Path]]) -> None:

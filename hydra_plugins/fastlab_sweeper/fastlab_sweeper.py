@@ -42,14 +42,16 @@ class FastlabSweeper(Sweeper):
             config=config, hydra_context=hydra_context, task_function=task_function
         )
 
-    def sweep(self, arguments: list[str]) -> None:
+    def sweep(self, arguments: list[str]) -> list[list[Any]]:
+        """Run the sweep; return the ``JobReturn``s of its launch calls in launch order, one list
+        per call, as Hydra's basic sweeper does."""
         assert self.config is not None and self.hydra_context is not None, "setup() first"
         # Imported here, not at module level: Hydra imports every plugin at start-up.
         from fastlab.sweep.errors import SweepError
         from fastlab.sweep.hydra_glue import run_hydra_sweep
 
         try:
-            run_hydra_sweep(
+            return run_hydra_sweep(
                 settings=self.settings,
                 params=self.params,
                 arguments=arguments,

@@ -55,6 +55,8 @@ def test_one_parameter_decides_and_every_method_says_so() -> None:
     verbosity = optuna.logging.get_verbosity()
     m, out = opinions(table)
     assert optuna.logging.get_verbosity() == verbosity  # Optuna's logging restored
+    # Measured (planted seed 0, second_opinions seed 0; no torch, seeded forests: the same on any
+    # thread count): 34 trials scored worst (bar 10), fANOVA gives the head rate 0.998 (bar 0.5).
     assert m.encoded_.policy["scored_worst"] > 10
     assert max(m.importance_, key=m.importance_.get) == LR
     assert next(iter(out["fanova"])) == LR and out["fanova"][LR] > 0.5
@@ -78,6 +80,8 @@ def test_a_pure_interaction_is_fanovas_largest_pair_term() -> None:
     pairs = out["fanova_pairs"]
     assert set(pairs) >= {f"{RATIO} x {LR}", f"{LR} x {WD}", f"{RATIO} x {WD}"}
     assert max(pairs, key=pairs.get) == f"{RATIO} x {LR}"
+    # Measured (planted seed 0, second_opinions seed 0; threads do not matter): the pair term
+    # 0.738 (bar 0.3), the larger main term 0.100 (bar: under half the pair term).
     assert pairs[f"{RATIO} x {LR}"] > 0.3
     assert pairs[f"{RATIO} x {LR}"] > 2 * max(out["fanova"][RATIO], out["fanova"][LR])
     assert out["pair_text"].startswith(f"fANOVA's largest pair term: `{RATIO}` x `{LR}` explains")
@@ -119,6 +123,8 @@ def test_ped_anova_asks_what_sets_the_best_trials_apart(direction: str) -> None:
     enc = encode(table, direction)
     out, _ = second_opinions(enc, direction, {}, seed=0)
     assert next(iter(out["ped_anova"])) == LR
+    # Measured (planted seed 0, second_opinions seed 0; threads do not matter): head rate 0.0547
+    # against weight decay 0.0003 in either direction (bar: 3 times; measured about 180).
     assert out["ped_anova"][LR] > 3 * out["ped_anova"][WD]
 
 

@@ -51,7 +51,9 @@ def test_a_conditional_key_is_analysed_where_it_was_swept() -> None:
     assert has.sum() == sum("mom" in p for p in table.params) and 0 < has.sum() < len(table)
     assert m.matters("mom") and not m.matters("lr")
     assert m.importance_["mom"] > m.importance_["wd"]
-    # the curve is over sgd's trials: its best is near 0.95, inside the momenta swept
+    # the curve is over sgd's trials: its best is near 0.95, inside the momenta swept. Measured
+    # (optimisers seed 0, random_state 0; no torch, threads do not matter): importance of
+    # mom 3.77 against wd 1.7e-6; curve from 0.80006, best at 0.95001 (bar 0.03 away).
     p = m.pd_["mom"]
     assert p["values"].min() >= 0.8 and abs(p["values"][int(np.argmax(p["mean"]))] - 0.95) < 0.03
     assert m.recommendation_["param"] == "mom"

@@ -48,6 +48,8 @@ def test_metric_picks_an_objective_with_its_direction(sweep: Path) -> None:
     assert first.objectives == {"value": "maximize", "cost": "minimize"}
     assert first.values == pytest.approx([t.value for t in trials])
     m = MetaAnalysis(focus="x", **FAST).fit(read_trials(sweep, "value"))
+    # Measured (hydra.sweeper.seed=3, random_state 0; no torch, threads do not matter): best x
+    # 0.257 for the value (bar 0.3 +/- 0.15), 0.010 for the cost below (bar under 0.15).
     assert m.direction_ == "maximize" and best_x(m) == pytest.approx(0.3, abs=0.15)
 
     cost = read_trials(sweep, "cost")
@@ -141,6 +143,8 @@ def test_metric_reads_a_metrics_json_number_of_a_multirun(tmp_path: Path) -> Non
     m = MetaAnalysis(focus="schedule.lr_max", direction="minimize", **FAST).fit(loss)
     assert max(m.importance_, key=m.importance_.get) == "schedule.lr_max"
     assert not m.matters("schedule.lr_ratio")
+    # Measured (planted_trials seed 1, random_state 0; threads do not matter): 9.96e-3 (bar 1e-2
+    # within 60%).
     assert m.recommendation_["best"] == pytest.approx(1e-2, rel=0.6)
     with pytest.raises(MetaError, match="--metric nope is not a number in the trials' metrics.json of "
                                         r".*: use one of objective, valid_loss, accuracy"):

@@ -27,6 +27,8 @@ def test_a_sweep_with_repeats_is_analysed_by_its_configurations(tmp_path: Path) 
     assert "seed" not in table.names  # the seeds are the runs of a row, not a parameter
     r = table.replicates
     assert r["repeats"] == 3 and r["configurations"] == 16
+    # Measured (hydra.sweeper.seed=2; no torch, threads do not matter): sd 0.0426 of the planted
+    # 0.05 from 16 x 3 runs (bars 0.03 to 0.07).
     assert 0.03 < r["sd"] < 0.07  # the planted noise is 0.05
     m = MetaAnalysis(focus="x", **FAST).fit(table)
     s = m.summary()

@@ -57,7 +57,11 @@ def test_sharper_optimum_spreads_less(studies):
         assert all(len(r["best"]) == r["repeats"] for r in s["sizes"])
     # computed from refits on the trials: each subsample has its own best value
     assert len(set(blunt["sizes"][0]["best"])) > 1
-    # at 40 of 120 trials (subsamples that overlap little) the sharp optimum barely moves
+    # at 40 of 120 trials (subsamples that overlap little) the sharp optimum barely moves.
+    # Measured (planted_trials seed 3, noise seed 1, random_state 0, stability seed 0; no torch,
+    # seeded forests: the same on any thread count; /tmp/bars/scratch/stab_cond.py): spread at
+    # 40 trials 0.0174 (sharp) against 0.1016 (blunt), 5.8 times (bar 3); summed 0.023 against
+    # 0.107; every sharp best 2.34 to 2.74 (bars 2.0 to 3.4).
     assert 3 * sharp["sizes"][0]["spread"] < blunt["sizes"][0]["spread"]
     assert sum(r["spread"] or 0 for r in sharp["sizes"]) < sum(r["spread"] or 0
                                                               for r in blunt["sizes"])

@@ -17,7 +17,6 @@ import pytest
 
 from fastlab.data.external import untar_data
 from fastlab.errors import DataError, OutputError
-from tests.data.test_fetch import server  # noqa: F401  (the loopback server fixture)
 from tests.faults.archive_cases import BAD, GOOD, files_under, tar_of, truncated_archive
 
 

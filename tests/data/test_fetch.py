@@ -4,10 +4,8 @@ requests), checksums, and crafted archives that try to write outside their folde
 from __future__ import annotations
 
 import hashlib
-import http.server
 import io
 import tarfile
-import threading
 import zipfile
 from pathlib import Path
 
@@ -17,47 +15,6 @@ from fastlab.data.external import untar_data
 from fastlab.errors import DataError
 from fastlab.run.train import train
 from tests.conftest import compose_cfg
-
-
-class RangeHandler(http.server.SimpleHTTPRequestHandler):
-    """Serves ``files`` (name -> bytes), honouring ``Range: bytes=N-`` when ``ranges`` is on."""
-
-    files: dict[str, bytes] = {}
-    ranges = True
-    cut: int | None = None  # the next answer stops after this many bytes and closes (once)
-    requests: list[str | None] = []
-
-    def do_GET(self):  # noqa: N802 (http.server's naming)
-        body = self.files.get(self.path.lstrip("/"))
-        rng = self.headers.get("Range")
-        type(self).requests.append(rng)
-        if body is None:
-            self.send_error(404)
-            return
-        start = int(rng.split("=")[1].rstrip("-")) if rng and self.ranges else 0
-        if start >= len(body) and start:
-            self.send_error(416)
-            return
-        self.send_response(206 if start else 200)
-        self.send_header("Content-Length", str(len(body) - start))
-        self.end_headers()
-        cut, type(self).cut = type(self).cut, None
-        self.wfile.write(body[start:] if cut is None else body[start:start + cut])
-        self.close_connection = cut is not None
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def server():
-    RangeHandler.files, RangeHandler.requests, RangeHandler.ranges, RangeHandler.cut = {}, [], True, None
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RangeHandler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", RangeHandler
-    httpd.shutdown()
-    httpd.server_close()
 
 
 def tar_bytes(members: dict[str, bytes], links: dict[str, str] | None = None, mode: str = "w:gz") -> bytes:

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import torch
 
+from tests.run.test_resume import assert_continued, processes, same_work
+
 ROOT = Path(__file__).resolve().parents[2]
 # A small, quick run: 16 px digits, a two-stage CNN, one thread (results are bit-identical only
 # for the same thread count).
@@ -63,9 +65,23 @@ def weights(run_dir: Path) -> dict[str, torch.Tensor]:
 
 
 def assert_same_run(a: Path, b: Path) -> None:
+    """``b`` ends as ``a``, a run never stopped: the same history and weights, from the same work
+    (``b``'s processes trained ``a``'s batches and ran its LR range tests once between them)."""
     assert history(a) == history(b), f"history differs:\n{history(a)}\n{history(b)}"
     wa, wb = weights(a), weights(b)
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa), "weights differ"
+    same_work(a, b)
+
+
+def resumed(run_dir: Path, resume_cmd: list[str], cwd: Path) -> str:
+    """Resume the stopped run in ``run_dir`` with ``resume_cmd`` and check that the resumed
+    process continued where ``last.pt`` stood (``tests/run/test_resume.assert_continued``).
+    Returns what the resumed process did, for the report."""
+    stopped = torch.load(run_dir / "last.pt", weights_only=True)
+    ok(run(resume_cmd, cwd=cwd))
+    assert_continued(run_dir, stopped)
+    mine = processes(run_dir)[-1]
+    return f"{mine['batches']} batches left trained, {mine['lr_find']} range tests"
 
 
 def assert_whole_files(folder: Path) -> None:
@@ -119,12 +135,12 @@ def _kill_and_resume(tmp: Path, name: str, overrides: tuple[str, ...], stage: in
     position = torch.load(last, weights_only=True)["position"]
     if stage is not None:
         assert position["stage"] == stage, f"killed at {position}, not in stage {stage}"
-    ok(run(train_cmd(tmp / f"{name}-resume", f"trainer.resume={run_dir}", *overrides), cwd=tmp))
+    did = resumed(run_dir, train_cmd(tmp / f"{name}-resume", f"trainer.resume={run_dir}", *overrides), tmp)
     assert_same_run(ref, run_dir)
     assert not last.exists()  # a finished run keeps no last.pt
     where = f"stage {position['stage']}, epoch {position['epoch'] + position['epoch_offset']}, batch {position['batch']}"
     return Result(name, f"killed {delay:.2f}s after the first last.pt (checkpoint at {where}); "
-                        "resumed: same weights and history.csv")
+                        f"resumed there ({did}): same weights and history.csv")
 
 
 def kill_mid_epoch(tmp: Path) -> Result:
@@ -310,10 +326,10 @@ def timeout_then_resume(tmp: Path) -> Result:
     assert proc.returncode == 2 and "passed trainer.timeout" in lines[-1], proc.stderr[-2000:]
     assert json.loads((run_dir / "metrics.json").read_text())["status"] == "failed"
     assert (run_dir / "last.pt").exists()
-    ok(run(train_cmd(tmp / "timeout-resume", f"trainer.resume={run_dir}", *overrides), cwd=tmp))
+    did = resumed(run_dir, train_cmd(tmp / "timeout-resume", f"trainer.resume={run_dir}", *overrides), tmp)
     assert_same_run(ref, run_dir)
     return Result("timeout_then_resume", f"trainer.timeout={timeout}s stopped it with one line (exit 2); "
-                                         "resumed: same weights and history.csv")
+                                         f"resumed there ({did}): same weights and history.csv")
 
 
 CASES = [kill_mid_epoch, kill_in_frozen_stage, kill_after_lr_find, kill_while_writing_checkpoint,

@@ -79,6 +79,61 @@ def dead_mlflow_server(tmp: Path) -> Result:
     return Result("dead MLflow tracking server (fastlab-meta)", f"one line in {took:.0f} s: {line}")
 
 
+def frozen_driver_lock(tmp: Path) -> Result:
+    """A driver takes the PostgreSQL store's claim lock and freezes (its transaction never ends):
+    another driver's claim is ended by the server after ``FASTLAB_DB_STATEMENT_TIMEOUT`` and, its
+    retries spent (``storage_timeout_s``), is one line naming the setting; once the lock is free
+    the store goes on. Without the statement timeout the claim waited for ever."""
+    import psycopg
+
+    from fastlab.sweep.errors import StoreError
+    from fastlab.sweep.store import TrialStore
+    from tests.pgserver import PgServer
+
+    outcome: list = []
+    with PgServer(dbname="faults") as pg, _env(FASTLAB_DB_STATEMENT_TIMEOUT="1"):
+        store = TrialStore.postgres(pg.url, "frozen", timeout_s=2, where=tmp / "trials.db")
+        assert store._db.execute("SHOW statement_timeout") == [("1s",)]  # the server applies it
+        with psycopg.connect(pg.url) as frozen:
+            frozen.execute('SELECT value FROM "fastlab_frozen".sweep WHERE key = %s FOR UPDATE', ("lock",))
+
+            def claim() -> None:
+                try:
+                    outcome.append(store.claim(lambda: "claimed"))
+                except StoreError as e:
+                    outcome.append(e)
+
+            waiting = threading.Thread(target=claim, daemon=True)
+            start = time.monotonic()
+            waiting.start()
+            waiting.join(WITHIN_S * 3)
+            took = time.monotonic() - start
+            assert not waiting.is_alive(), "the claim still waits on the frozen driver's lock"
+            frozen.rollback()
+        (error,) = outcome
+        assert isinstance(error, StoreError), error
+        line = str(error)
+        assert "\n" not in line and "statement timeout" in line and "FASTLAB_DB_STATEMENT_TIMEOUT=1 s" in line, line
+        assert store.claim(lambda: "claimed") == "claimed"  # the lock freed, the store goes on
+        store.close()
+    return Result("a frozen driver holds the PostgreSQL store's claim lock", f"one line in {took:.0f} s: {line}")
+
+
+@contextlib.contextmanager
+def _env(**values: str) -> Iterator[None]:
+    """``os.environ`` with ``values`` set, as it was afterwards."""
+    before = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def dead_database_server(tmp: Path) -> Result:
     """``fastlab-meta optuna:postgresql...`` on a database server that never answers: one line
     after ``FASTLAB_DB_CONNECT_TIMEOUT`` seconds, naming the server and the setting."""
@@ -93,4 +148,4 @@ def dead_database_server(tmp: Path) -> Result:
     return Result("dead Optuna storage server (fastlab-meta)", f"one line in {took:.0f} s: {line}")
 
 
-CASES = [dead_mlflow_server, dead_database_server]
+CASES = [dead_mlflow_server, dead_database_server, frozen_driver_lock]

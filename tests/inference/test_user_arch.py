@@ -136,6 +136,8 @@ def test_a_user_architecture_trains_and_records_one_meta(case):
     name, run_dir, bundle, _, metrics = case
     assert metrics["status"] == "completed" and metrics["layer_groups"] == 2
     if name == "tabular":
+        # Measured (seed 0, the config's; one thread, as the case fixture trains): 0.939, 107 of
+        # the 114 validation rows; the bar 0.8 (92 rows) is far over the majority class (0.649).
         assert metrics["final"]["accuracy"] > 0.8  # breast_cancer: a real model, not noise
     saved = torch.load(run_dir / "model.pt", weights_only=True)["meta"]
     arch = CASES[name][1]

@@ -96,6 +96,8 @@ def test_loss_falls_and_fit_converges():
     learn = make_learner()
     learn.fit(30, lr=0.1)
     h = learn.recorder.history
+    # Measured (seed 0, torch's default threads: 2): valid_loss 0.19 -> 9.2e-4 (bar 1.9e-3, a
+    # factor 2); weight 3.023 and bias -2.015 against the planted 3 and -2 (bars 0.05).
     assert h[-1]["valid_loss"] < 0.01 * h[0]["valid_loss"]
     w, b = learn.model.lin.weight.item(), learn.model.lin.bias.item()
     assert w == pytest.approx(3, abs=0.05) and b == pytest.approx(-2, abs=0.05)

@@ -19,7 +19,7 @@ from fastlab.models.resnet import ResnetArch
 from fastlab.models.unet import Unet, UnetArch
 from fastlab.run.prepare import prepare
 from fastlab.run.train import train
-from tests.conftest import compose_cfg
+from tests.conftest import compose_cfg, require
 from tests.models.test_groups import assert_partition
 
 QUIET = ["trainer.plots=false", "trainer.progress=none"]
@@ -152,7 +152,7 @@ def test_unet_splits_its_encoder_as_the_classifier(cfg, n_groups):
 
 
 def test_timm_groups_merge_its_coarse_groups():
-    pytest.importorskip("timm")
+    require("timm")
     from fastlab.models.timm_arch import TimmArch, timm_model
 
     counts = {}

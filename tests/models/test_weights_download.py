@@ -5,7 +5,7 @@ checkpoints with torchvision's hash check, timm's through huggingface_hub from a
 endpoint (HF_ENDPOINT) into the Hugging Face cache. The first run downloads and the second does
 not (the server's request count); a stalled server meets the timeout; a truncated or corrupt
 download is refused and removed; two processes at once download once; offline (no route, a
-refused connect, HF_HUB_OFFLINE=1, arch.download=never) is one line within seconds naming the
+refused connect, HF_HUB_OFFLINE=1, arch.download=never) is one line at once (no sleep, no retry) naming the
 file, where it goes and how to fetch it elsewhere; arch.weights takes a URL."""
 
 from __future__ import annotations
@@ -14,19 +14,17 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 import torch
-import torchvision.models  # noqa: F401  (imported at collection: its start-up would otherwise land in a timed test)
 
 from fastlab.config import to_run_config
 from fastlab.errors import ConfigError
 from fastlab.models import create_model
 from fastlab.models.imagenet import read_imagenet
 from fastlab.models.resnet import ResnetArch
-from tests.conftest import compose_cfg
+from tests.conftest import compose_cfg, require
 from tests.offline import (
     WeightsServer,
     block_network,
@@ -113,16 +111,16 @@ def test_a_stalled_server_meets_the_timeout_with_one_line(server, resnet18, home
     path, _ = resnet18
     server.stall.add(path)
     monkeypatch.setenv("FASTLAB_DOWNLOAD_TIMEOUT", "1")
-    start = time.perf_counter()
+    # The stalled server holds the connection for 60 s, then closes it (which reads as "ended
+    # early"): this message proves the 1 s timeout fired, with no clock in the test.
     with pytest.raises(ConfigError, match=r"the server sent nothing for 1 s .*FASTLAB_DOWNLOAD_TIMEOUT") as info:
         read_imagenet(resnet18_cfg())
-    assert time.perf_counter() - start < 10
     assert "\n" not in str(info.value)
     assert not any(p.suffix in (".pth", ".part") for p in home.iterdir())
 
 
 @pytest.mark.parametrize("how", ["no route", "refused", "HF_HUB_OFFLINE", "arch.download=never"])
-def test_offline_is_one_line_within_seconds_naming_file_folder_and_fetch(server, resnet18, home, monkeypatch, how):
+def test_offline_is_one_line_at_once_naming_file_folder_and_fetch(server, resnet18, home, monkeypatch, no_sleep, how):
     path, _ = resnet18
     download = "auto"
     if how == "no route":  # every connect refused by the test's guard, as on a machine without network
@@ -135,11 +133,10 @@ def test_offline_is_one_line_within_seconds_naming_file_folder_and_fetch(server,
         monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     else:
         download = "never"
-    start = time.perf_counter()
     with pytest.raises(ConfigError) as info:
         read_imagenet(resnet18_cfg(download=download))
-    elapsed, message = time.perf_counter() - start, str(info.value)
-    assert elapsed < 5, elapsed
+    message = str(info.value)
+    assert no_sleep == []  # at once: no retry waited out, no back-off
     assert "\n" not in message and "cannot be downloaded" in message
     assert {"no route": "no network", "refused": "no network", "HF_HUB_OFFLINE": "HF_HUB_OFFLINE=1",
             "arch.download=never": "arch.download=never"}[how] in message
@@ -205,7 +202,7 @@ def hub(server, tmp_path, monkeypatch):
     """test_convnext's stand-in served by the local hub endpoint (HF_ENDPOINT), an empty Hugging
     Face cache (huggingface_hub reads HF_HOME at import, so its constant is set). Returns (url
     path, the cache, connects elsewhere)."""
-    pytest.importorskip("timm")
+    require("timm")
     from huggingface_hub import constants
     from safetensors.torch import save
 
@@ -241,17 +238,16 @@ def test_timm_weights_download_through_huggingface_hub_once(server, hub):
 
 
 @pytest.mark.parametrize("how", ["no route", "HF_HUB_OFFLINE", "arch.download=never"])
-def test_timm_offline_is_one_line_within_seconds(server, hub, monkeypatch, how):
+def test_timm_offline_is_one_line_at_once(server, hub, monkeypatch, no_sleep, how):
     path, cache, _ = hub
     if how == "no route":
         monkeypatch.setenv("HF_ENDPOINT", "http://192.0.2.1")  # refused by the guard: TEST-NET-1
     elif how == "HF_HUB_OFFLINE":
         monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    start = time.perf_counter()
     with pytest.raises(ConfigError) as info:
         read_imagenet(convnext_cfg(download="never" if how == "arch.download=never" else "auto"))
-    elapsed, message = time.perf_counter() - start, str(info.value)
-    assert elapsed < 5, elapsed
+    message = str(info.value)
+    assert no_sleep == []  # at once: no retry waited out, no back-off
     assert "\n" not in message and "cannot be downloaded" in message
     assert {"no route": "no network", "HF_HUB_OFFLINE": "HF_HUB_OFFLINE=1"}.get(how, how) in message
     assert f"hf download {CONVNEXT}" in message and "models--timm--test_convnext.r160_in1k" in message

@@ -75,6 +75,9 @@ def test_a_new_architecture_is_one_module_and_one_yaml(user_app, tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["status"] == "completed" and metrics["layer_groups"] == 3  # two body groups, the head
+    # Measured (seed 0, the config's; torch's default threads in the user's process: 2 on the
+    # 2-core test machine): 0.939, 337 of 359 validation digits; bar 0.8 (288): the user's
+    # architecture really trains.
     assert metrics["final"]["accuracy"] > 0.8
     saved = (tmp_path / "run" / ".hydra" / "config.yaml").read_text()
     assert "width: 24" in saved

@@ -1,7 +1,8 @@
 """schedule=course, the course's two-finder fine-tune: on a pretrained body (transfer_digits) it
 runs both finders, records both picks and trains at lowest = second pick / 10 and head = first
 pick / 5; the second finder leaves weights and random state as it found them; a run stopped in
-either stage resumes to the same weights, history and picks."""
+either stage resumes to the same weights, history and picks, running only the finder it had not
+run."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from fastlab.run.prepare import prepare
 from fastlab.run.train import train
 from fastlab.schedules import CourseSchedule, plan_stages
 from tests.conftest import compose_cfg
-from tests.run.test_resume import Stop, same_run
+from tests.run.test_resume import Stop, processes, resume, same_run
 from tests.test_cli import run_cli
 
 TINY = ["data.size=16", "arch.channels=[16,32]", "arch.head_hidden=32", "trainer.progress=none"]
@@ -139,8 +140,11 @@ def test_a_stopped_course_run_resumes_to_the_same_weights_history_and_picks(zoo:
     saved = torch.load(stopped / "last.pt", weights_only=True)
     assert {k: saved["position"][k] for k in where} == where
     assert bool(saved["decided"]) == (stop_at == 8)  # the decision is kept once made
-    train(compose_cfg(f"trainer.resume={stopped}"), tmp_path / "elsewhere")
+    resume(stopped, f"trainer.resume={stopped}", into=tmp_path / "elsewhere")
     same_run(unbroken, stopped)
+    # both finders ran before batch 8's checkpoint; before batch 4's only the first, so the
+    # resumed process runs the second (never run) and not the first
+    assert [p["lr_find"] for p in processes(stopped)] == ([2, 0] if stop_at == 8 else [1, 1])
     a, b = (json.loads((d / "metrics.json").read_text()) for d in (unbroken, stopped))
     assert a["lr_find"] == b["lr_find"] and a["course"] == b["course"] and a["stages"] == b["stages"]
 

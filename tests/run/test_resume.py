@@ -1,10 +1,13 @@
 """Resuming a run from last.pt: a run stopped anywhere (mid-epoch, in fine_tune's frozen stage,
 after the LR finder, after its last epoch) and resumed ends with the same weights and history as
-a run never stopped; bad resume targets and hostile checkpoints end with one line."""
+a run never stopped, and its resumed process continued: it began at the batch after the
+checkpoint, trained only the batches left and ran no LR range test again (processes.json); bad
+resume targets and hostile checkpoints end with one line."""
 
 from __future__ import annotations
 
 import csv
+import json
 import os
 from pathlib import Path
 
@@ -14,6 +17,7 @@ import torch
 from fastlab.callbacks.core import Callback
 from fastlab.errors import ConfigError
 from fastlab.run.train import train
+from fastlab.rundir import PROCESSES
 from tests.conftest import compose_cfg
 
 
@@ -38,20 +42,60 @@ def history(run_dir: Path) -> list[dict]:
         return [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(f)]
 
 
+def processes(run_dir: Path) -> list[dict]:
+    """The run's record of the processes that trained it (one entry each, the resumed one last)."""
+    return json.loads((run_dir / PROCESSES).read_text())["processes"]
+
+
+def same_work(a: Path, b: Path) -> None:
+    """``b``'s processes did the work of ``a``, a run never stopped, once: the last of them trained
+    exactly the batches the earlier ones left and ran only the LR range tests they had not run.
+    (A resume that restarts from the first batch trains them all again; one that searches again
+    counts another test.)"""
+    (unbroken,) = processes(a)
+    assert unbroken["first_batch"] == {"stage": 0, "epoch": 0, "batch": 0}
+    *earlier, last = processes(b)
+    assert last["batches"] == unbroken["batches"] - sum(p["batches"] for p in earlier), (processes(a), processes(b))
+    assert last["lr_find"] == unbroken["lr_find"] - sum(p["lr_find"] for p in earlier), (processes(a), processes(b))
+
+
 def same_run(a: Path, b: Path) -> None:
+    """``b`` ends as ``a``, a run never stopped: the same history and weights, from the same work."""
     assert history(a) == history(b)
     wa = torch.load(a / "model.pt", weights_only=True)["state_dict"]
     wb = torch.load(b / "model.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    same_work(a, b)
+
+
+def assert_continued(run_dir: Path, stopped: dict) -> None:
+    """The run in ``run_dir`` was resumed from ``stopped`` (the ``last.pt`` it had then) and its
+    last process continued there: the earlier processes are the ones ``last.pt`` recorded, their
+    batches the ones its Recorder holds (one rate per training batch), and the resumed process's
+    first training batch is the one ``last.pt`` stood at (none when nothing was left)."""
+    *earlier, resumed = processes(run_dir)
+    assert earlier == stopped["processes"], (earlier, stopped["processes"])
+    assert sum(p["batches"] for p in earlier) == len(stopped["callbacks"]["Recorder"]["lrs"])
+    at = {k: stopped["position"][k] for k in ("stage", "epoch", "batch")}
+    assert resumed["first_batch"] == (at if resumed["batches"] else None), (resumed, at)
+
+
+def resume(run_dir: Path, *overrides: str, into: Path | None = None) -> dict:
+    """Resume the stopped run in ``run_dir`` with ``overrides`` (``trainer.resume`` among them;
+    the command writing ``into``, by default ``run_dir``), check that it continued, and return
+    the position ``last.pt`` held."""
+    stopped = torch.load(run_dir / "last.pt", weights_only=True)
+    train(compose_cfg(*overrides), into or run_dir)
+    assert_continued(run_dir, stopped)
+    return stopped["position"]
 
 
 def stopped_then_resumed(tmp_path: Path, stop_at: int, *overrides: str) -> tuple[Path, dict]:
     run_dir = tmp_path / "stopped"
     with pytest.raises(SystemExit):
         train(compose_cfg(*overrides), run_dir, cbs=[Stop(stop_at)])
-    position = torch.load(run_dir / "last.pt", weights_only=True)["position"]
     # resumed from a different composed config: the run's own (saved in last.pt) is used
-    train(compose_cfg("schedule.epochs=7", "data.bs=8", f"trainer.resume={run_dir}"), tmp_path / "elsewhere")
+    position = resume(run_dir, "schedule.epochs=7", "data.bs=8", f"trainer.resume={run_dir}", into=tmp_path / "elsewhere")
     return run_dir, position
 
 
@@ -73,8 +117,7 @@ def test_a_stopped_run_resumes_to_the_same_weights_and_history(tmp_path: Path, s
     assert not (run_dir / "last.pt").exists()
     assert not (tmp_path / "elsewhere" / "model.pt").exists()  # written into the resumed run dir
     if "schedule.lr_max=find" in overrides:
-        import json
-
+        assert [p["lr_find"] for p in processes(run_dir)] == [1, 0]  # kept in last.pt, not searched again
         found = [json.loads((d / "metrics.json").read_text())["lr_find"] for d in (reference, run_dir)]
         assert found[0] == found[1]
         assert (run_dir / "best.pt").exists()
@@ -93,8 +136,17 @@ def test_a_run_killed_after_its_last_epoch_writes_its_outputs_on_resume(tmp_path
     with pytest.raises(SystemExit):
         train(compose_cfg(), run_dir, cbs=[StopAtFit()])
     assert torch.load(run_dir / "last.pt", weights_only=True)["position"]["stage"] == 1  # past the only stage
-    train(compose_cfg("trainer.resume=true"), run_dir)
+    resume(run_dir, "trainer.resume=true")
     same_run(reference, run_dir)
+    assert processes(run_dir)[-1] == {"first_batch": None, "batches": 0, "lr_find": 0}  # nothing left to train
+
+
+def test_processes_json_counts_the_batches_and_range_tests_a_run_ran(tmp_path: Path) -> None:
+    counted = Stop(at=0)  # counts training batches, never stops
+    train(compose_cfg("schedule.lr_max=find", "trainer.accumulate=2"), tmp_path, cbs=[counted])
+    # 2 epochs of 22 batches (11 optimiser steps each): batches, not steps; the finder's not counted
+    assert counted.n == 44
+    assert processes(tmp_path) == [{"first_batch": {"stage": 0, "epoch": 0, "batch": 0}, "batches": 44, "lr_find": 1}]
 
 
 def test_resume_true_starts_afresh_without_a_checkpoint(tmp_path: Path) -> None:
@@ -157,3 +209,4 @@ def test_save_last_false_writes_no_checkpoint(tmp_path: Path) -> None:
 
     train(compose_cfg("trainer.save_last=false"), tmp_path, cbs=[Look()])
     assert seen == [False, False]
+    assert not (tmp_path / PROCESSES).exists()  # nor the record of the processes a resume continues

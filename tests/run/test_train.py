@@ -26,6 +26,8 @@ def test_default_run_reaches_97_percent(tmp_path):
     """The default config, unshrunk: what `bash scripts/run.sh` trains."""
     metrics = train(compose_cfg(small=False), run_dir=tmp_path)
     assert metrics["status"] == "completed"
+    # Measured (seed 0, the config's; torch's default threads: 2 on the 2-core test machine):
+    # 0.9889, i.e. 355 of 359 validation digits; the bar (349) leaves 6 digits of room.
     assert metrics["objective"] >= 0.97
     assert (tmp_path / "plots" / "losses.png").stat().st_size > 0
     assert (tmp_path / "plots" / "lr.png").stat().st_size > 0
@@ -49,6 +51,8 @@ def test_run_dir_contract(tmp_path):
     rows = read_history(tmp_path)
     assert list(rows[0]) == ["epoch", "train_loss", "valid_loss", "accuracy", "error_rate", "lr", "seconds"]
     assert [int(r["epoch"]) for r in rows] == [0, 1]
+    # Measured (seed 0, torch's default threads: 2): valid_loss 1.23 -> 0.39, accuracy 0.947 on
+    # the first validation batch from model.pt below (bar 0.5: a model that learned, not noise).
     assert float(rows[-1]["valid_loss"]) < float(rows[0]["valid_loss"]) or float(rows[-1]["accuracy"]) > 0.8
     assert {p.name for p in (tmp_path / "plots").iterdir()} >= {"losses.png", "lr.png"}
     assert not list(tmp_path.glob(".*.tmp"))  # no temporary files left behind
@@ -95,7 +99,8 @@ def test_diverged_run_is_recorded_not_raised(tmp_path):
 def test_regression_task_learns_digit_values(tmp_path):
     metrics = train(compose_cfg("task=regress", "schedule.epochs=8"), run_dir=tmp_path)
     # the labels 0..9 have a standard deviation of about 2.9 (a constant's rmse); reading the
-    # digit gets well under half of that
+    # digit gets well under half of that. Measured (seed 0, torch's default threads: 2): 0.871
+    # (bar 1.2, 0.33 of room).
     assert metrics["objective_name"] == "rmse" and metrics["objective"] < 1.2
     assert list(read_history(tmp_path)[0]) == ["epoch", "train_loss", "valid_loss", "mae", "rmse", "point_error",
                                                "lr", "seconds"]
@@ -113,11 +118,14 @@ def test_image_sources_train(tmp_path, image_dirs, source, extra):
     path = image_dirs["imagenet" if source == "folder" else "flat"]
     metrics = train(compose_cfg(f"data={source}", f"data.path={path}", "data.bs=16", "schedule.epochs=6", *extra),
                     run_dir=tmp_path)
+    # Measured (seed 0, torch's default threads: 2): 0.833 = 15 of the 18 validation images for
+    # every source (the same images); 14 of 18 (0.778) fails, so the bar has no image to spare.
     assert metrics["status"] == "completed" and metrics["objective"] >= 0.8
 
 
 def test_bf16_mixed_on_cpu_trains(tmp_path):
     metrics = train(compose_cfg("trainer.precision=bf16-mixed", "schedule.epochs=3"), run_dir=tmp_path)
+    # Measured (seed 0, torch's default threads: 2): 0.969 (348 of 359), bar 0.85 (306 of 359).
     assert metrics["status"] == "completed" and metrics["objective"] > 0.85
 
 
@@ -133,6 +141,7 @@ def test_fp16_on_cpu_is_refused(tmp_path):
 def test_constant_schedule_and_sgd(tmp_path):
     metrics = train(compose_cfg("schedule=constant", "schedule.opt=sgd", "schedule.lr_max=0.05",
                                 "schedule.epochs=3"), run_dir=tmp_path)
+    # Measured (seed 0, torch's default threads: 2): 0.889 (319 of 359), bar 0.85 (306): 13 digits.
     assert metrics["objective"] > 0.85
     lrs = {float(r["lr"]) for r in read_history(tmp_path)}
     assert lrs == {0.05}

@@ -204,11 +204,12 @@ def test_wrong_method_and_path(client):
 
 
 def test_batcher_gathers_waiting_requests_and_survives_errors():
-    sizes, gate = [], threading.Event()
+    sizes, entered, gate = [], threading.Event(), threading.Event()
 
     def forward(x):  # (B, 1, 2, 2) -> (B, 1); the first call blocks so the rest queue up
         sizes.append(len(x))
-        gate.wait(5)
+        entered.set()
+        gate.wait(60)  # a bound only against a hang: the test sets the gate
         if (x == 255).any():
             raise RuntimeError("boom")
         return x.flatten(1)[:, :1].float()
@@ -217,9 +218,10 @@ def test_batcher_gathers_waiting_requests_and_survives_errors():
         batcher = Batcher(forward, max_batch=4, collate=torch.stack)
         xs = [torch.full((1, 2, 2), i, dtype=torch.uint8) for i in range(10)]
         first = asyncio.ensure_future(batcher(xs[0]))
-        await asyncio.sleep(0.05)  # the worker now waits in forward with one item
+        assert await asyncio.to_thread(entered.wait, 60)  # the worker now waits in forward with one item
         rest = [asyncio.ensure_future(batcher(x)) for x in xs[1:]]
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0)  # one turn of the loop: each caller queues its item (put_nowait, then awaits)
+        assert sizes == [1] and batcher._queue.qsize() == 9
         gate.set()
         out = await asyncio.gather(first, *rest)
         assert [float(o[0]) for o in out] == list(range(10))  # each caller gets its own row
@@ -342,9 +344,9 @@ def find_chromium() -> tuple[str, str] | None:
 
 def test_upload_page_in_headless_chromium(server, digit, tmp_path):
     found = find_chromium()
-    if found is None:
-        pytest.skip("chromium and chromedriver not found: apt-get install chromium chromium-driver "
-                    "(scripts/test.sh does)")
+    if found is None:  # scripts/test.sh installs both: a missing browser is a broken set-up
+        pytest.fail("chromium and chromedriver not found: apt-get install chromium chromium-driver "
+                    "(bash scripts/test.sh does)", pytrace=False)
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By

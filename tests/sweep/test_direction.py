@@ -62,8 +62,12 @@ def test_the_driver_records_the_direction_and_a_resume_may_not_change_it(tmp_pat
                                          r"minimize, or use a new hydra\.sweep\.dir"):
         _run(tmp_path, "maximize", n_trials=3)
     assert len(_run(tmp_path, "minimize", n_trials=3)) == len(trials) + 1
-    with pytest.raises(SweepError, match=r"^hydra\.sweeper\.direction is not set"):
-        _run(tmp_path / "unset", None)
+    with pytest.raises(SweepError, match=r"^hydra\.sweeper\.direction is not set and hydra\.sweeper\.strategy=forest "
+                                         r"needs it"):
+        run_sweep(SweepSettings(strategy="forest", n_trials=2, seed=0), parse_space(None, ["x=interval(0,1)"]),
+                  tmp_path / "unset", FakeLauncher(tmp_path / "unset", lambda p: p["x"]), echo=lambda line: None)
+    _run(tmp_path / "unranked", None)  # random search takes an app without a direction: unranked
+    assert read_sweep(tmp_path / "unranked" / "trials.db").direction is None
 
 
 def test_a_store_from_before_directions_were_recorded_takes_the_resumes(tmp_path) -> None:

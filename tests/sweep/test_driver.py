@@ -373,3 +373,24 @@ def test_minimize_ranks_the_lowest_value_first(tmp_path: Path) -> None:
     )
     assert yaml.safe_load(open(tmp_path / "best.yaml"))["params"] == {"x": 1}
     assert lines[2].split()[:3] == ["1", "1", "1"]  # rank 1 is trial 1 with value 1
+
+
+def test_a_store_opened_by_two_drivers_at_once_waits_instead_of_calling_it_damaged(tmp_path, monkeypatch):
+    """Two drivers starting at the same instant: setting the SQLite file's journal mode can find
+    it locked by the other without waiting (SQLite gives up at once where waiting could
+    deadlock). That passes like any held lock; it was once called a damaged store."""
+    from fastlab.sweep import store as store_module
+
+    real, tries, pauses = store_module.SqliteDatabase, [], []
+
+    def contended(path, readonly=False):
+        tries.append(path)
+        if len(tries) == 1:
+            raise sqlite3.OperationalError("database is locked")
+        return real(path, readonly)
+
+    monkeypatch.setattr(store_module, "SqliteDatabase", contended)
+    monkeypatch.setattr(store_module.time, "sleep", pauses.append)
+    with TrialStore(tmp_path / "trials.db") as store:
+        assert store.trials() == []
+    assert len(tries) == 2 and len(pauses) == 1

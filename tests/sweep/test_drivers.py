@@ -9,12 +9,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from fastlab.sweep.store import read_sweep
+from tests.conftest import wait_until
+from tests.sweep.test_hydra import job_overrides
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = ROOT / "tests" / "sweep_apps" / "app.py"
@@ -71,29 +72,49 @@ def test_three_drivers_share_one_study(tmp_path: Path, storage: str, request) ->
     assert [t.params for t in read_sweep(alone / "trials.db").trials] == [t.params for t in trials]
 
 
+def started_jobs(sweep_dir: Path) -> dict[str, int]:
+    """The job dirs whose trial has begun, with the pid that runs it: the tiny app writes
+    ``marker.txt`` (its pid) just before its ``sleep``."""
+    found = {}
+    for marker in sweep_dir.glob("*/marker.txt"):
+        pid = marker.read_text()
+        if pid:  # not caught between the file's creation and its write
+            found[marker.parent.name] = int(pid)
+    return found
+
+
 def test_a_killed_drivers_trial_is_run_again_once_by_another(tmp_path: Path) -> None:
     sweep_dir = tmp_path / "sweep"
     n = 6
     victim = driver(sweep_dir, f"hydra.sweeper.n_trials={n}", "sleep=1.0")
-    deadline = time.monotonic() + 60
-    mine = []
-    while time.monotonic() < deadline and not mine:
-        time.sleep(0.1)
-        try:
-            mine = [t for t in read_sweep(sweep_dir / "trials.db").trials if t.status == "running"]
-        except Exception:  # not created yet
-            continue
-    assert mine, "the first driver never started a trial"
     survivor = driver(sweep_dir, f"hydra.sweeper.n_trials={n}", "sleep=1.0")  # the same command
-    time.sleep(0.5)
-    victim.send_signal(signal.SIGKILL)  # mid-trial: its trial stays running, its lock file free
-    victim.wait()
+    procs = [victim, survivor]
+    try:
+        # Both drivers at work on the study, then the victim killed the moment it starts its
+        # next trial (its 1 s sleep just begun): the trial stays running, its lock file free.
+        wait_until(lambda: {victim.pid, survivor.pid} <= set(started_jobs(sweep_dir).values()), procs,
+                   "a trial started by each driver")
+        seen = set(started_jobs(sweep_dir))
+        wait_until(lambda: victim.pid in {pid for job, pid in started_jobs(sweep_dir).items() if job not in seen},
+                   procs, "the victim's next trial")
+        victim.send_signal(signal.SIGKILL)
+    except BaseException:
+        survivor.kill()
+        raise
+    finally:
+        victim.kill()  # a no-op once killed
+        victim.wait()
+    orphan = {job for job, pid in started_jobs(sweep_dir).items() if job not in seen and pid == victim.pid}
+    assert victim.returncode == -signal.SIGKILL and len(orphan) == 1
+    (orphan,) = orphan
     out = finish([survivor])[0]
     trials = check_study(sweep_dir, n)
-    orphan = mine[0]
-    assert trials[orphan.number].params == orphan.params  # run again with the same params...
-    assert trials[orphan.number].job_dir != orphan.job_dir  # ...in a new job dir, once
-    assert out.count(f"trial {orphan.number}: run again") == 1
+    # run again once, by the survivor, with the same params (its job's overrides) in a new job dir
+    (again,) = [t for t in trials if f"trial {t.number}: run again" in out]
+    assert out.count("run again") == 1 and again.job_dir != orphan
+    assert job_overrides(sweep_dir, again.job_dir) == job_overrides(sweep_dir, orphan)
+    assert started_jobs(sweep_dir)[again.job_dir] == survivor.pid
+    assert orphan not in {t.job_dir for t in trials}  # the killed job's dir is no trial's any more
 
 
 def test_a_store_that_is_not_a_database_is_one_line_and_changes_nothing(tmp_path: Path) -> None:

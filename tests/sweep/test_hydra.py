@@ -9,11 +9,12 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.conftest import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = ROOT / "tests" / "sweep_apps" / "app.py"
@@ -32,23 +33,30 @@ def run_app(sweep_dir: Path, *overrides: str, check: bool = True) -> subprocess.
 
 
 def killed_mid_sweep(sweep_dir: Path, *overrides: str, completed: int = 2) -> None:
-    """Start the tiny app's sweep into ``sweep_dir`` and SIGKILL its driver once ``completed``
-    trials have finished while another still runs (or after 60 s), as a crash would stop it."""
+    """Start the tiny app's sweep into ``sweep_dir`` and SIGKILL its driver mid-trial, as a crash
+    would stop it: once ``completed`` trials have finished, the moment the running trial's job
+    has written its ``marker.txt`` (the app writes it just before its ``sleep``)."""
     cmd = [sys.executable, str(APP), "-m", f"hydra.sweep.dir={sweep_dir}", *overrides]
     driver = subprocess.Popen(cmd, cwd=sweep_dir.parent, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def mid_trial() -> bool:
+        if not (sweep_dir / "trials.db").exists():  # sqlite3.connect would create it
+            return False
+        try:
+            trials = rows(sweep_dir)
+        except sqlite3.OperationalError:  # the driver has not created the table yet
+            return False
+        running = [t for t in trials if t["status"] == "running"]
+        done = sum(t["status"] == "completed" for t in trials)
+        return done >= completed and any((sweep_dir / t["job_dir"] / "marker.txt").exists() for t in running)
+
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            time.sleep(0.05)
-            try:
-                statuses = [t["status"] for t in rows(sweep_dir)]
-            except Exception:  # the driver has not created the store yet
-                continue
-            if statuses.count("completed") >= completed and "running" in statuses:
-                break
+        wait_until(mid_trial, [driver], f"{completed} finished trials and another started")
         driver.send_signal(signal.SIGKILL)
     finally:
+        driver.kill()  # a no-op once killed; never leave a driver behind a failed wait
         driver.wait()
+    assert driver.returncode == -signal.SIGKILL  # killed, not ended on its own
 
 
 def rows(sweep_dir: Path) -> list[dict]:
@@ -160,19 +168,10 @@ def test_basic_launcher_sweep_records_failed_and_diverged_jobs_and_goes_on(tmp_p
     assert trials[0]["value"] == pytest.approx(0.9 - 0.2**2 - 0.01 * 2**2 + 0.1)
     assert json.loads(trials[3]["params"]) == {"x": 0.4}
     # every job got the fixed overrides and its own x, in its own dir
-    assert job_overrides(sweep_dir, trials[3]["job_dir"]) == [
-        "c=b",
-        "fail_x=0.2",
-        "nan_x=0.3",
-        "x=0.4",
-    ]
+    # (in the command line's order, as Hydra's basic sweeper keeps them)
+    assert job_overrides(sweep_dir, trials[3]["job_dir"]) == ["x=0.4", "c=b", "fail_x=0.2", "nan_x=0.3"]
     best = yaml.safe_load(open(sweep_dir / "best.yaml"))
-    assert best["params"] == {"x": 0.4} and best["overrides"] == [
-        "c=b",
-        "fail_x=0.2",
-        "nan_x=0.3",
-        "x=0.4",
-    ]
+    assert best["params"] == {"x": 0.4} and best["overrides"] == ["x=0.4", "c=b", "fail_x=0.2", "nan_x=0.3"]
     assert "best 2 of 4 trials (maximize; 2 completed, 1 diverged, 1 failed)" in proc.stdout
     assert (sweep_dir / "trials.csv").read_text().count("\n") == 5
 
@@ -224,27 +223,7 @@ def test_submitit_local_launcher_runs_the_sweep(tmp_path: Path) -> None:
 def test_a_sweep_killed_with_sigkill_resumes_to_exactly_n_trials(tmp_path: Path) -> None:
     sweep_dir = tmp_path / "sweep"
     args = ["hydra.sweeper.n_trials=6", "sleep=0.4", "x=interval(0,1)", "c=a,b,c"]
-    cmd = [sys.executable, str(APP), "-m", f"hydra.sweep.dir={sweep_dir}", *args]
-    driver = subprocess.Popen(
-        cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            time.sleep(0.05)
-            if not (sweep_dir / "trials.db").exists():
-                continue
-            try:
-                statuses = [t["status"] for t in rows(sweep_dir)]
-            except sqlite3.OperationalError:  # the driver has not created the table yet
-                continue
-            if statuses.count("completed") >= 2 and "running" in statuses:
-                break
-        time.sleep(0.1)  # let the running job get into its sleep
-        driver.send_signal(signal.SIGKILL)
-    finally:
-        driver.wait()
-    assert driver.returncode == -signal.SIGKILL
+    killed_mid_sweep(sweep_dir, *args, completed=2)
 
     before = rows(sweep_dir)
     running = [t for t in before if t["status"] == "running"]
@@ -294,12 +273,16 @@ def test_an_unsupported_form_fails_before_any_trial_with_one_line(tmp_path: Path
 def test_an_app_that_gives_no_direction_stops_with_one_line(tmp_path: Path) -> None:
     # The tiny app sets hydra.sweeper.direction in its config; null is what an app without it has.
     sweep_dir = tmp_path / "sweep"
-    proc = run_app(sweep_dir, "hydra.sweeper.direction=null", "x=interval(0,1)", check=False)
+    # (grid and random run such an app's trials unranked, as Hydra's basic sweeper does; the forest
+    # needs the way a value is better and says so before the first trial)
+    proc = run_app(sweep_dir, "hydra.sweeper.direction=null", "hydra.sweeper.strategy=forest", "x=interval(0,1)",
+                   check=False)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == (
-        "hydra.sweeper.direction is not set and the app's config names no fastlab "
-        "task.objective to take it from; set hydra.sweeper.direction=maximize or "
-        "hydra.sweeper.direction=minimize (the way the task function's return value is better)"
+        "hydra.sweeper.strategy=forest needs each trial's objective, a number, and the way it is better: "
+        "return the objective as a float from the task and set hydra.sweeper.direction=maximize or "
+        "hydra.sweeper.direction=minimize, or sweep with hydra.sweeper.strategy=grid or random, which also "
+        "take a task that returns nothing"
     )
     assert not (sweep_dir / "trials.db").exists()  # nothing ran, nothing recorded
     # given, the same app minimises: the best trial is the lowest value

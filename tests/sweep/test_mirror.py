@@ -119,19 +119,23 @@ def check_dashboard(url: str, study: optuna.Study) -> None:
         server.wait(timeout=10)
 
 
-def kill_midway(proc: subprocess.Popen, sweep_dir: Path) -> None:
-    """SIGKILL a driver once two of its trials completed while another runs."""
+def kill_midway(proc: subprocess.Popen, sweep_dir: Path, url: str) -> None:
+    """SIGKILL a driver once two of its trials completed while another runs, in its store and in
+    the Optuna study at ``url`` it mirrors to (polled: the kill waits on what it needs seen)."""
     def midway() -> bool:
-        with contextlib.suppress(Exception):  # trials.db not made yet
+        with contextlib.suppress(Exception):  # trials.db (or the study) not made yet
             statuses = [t.status for t in read_sweep(sweep_dir / "trials.db").trials]
-            return statuses.count("completed") >= 2 and "running" in statuses
+            if not (statuses.count("completed") >= 2 and "running" in statuses):
+                return False
+            states = [o.state for o in optuna.load_study(study_name=study_name(sweep_dir), storage=url)
+                      .get_trials(deepcopy=False)]
+            return states.count(TrialState.COMPLETE) >= 2 and TrialState.RUNNING in states
         return False
 
     deadline = time.monotonic() + 90
     while not midway():
         assert proc.poll() is None and time.monotonic() < deadline, "the driver never got midway"
         time.sleep(0.05)
-    time.sleep(0.1)  # the running trials' claim is mirrored
     proc.send_signal(signal.SIGKILL)
 
 
@@ -142,7 +146,7 @@ def test_a_sweep_killed_and_resumed_is_one_optuna_trial_per_trial_and_the_dashbo
     extra = [*JOBLIB, "hydra.sweeper.n_trials=8", "sleep=0.5", f"hydra.sweeper.mirror='optuna:{url}'"]
     victim = driver(sweep_dir, *extra)
     try:
-        kill_midway(victim, sweep_dir)
+        kill_midway(victim, sweep_dir, url)
     finally:
         victim.wait()
     # live: what the killed driver wrote is already in the Optuna study

@@ -132,10 +132,10 @@ def test_units_round_trip_and_stay_in_bounds() -> None:
 def test_overrides_render_values_the_grammar_reads_back() -> None:
     space = parse_space(None, ["+s=choice('x y',z)", "lr=tag(log,interval(1e-6,1))", "fixed=1"])
     overrides = space.overrides({"s": "x y", "lr": 1.5e-6})
-    assert overrides == ["fixed=1", "+s=x\\ y", "lr=1.5e-06"]
+    assert overrides == ["+s=x\\ y", "lr=1.5e-06", "fixed=1"]  # the command line's order
     reparsed = parse_space(None, overrides)
     assert reparsed.fixed == tuple(overrides)
-    assert [o.value() for o in map(_parse, overrides)] == [1, "x y", 1.5e-6]
+    assert [o.value() for o in map(_parse, overrides)] == ["x y", 1.5e-6, 1]
 
 
 def test_fingerprint_changes_with_the_space_and_fixed_values() -> None:

@@ -64,6 +64,8 @@ def test_nonfinite_missing_reads_them_as_missing_and_trains(tmp_path):
     # rows i % 11 == 3 already have an empty x; these are not among them
     spoil(tmp_path / "t.csv", "x", {i: ["inf", "-inf", "NaN"][i % 3] for i in range(1, 400, 37) if i % 11 != 3})
     metrics = train(csv_cfg(tmp_path, "data.nonfinite=missing", "trainer.save_model=true"), run_dir=tmp_path / "run")
+    # Measured (seed 0, torch's default threads: 2 on the 2-core test machine): 0.9875, 79 of
+    # the 80 validation rows; the bar 0.9 (72 rows) is the clean table's (test_tabular).
     assert metrics["status"] == "completed" and metrics["final"]["accuracy"] >= 0.9, metrics["final"]
     meta = torch.load(tmp_path / "run" / "model.pt", weights_only=True)["meta"]
     assert "x_na" in meta["cat_names"] and all(abs(v) < 10 for v in meta["procs"]["means"].values())

@@ -29,7 +29,7 @@ from fastlab.errors import ConfigError, DataError
 from fastlab.models.awd_lstm import AwdLstmArch, AwdLstmClassifier, AwdLstmLM
 from fastlab.run.prepare import prepare
 from fastlab.run.train import train
-from tests.conftest import compose_cfg
+from tests.conftest import compose_cfg, one_thread
 from tests.test_cli import run_cli
 
 # A small AWD-LSTM and short sequences: each run below takes seconds on one CPU core.
@@ -131,8 +131,9 @@ def test_unlabelled_corpus_is_large_deterministic_and_free_of_labelled_text():
 def zoo(tmp_path_factory):
     """The small language model pretrained once on pydocs into a fresh zoo."""
     root = tmp_path_factory.mktemp("zoo")
-    metrics = train(compose_cfg(*LM_RUN, f"paths.models={root}", "trainer.plots=true", small=False),
-                    run_dir=root / "lm_run")
+    with one_thread():  # the ULMFiT bars below were measured on this language model, one thread
+        metrics = train(compose_cfg(*LM_RUN, f"paths.models={root}", "trainer.plots=true", small=False),
+                        run_dir=root / "lm_run")
     return root, metrics
 
 
@@ -142,8 +143,9 @@ def test_language_model_learns_pydocs(zoo):
     assert m["layer_groups"] == 5
     # A unigram model of pydocs has perplexity ~250 (where an untrained stack plateaus first);
     # 2 epochs of this small model over the labelled and unlabelled texts (3,000-word vocabulary)
-    # measured 81.3 (next-token accuracy 0.246) with one thread, 81.5 with two. Bar: below 120,
-    # i.e. clearly using the context.
+    # measured 81.3 (next-token accuracy 0.246) with one thread, 81.5 with two, seed 0 (the
+    # config's; the zoo fixture trains it on one thread). Bars: perplexity below 120, i.e. clearly
+    # using the context (38.7 of room); next-token accuracy over 0.15 (0.096 of room).
     assert m["final"]["perplexity"] < 120, m["final"]
     assert m["final"]["accuracy"] > 0.15  # next token; the most frequent token alone gives ~6%
     assert (root / "lm_run" / "plots" / "show_results.png").stat().st_size > 0
@@ -156,24 +158,30 @@ def classify(root, tmp_path, pretrained: str, seed: int, *extra: str) -> dict:
                              *extra, small=False), run_dir=tmp_path / f"{pretrained}-{seed}")
 
 
+SEEDS = (0, 1, 2, 3)
+
+
 def test_ulmfit_classifier_beats_majority_and_scratch(zoo, tmp_path):
-    """Module family of a docstring (6 classes, majority 19.8% of the validation set)."""
+    """Module family of a docstring (6 classes, majority 19.8% of the validation set): the
+    pretrained language model's body beats the same budget from scratch on every seed."""
     root, _ = zoo
-    pre = [classify(root, tmp_path, "pydocs_lm", s) for s in (0, 1)]
-    scratch = [classify(root, tmp_path, "null", s)["objective"] for s in (0, 1)]
+    with one_thread():  # float sums (so the runs from scratch) move with the thread count
+        pre = [classify(root, tmp_path, "pydocs_lm", s) for s in SEEDS]
+        scratch = [classify(root, tmp_path, "null", s)["objective"] for s in SEEDS]
     acc = [m["objective"] for m in pre]
     assert pre[0]["pretrained"]["loaded"] == 13  # the embedding and 3 x 4 LSTM tensors
     assert [st["frozen"] for st in pre[0]["stages"]] == [4, 3, 2, 1, 0]  # gradual unfreezing
-    # Measured (seeds 0, 1), one thread: pretrained 0.358, 0.403, from scratch 0.246, 0.220;
-    # torch's default threads on 2 cores: 0.409, 0.396 vs 0.224, 0.297 (float sums differ with
-    # the thread count); on another machine's CPU kernels, two threads: 0.371, 0.415 vs 0.351,
-    # 0.332. The pretrained runs move by a few points with the float sums, the runs from scratch
-    # by up to 13: the bars are 12 points over the majority class on every seed, and on the mean
-    # 2 points over the same budget from scratch (measured +5 to +15; +2.9 with the packages of
-    # the dev extras now installed beside torch, the same commit: 0.387, 0.383 vs 0.326, 0.387).
-    for a in acc:
-        assert a >= 0.198 + 0.12, (acc, scratch)
-    assert statistics.mean(acc) >= statistics.mean(scratch) + 0.02, (acc, scratch)
+    # Measured on one thread, seeds 0-3, this configuration and zoo (/tmp/q31/ulmfit_measure.py,
+    # language model perplexity 83.7): pretrained 0.428, 0.431, 0.351, 0.380 vs from scratch
+    # 0.246, 0.220, 0.294, 0.304, i.e. +18.2, +21.1, +5.8, +7.7 points, +13.2 on the mean (issue
+    # 31 measured +6.1 to +8.6 a seed on another set of packages). Bars: every seed above
+    # scratch, the mean gain at least 4 points (a change that removes most of ULMFiT's benefit
+    # fails it), and every pretrained run 12 points over the majority class (lowest measured:
+    # 15.3 over).
+    gains = [a - s for a, s in zip(acc, scratch)]
+    assert all(g > 0 for g in gains), (acc, scratch)
+    assert statistics.mean(gains) >= 0.04, (acc, scratch)
+    assert all(a >= 0.198 + 0.12 for a in acc), (acc, scratch)
 
 
 def test_classifier_show_results_and_vocab_from_lm(zoo, tmp_path):

@@ -2,10 +2,13 @@
 MLflow server or a database server that accepts and never answers (a 127.0.0.1 socket) ends in
 one line naming the server and the setting of the wait, in seconds; on a store that is not there
 (or a file that is not one) it says so and leaves the disk as it was. The sweep store's PostgreSQL
-connection has the same deadline."""
+connection has the same deadline, and a statement that waits on it (behind a lock a frozen driver
+holds) is ended by the server after ``FASTLAB_DB_STATEMENT_TIMEOUT``; a W&B run's end waits for
+its uploads a bounded time."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -15,6 +18,9 @@ import pytest
 from fastlab.cli.meta import main
 from fastlab.sweep.errors import StoreError
 from fastlab.sweep.store import TrialStore
+from fastlab.tracking import deadlines
+from fastlab.tracking.wandb_run import FINISH_TIMEOUT, start_run
+from tests.conftest import require
 from tests.faults import network_cases
 from tests.faults.network_cases import silent_server
 
@@ -30,20 +36,20 @@ def fail(capsys, *argv: str) -> str:
 
 
 def test_a_silent_mlflow_server_is_one_line_within_seconds(tmp_path):
-    pytest.importorskip("mlflow")
+    require("mlflow")
     result = network_cases.dead_mlflow_server(tmp_path)
     assert "did not answer in time" in result.outcome
 
 
 def test_a_silent_optuna_database_server_is_one_line_within_seconds(tmp_path):
-    pytest.importorskip("optuna")
-    pytest.importorskip("psycopg")
+    require("optuna")
+    require("psycopg")
     result = network_cases.dead_database_server(tmp_path)
     assert "did not answer in time" in result.outcome
 
 
 def test_no_mlflow_store_is_made_for_a_missing_experiment(tmp_path, capsys, monkeypatch):
-    pytest.importorskip("mlflow")
+    require("mlflow")
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     line = fail(capsys, "mlflow:no_such_experiment", "--out", str(tmp_path / "o"))
@@ -66,7 +72,7 @@ def _foreign_db(path: Path) -> bytes:
 
 
 def test_a_sqlite_file_that_is_no_mlflow_store_is_left_as_it_was(tmp_path, capsys, monkeypatch):
-    pytest.importorskip("mlflow")
+    require("mlflow")
     db = tmp_path / "other.db"
     before = _foreign_db(db)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
@@ -76,7 +82,7 @@ def test_a_sqlite_file_that_is_no_mlflow_store_is_left_as_it_was(tmp_path, capsy
 
 
 def test_an_optuna_storage_is_never_made(tmp_path, capsys):
-    pytest.importorskip("optuna")
+    require("optuna")
     missing = tmp_path / "none" / "study.db"
     line = fail(capsys, f"optuna:sqlite:///{missing}#s", "--out", str(tmp_path / "o"))
     assert "does not exist" in line and not missing.parent.exists()
@@ -88,7 +94,7 @@ def test_an_optuna_storage_is_never_made(tmp_path, capsys):
 
 
 def test_the_sweep_stores_postgres_connection_has_the_shared_deadline(tmp_path, monkeypatch):
-    pytest.importorskip("psycopg")
+    require("psycopg")
     monkeypatch.setenv("FASTLAB_DB_CONNECT_TIMEOUT", "2")
     with silent_server() as (port, accepted):
         start = time.monotonic()
@@ -100,7 +106,59 @@ def test_the_sweep_stores_postgres_connection_has_the_shared_deadline(tmp_path, 
 
 
 def test_a_bad_wait_setting_is_one_line(tmp_path, capsys, monkeypatch):
-    pytest.importorskip("optuna")
+    require("optuna")
     monkeypatch.setenv("FASTLAB_DB_CONNECT_TIMEOUT", "soon")
     line = fail(capsys, "optuna:postgresql+psycopg://u@127.0.0.1:1/db#s", "--out", str(tmp_path / "o"))
     assert "FASTLAB_DB_CONNECT_TIMEOUT='soon' is not a positive whole number of seconds" in line, line
+
+
+def test_the_url_own_settings_win_and_the_rest_are_bounded(monkeypatch):
+    monkeypatch.setenv("FASTLAB_DB_STATEMENT_TIMEOUT", "7")
+    args = deadlines.libpq_args("postgresql://u@h/db?connect_timeout=3&sslmode=disable")
+    assert "connect_timeout" not in args and args["options"] == "-c statement_timeout=7000"
+    assert args["tcp_user_timeout"] == 7000 and args["keepalives"] == 1
+    assert deadlines.sqlalchemy_connect_args("mysql+pymysql://u@h/db")["read_timeout"] == 7
+    assert deadlines.sqlalchemy_connect_args("sqlite:///x.db") == {}
+    assert deadlines.shown("postgresql://u:secret@h/db") == "postgresql://u:***@h/db"
+
+
+def test_a_claim_stuck_behind_a_frozen_drivers_lock_is_ended_naming_the_setting(tmp_path):
+    require("psycopg")
+    assert "FASTLAB_DB_STATEMENT_TIMEOUT=1 s" in network_cases.frozen_driver_lock(tmp_path).outcome
+
+
+def test_a_database_that_holds_no_mlflow_store_is_said_and_left_empty(tmp_path, capsys, monkeypatch,
+                                                                       postgres_url):
+    require("mlflow")
+    psycopg = require("psycopg")
+    for name in ("PGOPTIONS", "PGCONNECT_TIMEOUT"):  # unset here, and as they were after the test
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    uri = postgres_url.replace("postgresql://", "postgresql+psycopg://")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    line = fail(capsys, "mlflow:fastlab", "--out", str(tmp_path / "o"))
+    assert "is not an MLflow tracking store" in line and "MLFLOW_TRACKING_URI" in line, line
+    with psycopg.connect(postgres_url) as db:
+        assert db.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'"
+                          ).fetchone() == (0,)  # MLflow would have made its tables here
+    # MLflow's own connections to that server are bounded through libpq's variables
+    assert f"statement_timeout={1000 * deadlines.DB_STATEMENT_TIMEOUT}" in os.environ["PGOPTIONS"]
+
+
+def test_a_wandb_runs_end_waits_a_bounded_time_unless_the_user_says(tmp_path, wandb_offline, monkeypatch):
+    wandb = require("wandb")
+    monkeypatch.delenv("WANDB_FINISH_TIMEOUT", raising=False)
+    wandb.teardown()
+    run = start_run("p", None, "offline", path=tmp_path / "a", name="a", config={})
+    try:
+        assert run.settings.finish_timeout == FINISH_TIMEOUT > 0  # W&B's own default waits for ever
+    finally:
+        run.finish()
+        wandb.teardown()
+    monkeypatch.setenv("WANDB_FINISH_TIMEOUT", "5")
+    run = start_run("p", None, "offline", path=tmp_path / "b", name="b", config={})
+    try:
+        assert run.settings.finish_timeout == 5
+    finally:
+        run.finish()
+        wandb.teardown()

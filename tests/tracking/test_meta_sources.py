@@ -16,6 +16,7 @@ import pytest
 from fastlab.analysis.sources.mlflow import typed_params
 from fastlab.analysis.sources.synthetic import LR, RATIO, planted_response
 from fastlab.cli.meta import main
+from tests.conftest import require
 
 APP = Path(__file__).with_name("planted_app.py")
 QUICK = ["--n-boot", "20", "--trees", "100", "--quiet", "--focus", RATIO]
@@ -48,7 +49,7 @@ def test_params_logged_as_strings_are_typed_as_overrides():
 
 def test_meta_on_an_mlflow_experiment_of_a_fastlab_sweep_finds_the_planted_optimum(tmp_path, store_uri,
                                                                                   monkeypatch):
-    pytest.importorskip("mlflow")
+    require("mlflow")
     sweep_dir = tmp_path / "planted"
     cmd = [sys.executable, str(APP), "-m", f"hydra.sweep.dir={sweep_dir}",
            f"hydra.sweeper.n_trials={N_TRIALS}", f"{RATIO}=tag(log, interval(1, 10))",
@@ -64,6 +65,10 @@ def test_meta_on_an_mlflow_experiment_of_a_fastlab_sweep_finds_the_planted_optim
     assert from_mlflow["source"] == {"path": "mlflow:planted", "format": "an MLflow experiment"}
     assert from_mlflow["direction"] == "maximize" and from_mlflow["objective"] == "accuracy"
     rec, rec_dir = from_mlflow["recommendation"], from_dir["recommendation"]
+    # Measured (40 trials of the sweep's seed, the forest's seeded bootstrap): best 2.12, 90%
+    # interval 2.11 to 2.93 from either source; the bar (within 25% of the planted 2.6, so >= 1.95)
+    # has 0.17 of room. Threads: none matter (no torch: the response is a formula, the forest is
+    # seeded and scikit-learn's result does not depend on its thread count).
     for r in (rec, rec_dir):  # the planted optimum, inside the interval, from either source
         assert r["param"] == RATIO and r["clear_optimum"] and r["interval"][0] <= 2.6 <= r["interval"][1]
         assert r["best"] == pytest.approx(2.6, rel=0.25)
@@ -76,7 +81,7 @@ def test_meta_on_an_mlflow_experiment_of_a_fastlab_sweep_finds_the_planted_optim
 
 
 def test_meta_on_an_optuna_study_finds_the_planted_optimum(tmp_path):
-    optuna = pytest.importorskip("optuna")
+    optuna = require("optuna")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     study = optuna.create_study(storage=storage, study_name="planted", direction="maximize",
@@ -92,14 +97,17 @@ def test_meta_on_an_optuna_study_finds_the_planted_optimum(tmp_path):
     summary = meta(f"optuna:{storage}#planted", "--out", str(tmp_path / "optuna"))
     assert summary["n_trials"] == N_TRIALS and summary["direction"] == "maximize"
     assert summary["source"]["path"] == f"optuna:{storage}#planted"
+    # Measured (RandomSampler seed 0, 40 trials): best 2.10, 90% interval 1.71 to 3.81; the bar
+    # (within 25% of the planted 2.6, so >= 1.95) has 0.15 of room. Threads: none matter (a
+    # formula and a seeded forest, as above).
     assert summary["recommendation"]["best"] == pytest.approx(2.6, rel=0.25)
     # the storage's only study, without #STUDY
     assert meta(f"optuna:{storage}", "--out", str(tmp_path / "only"))["n_trials"] == N_TRIALS
 
 
 def test_bad_sources_are_one_line_and_exit_2(tmp_path, capsys, store_uri, monkeypatch):
-    pytest.importorskip("optuna")
-    pytest.importorskip("mlflow")
+    require("optuna")
+    require("mlflow")
     missing = tmp_path / "none.db"
     assert "does not exist" in fail(capsys, f"optuna:sqlite:///{missing}#s", "--out", str(tmp_path / "o"))
     assert not missing.exists()  # nothing made where there was nothing

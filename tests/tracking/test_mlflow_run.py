@@ -8,10 +8,10 @@ import logging
 import pytest
 
 from fastlab.run.train import train
-from tests.conftest import compose_cfg, one_thread
+from tests.conftest import compose_cfg, one_thread, require
 from tests.tracking.conftest import experiment_runs
 
-pytest.importorskip("mlflow")
+require("mlflow")
 
 
 def test_a_run_is_an_mlflow_run_with_params_metrics_by_step_and_artifacts(tmp_path, in_store_root, store_uri):

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import require
 from tests.tracking.conftest import experiment_runs
 
-pytest.importorskip("mlflow")
+require("mlflow")
 
 TRAIN = Path(sys.executable).with_name("fastlab-train")
 TINY = ["data.size=16", "arch.channels=[8,16]", "arch.head_hidden=16", "schedule.epochs=1",

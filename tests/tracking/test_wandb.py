@@ -22,10 +22,10 @@ from fastlab.run.train import train
 from fastlab.run.trial import trial_profile
 from fastlab.tasks import get_task
 from fastlab.tracking.wandb_run import sweep_group
-from tests.conftest import compose_cfg, one_thread
+from tests.conftest import compose_cfg, one_thread, require
 from tests.tracking.conftest import wandb_offline_runs
 
-wandb = pytest.importorskip("wandb")
+wandb = require("wandb")
 
 TRAIN = Path(sys.executable).with_name("fastlab-train")
 TINY = ["data.size=16", "arch.channels=[8,16]", "arch.head_hidden=16", "schedule.epochs=1",

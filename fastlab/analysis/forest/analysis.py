@@ -281,7 +281,8 @@ class MetaAnalysis(BaseEstimator):
             lowest, _ = without_collinear(with_derived(swept, (spec,)), LOWEST_RATE)
         except MetaError:  # a column named lowest_rate already, or no trial with its groups
             return None, None
-        a = encode(swept, self.direction_, self.diverged)
+        # the sweep's own basis: what the forest was fitted on, unless --derive changed it
+        a = self.encoded_ if not self.derive else encode(swept, self.direction_, self.diverged)
         b = encode(lowest, self.direction_, self.diverged)
         if a.X.shape[0] != b.X.shape[0] or not np.array_equal(a.y, b.y) \
                 or not a.features[a.index(HEAD_RATE)].numeric:

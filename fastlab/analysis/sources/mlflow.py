@@ -57,7 +57,7 @@ def _client(uri: str | None, name: str) -> tuple[Any, str]:
         from mlflow.tracking import MlflowClient
     except ImportError:
         raise MetaError("reading an MLflow experiment needs mlflow: pip install 'fastlab[mlflow]'") from None
-    from fastlab.tracking.deadlines import mlflow_http
+    from fastlab.tracking.deadlines import mlflow_bounds, shown
     from fastlab.tracking.mlflow_store import tracking_uri
 
     resolved = tracking_uri(uri)[0]
@@ -70,8 +70,30 @@ def _client(uri: str | None, name: str) -> tuple[Any, str]:
         raise MetaError(f"{local} is not an MLflow tracking store (no experiments table; MLflow would make "
                         "one in it): set MLFLOW_TRACKING_URI to the store that holds experiment "
                         f"{name!r}")
-    mlflow_http(resolved)
+    mlflow_bounds(resolved)
+    if local is None and not resolved.startswith(("http://", "https://", "databricks")):
+        # a database server's store: MLflow would make its tables in any database it is pointed at
+        held = _asked(resolved, "looking for its tables", lambda: _db_holds_experiments(resolved))
+        if not held:
+            raise MetaError(f"{shown(resolved)} is not an MLflow tracking store (no experiments table; "
+                            f"MLflow would make one in it): set MLFLOW_TRACKING_URI to the store that holds "
+                            f"experiment {name!r}")
     return MlflowClient(tracking_uri=resolved), resolved
+
+
+def _db_holds_experiments(uri: str) -> bool:
+    """Whether the database at ``uri`` (a SQLAlchemy URL) holds MLflow's tables, looked at without
+    writing, its server's waits bounded (``fastlab.tracking.deadlines``)."""
+    import sqlalchemy
+
+    from fastlab.tracking.deadlines import sqlalchemy_connect_args
+
+    engine = sqlalchemy.create_engine(uri, connect_args=sqlalchemy_connect_args(uri), poolclass=sqlalchemy.NullPool)
+    try:
+        return sqlalchemy.inspect(engine).has_table("experiments")
+    finally:
+        engine.dispose()
+
 
 
 def _local_store(uri: str) -> Path | None:

@@ -36,15 +36,13 @@ def _storage(optuna: Any, url: str) -> Any:
         if not Path(path).is_file():
             raise MetaError(f"{path} does not exist: pass optuna:journal:PATH of a study's journal file")
         return JournalStorage(JournalFileBackend(path))
-    connect_args: dict[str, Any] = {}
     if url.startswith("sqlite:///"):
         path = Path(url[len("sqlite:///"):])
         if not path.is_file():  # Optuna would make an empty database there
             raise MetaError(f"{path} does not exist: pass optuna:sqlite:///PATH#STUDY of the study's database")
-    elif url.startswith(("postgresql", "mysql")):  # a server: libpq's and the MySQL drivers' own name
-        from fastlab.tracking.deadlines import db_connect_timeout
+    from fastlab.tracking.deadlines import sqlalchemy_connect_args
 
-        connect_args["connect_timeout"] = db_connect_timeout()
+    connect_args = sqlalchemy_connect_args(url)  # a server's waits bounded
     return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": connect_args} if connect_args else None,
                                       skip_table_creation=True)
 
@@ -52,24 +50,15 @@ def _storage(optuna: Any, url: str) -> Any:
 def _unread(url: str, e: Exception) -> MetaError:
     """One line for a storage that could not be read: a server that did not answer names the
     setting of the wait; any other failure its first line."""
-    from fastlab.tracking.deadlines import db_wait, timed_out
+    from fastlab.tracking.deadlines import db_wait, shown, timed_out
 
     if url.startswith(("postgresql", "mysql")) and timed_out(e):
-        return MetaError(f"the Optuna storage's server {_safe(url)} did not answer in time ({db_wait()}): "
+        return MetaError(f"the Optuna storage's server {shown(url)} did not answer in time ({db_wait()}): "
                          "check the server, or pass optuna:STORAGE_URL#STUDY of a storage that answers")
     first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
-    return MetaError(f"cannot open the Optuna storage {_safe(url)} ({type(e).__name__}: {first}): pass "
+    return MetaError(f"cannot open the Optuna storage {shown(url)} ({type(e).__name__}: {first}): pass "
                      "optuna:STORAGE_URL#STUDY, e.g. optuna:sqlite:///study.db#my_study")
 
-
-def _safe(url: str) -> str:
-    """``url`` without its password, for a message."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not a URL SQLAlchemy parses: it holds no password it would find
-        return url
 
 
 def read_optuna(spec: str) -> TrialsTable:

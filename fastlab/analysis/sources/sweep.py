@@ -122,6 +122,11 @@ def read_trials_db(sweep_dir: Path, metric: str | None = None) -> TrialsTable:
         pareto=front_numbers(trials, objectives),
         replicates=_replicates(record.trials, spread),
     )
+    done = [t for t in trials if t.status == "completed"]
+    if metric is None and done and all(t.value is None for t in done):  # a plain app's grid or random sweep
+        raise MetaError(f"no objective was returned: the trials of {sweep_dir} completed without a value (their task "
+                        "returned nothing, or text); return the objective as a float from the task (and set "
+                        "hydra.sweeper.direction), or pass --metric NAME of a number the trials' metrics.json holds")
     return with_metric(require_trials(table), metric, runs_metrics)
 
 

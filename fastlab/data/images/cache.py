@@ -33,6 +33,7 @@ import hashlib
 import io
 import json
 import logging
+import mmap
 import os
 import time
 import zlib
@@ -52,6 +53,7 @@ log = logging.getLogger("fastlab")
 FORMAT = "fastlab-image-cache"
 VERSION = 2  # of this file layout (the .npy array and its .json); 2: the checksums
 CHUNK_BYTES = 1 << 20  # of rows per checksum: a reused cache is read through in these pieces
+VERIFY_WINDOW = 64 << 20  # of the file mapped at once while a reused cache is checked
 
 
 def _hashes() -> dict[str, Callable[[memoryview], int]]:
@@ -324,22 +326,32 @@ def _chunk_rows(row_shape: tuple[int, ...]) -> int:
 
 def _verify(data: Path, offset: int, row_shape: tuple[int, ...], sums: dict) -> None:
     """Read ``data`` through once and check its header and every chunk of rows against ``sums``;
-    raise :class:`_Damaged` naming the first rows that differ."""
+    raise :class:`_Damaged` naming the first rows that differ.
+
+    The file is mapped a window (``VERIFY_WINDOW``) at a time and each chunk hashed where it lies:
+    a copy into a buffer cost as much as the hash itself. A window is unmapped before the next, so
+    the pages it touched stop counting toward the process's resident memory (the reason rows are
+    read with ``os.pread`` during training)."""
     row_bytes, k, digest = int(np.prod(row_shape)), sums["rows"], HASHES[sums["kind"]]
-    buf = bytearray(max(offset, k * row_bytes))
-    view = memoryview(buf)
-    fd = os.open(data, os.O_RDONLY)
-    try:
-        if digest(view[:os.preadv(fd, [view[:offset]], 0)]) != sums["header"]:
+    step = k * row_bytes
+    with open(data, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if digest(f.read(offset)) != sums["header"]:
             raise _Damaged(data, "its header differs from the checksum recorded when it was built")
-        for c, want in enumerate(sums["chunks"]):
-            got = os.preadv(fd, [view[:k * row_bytes]], offset + c * k * row_bytes)
-            if digest(view[:got]) != want:
-                first = c * k
-                raise _Damaged(data, f"rows {first}-{first + got // row_bytes - 1} differ from the checksum "
-                                     "recorded when it was built")
-    finally:
-        os.close(fd)
+        c, chunks = 0, sums["chunks"]
+        while c < len(chunks):
+            start = offset + c * step
+            base = start - start % mmap.ALLOCATIONGRANULARITY
+            end = min(size, start + max(1, (VERIFY_WINDOW - (start - base)) // step) * step)
+            with mmap.mmap(f.fileno(), end - base, access=mmap.ACCESS_READ, offset=base) as window:
+                with memoryview(window) as view:
+                    for lo in range(start - base, end - base, step):
+                        with view[lo:lo + step] as piece:
+                            if digest(piece) != chunks[c]:
+                                last = c * k + len(piece) // row_bytes - 1
+                                raise _Damaged(data, f"rows {c * k}-{last} differ from the checksum recorded "
+                                                     "when it was built")
+                        c += 1
 
 
 def _build(data: Path, meta: Path, key: str, n: int, row_shape: tuple[int, ...],
