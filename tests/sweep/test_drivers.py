@@ -6,6 +6,7 @@ stops a driver with one line and nothing in the sweep dir changes."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -110,11 +111,16 @@ def test_a_killed_drivers_trial_is_run_again_once_by_another(tmp_path: Path) -> 
     out = finish([survivor])[0]
     trials = check_study(sweep_dir, n)
     # run again once, by the survivor, with the same params (its job's overrides) in a new job dir
-    (again,) = [t for t in trials if f"trial {t.number}: run again" in out]
-    assert out.count("run again") == 1 and again.job_dir != orphan
-    assert job_overrides(sweep_dir, again.job_dir) == job_overrides(sweep_dir, orphan)
-    assert started_jobs(sweep_dir)[again.job_dir] == survivor.pid
-    assert orphan not in {t.job_dir for t in trials}  # the killed job's dir is no trial's any more
+    again = [t for t in trials if f"trial {t.number}: run again" in out]
+    (rerun,) = [t for t in again if job_overrides(sweep_dir, t.job_dir) == job_overrides(sweep_dir, orphan)]
+    assert rerun.job_dir != orphan and started_jobs(sweep_dir)[rerun.job_dir] == survivor.pid
+    # On a loaded machine the victim may still hold its previous trial as its next one starts:
+    # every job it left unfinished is run again once, and none of them is a trial's job any more.
+    left = {job for job, pid in started_jobs(sweep_dir).items() if pid == victim.pid} - {t.job_dir for t in trials}
+    # (a survivor that starts after the victim's first claim also says, as it resumes, that the
+    # running trials are run again unless another driver still runs them: not a run again)
+    said = [line for line in out.splitlines() if re.search(r"trial \d+: run again", line)]
+    assert orphan in left and len(said) == len(left) == len(again), said
 
 
 def test_a_store_that_is_not_a_database_is_one_line_and_changes_nothing(tmp_path: Path) -> None:
