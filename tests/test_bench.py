@@ -1,5 +1,5 @@
-"""scripts/bench.py --quick and scripts/bench_aug.py --quick: every part runs and the table and
-JSON come out (figures are not judged here: speed targets are checked by reading a full run's
+"""scripts/bench.py, bench_aug.py and bench_data.py --quick, and bench_cache_check.py on two
+sizes: every part runs and the table and JSON come out (figures are not judged here: speed targets are checked by reading a full run's
 output, never by timed tests)."""
 
 from __future__ import annotations
@@ -56,8 +56,24 @@ def test_bench_data_quick_prints_every_side_and_the_memory_growth(tmp_path: Path
     res = json.loads(out.read_text())
     rows = {(r["set"], r["side"], r["n"]): r for r in res["rows"]}
     disk = rows["small", "fastlab disk", 400]
-    # built once, then reused (and verified) five times: the fastest verify is the row's
+    # built once, then reused (and checked) five times; a cache of one window is checked as it is
+    # opened, so no thread checked beside the reader
     assert disk["built"] == 1 and disk["reused"] == 5 and disk["epoch_s"] > 0 and disk["peak_rss_mb"] > 50
-    assert 0 < disk["verify_s"] and 0 < disk["verify_epoch_s"] <= disk["epoch_s"]
+    assert 0 < disk["verify_s"] and disk["check_s"] == 0
+    assert 0 < disk["verify_epoch_s"] <= min(disk["epoch_s"], disk["warm_epoch_s"])
     assert rows["pets", "torch DataLoader", 120]["images"] > 0 and res["decode"]["threads"] > 0
     assert not (tmp_path / "outputs" / "bench" / "caches").exists()  # the timed builds' caches are removed
+
+
+def test_bench_cache_check_measures_a_cache_of_one_window_and_one_of_two(tmp_path: Path) -> None:
+    out = tmp_path / "bench_cache_check.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_cache_check.py"), "--sizes", "64,256",
+                           "--threads", "2", "--repeats", "2", "--json", str(out), "--root",
+                           str(tmp_path / "data-quick")], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {r["size"]: r for r in json.loads(out.read_text())["rows"]}
+    assert "verify % of epoch" in proc.stdout and rows[64]["reused"] == rows[256]["reused"] == 2
+    # 5 MB: one window, checked as it is opened; 79 MB: two, the second by the thread beside the reader
+    assert rows[64]["windows"] == 1 and rows[64]["check_s"] == 0 and rows[64]["verify_s"] > 0
+    assert rows[256]["windows"] == 2 and rows[256]["check_s"] > 0 and rows[256]["verify_s"] > 0

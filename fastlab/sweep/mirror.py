@@ -27,7 +27,8 @@ trial. A finished Optuna trial cannot change, so a failed trial run again with
 ``hydra.sweeper.retry_failed`` adds a new one: the *latest* Optuna trial of a fastlab number (its
 highest Optuna number) is the one that matches ``trials.db``, the earlier ones are FAIL. A trial
 that a driver recorded for a dead one (its job had finished) is written when a driver closes,
-inside the store's claim, so two closing drivers never write it twice.
+inside the store's claim; a driver's own run that finished before a sync wrote it is written
+inside the claim too, so no two drivers ever write one run twice.
 """
 
 from __future__ import annotations
@@ -282,22 +283,43 @@ class OptunaMirror:
         reports = store.reports() if self.settings.pruner != "none" and any(
             t.status in FINISHED for t in changed) else {}
         new = [t for t in changed if self.ids.get(t.number, (None,))[0] != t.started_at]
-        # Runs not written yet: a RUNNING Optuna trial may wait to be taken over; a finished run
-        # (its claim's sync failed) may have been written by a closing driver.
-        index = self._index(running=all(t.status == "running" for t in new)) if new else {}
-        fresh = {t.number for t in new}
         for t in changed:
-            if t.number in fresh:
+            if t.number not in {n.number for n in new}:
+                self._update(self.ids[t.number][1], t, reports.get(t.number, {}))
+                self.written[t.number] = _mark(t)
+        # Runs not written yet: a RUNNING Optuna trial may wait to be taken over. A finished one
+        # (it ended before a sync, or its sync failed) is what a closing driver writes for a dead
+        # driver: it is looked up and written inside the store's claim, as the closing driver's
+        # are, so the two never both find none and create one each.
+        running = [t for t in new if t.status == "running"]
+        if running:
+            self._write_new(running, reports, self._index(running=True))
+        finished = [t for t in new if t.status != "running"]
+        if finished:
+            errors: list[BaseException] = []
+            store.claim(lambda: self._write_new(finished, reports, self._index(running=False), errors))
+            if errors:
+                raise errors[0]
+
+    def _write_new(self, trials: list[Trial], reports: dict[int, dict[int, float]], index: dict[Any, list[Any]],
+                   errors: list[BaseException] | None = None) -> None:
+        """Write runs ``trials`` this driver has not written: take over their Optuna trial in
+        ``index`` where there is one, else create it. Inside a claim an error is handed back in
+        ``errors``, not raised: the claim writes nothing and must end cleanly."""
+        try:
+            for t in trials:
                 o = self._place(t, index.get(t.number, []))
-                trial_id = None if o is None else self._id(o)
-                if trial_id is None:
+                if o is None:
                     trial_id = self.storage.create_new_trial(self.study_id, self._template(t, reports.get(t.number, {})))
                 else:
+                    trial_id = self._id(o)
                     self._update(trial_id, t, reports.get(t.number, {}))
                 self.ids[t.number] = (t.started_at, trial_id)
-            else:
-                self._update(self.ids[t.number][1], t, reports.get(t.number, {}))
-            self.written[t.number] = _mark(t)
+                self.written[t.number] = _mark(t)
+        except Exception as e:
+            if errors is None:
+                raise
+            errors.append(e)
 
     def _id(self, o: Any) -> int:
         return self.storage.get_trial_id_from_study_id_trial_number(self.study_id, o.number)

@@ -15,7 +15,9 @@ names the server and the setting that changes it.
   (default 60: the server cancels a statement stuck behind a lock held by a frozen client, and
   TCP keepalives with ``tcp_user_timeout`` end a wait on a server whose host or network died)
   (:func:`libpq_args`, :func:`sqlalchemy_connect_args`, :func:`libpq_environment`). A setting the database
-  URL itself makes (``?connect_timeout=5``, ``?options=...``) wins.
+  URL itself makes (``?connect_timeout=5``, ``?options=...``) wins, as does libpq's own
+  ``PGCONNECT_TIMEOUT`` (unless ``FASTLAB_DB_CONNECT_TIMEOUT`` is set); ``PGOPTIONS`` is kept, the
+  statement timeout added to it unless it sets one.
 - Downloads have their own (``fastlab.fetch``: ``FASTLAB_DOWNLOAD_TIMEOUT``), and W&B its
   ``init_timeout`` (``$WANDB_INIT_TIMEOUT``, ``fastlab.tracking.wandb_run``).
 """
@@ -94,11 +96,23 @@ def libpq_args(url: str = "") -> dict[str, Any]:
     ``tcp_user_timeout``, which end a wait on a server whose host or network died (the server
     cannot cancel anything then)."""
     statement_ms = 1000 * db_statement_timeout()
-    args = {"connect_timeout": db_connect_timeout(), "options": f"-c statement_timeout={statement_ms}",
+    args = {"connect_timeout": db_connect_timeout(), "options": _bounded_options(os.environ.get("PGOPTIONS", "")),
             "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3,
             "tcp_user_timeout": statement_ms}
     given = _query_keys(url)
+    if args["options"] is None:  # $PGOPTIONS sets a statement timeout of its own
+        given.add("options")
+    if "PGCONNECT_TIMEOUT" in os.environ and DB_TIMEOUT_ENV not in os.environ:
+        given.add("connect_timeout")  # libpq's own variable, which an argument would override
     return {k: v for k, v in args.items() if k not in given}
+
+
+def _bounded_options(options: str) -> str | None:
+    """libpq's ``options`` (``$PGOPTIONS``, which an ``options`` argument replaces) with the
+    statement timeout added; None where they set one of their own."""
+    if "statement_timeout" in options:
+        return None
+    return f"{options} -c statement_timeout={1000 * db_statement_timeout()}".strip()
 
 
 def mysql_args(url: str = "") -> dict[str, Any]:
@@ -124,10 +138,13 @@ def sqlalchemy_connect_args(url: str) -> dict[str, Any]:
 def libpq_environment(url: str) -> None:
     """Bound the waits of a PostgreSQL connection that fastlab does not open itself (MLflow's store
     at ``url``, which takes no connection arguments) through libpq's own variables,
-    ``PGCONNECT_TIMEOUT`` and ``PGOPTIONS`` (the statement timeout), where the user set none."""
+    ``PGCONNECT_TIMEOUT`` and ``PGOPTIONS`` (the statement timeout, beside the user's own options),
+    where the user set none."""
     if url.startswith("postgres"):
         os.environ.setdefault("PGCONNECT_TIMEOUT", str(db_connect_timeout()))
-        os.environ.setdefault("PGOPTIONS", f"-c statement_timeout={1000 * db_statement_timeout()}")
+        options = _bounded_options(os.environ.get("PGOPTIONS", ""))
+        if options is not None:
+            os.environ["PGOPTIONS"] = options
 
 
 def _query_keys(url: str) -> set[str]:

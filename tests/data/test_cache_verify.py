@@ -7,10 +7,13 @@ line too."""
 from __future__ import annotations
 
 import json
+import multiprocessing
+import pickle
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from fastlab.data.images import cache as cache_mod
@@ -84,6 +87,109 @@ def test_a_damaged_header_is_found_and_a_large_cache_names_the_rows_at_fault(tmp
                                 "was built): building it again"]
 
 
+def opened(images: Path, root: Path) -> cache_mod.CacheFile:
+    """The cache of ``images`` at 16 px in ``root``: built, or reused with its check running."""
+    return cache_mod.image_cache(sorted(p for p in images.rglob("*") if p.is_file()), 16, "error", root)
+
+
+def windows_of(chunks: int, monkeypatch) -> int:
+    """Caches of ten rows a chunk, ``chunks`` a window (90 images: 9 chunks; one window is checked
+    when it is opened, more by a thread as they are read)."""
+    monkeypatch.setattr(cache_mod, "CHUNK_BYTES", 10 * 3 * 16 * 16)
+    monkeypatch.setattr(cache_mod, "VERIFY_WINDOW", chunks * 10 * 3 * 16 * 16)
+    return chunks
+
+
+@pytest.fixture(params=[3, 1], ids=["windows of 3 chunks", "of 1 chunk"])
+def window_chunks(request, monkeypatch) -> int:
+    return windows_of(request.param, monkeypatch)
+
+
+def damaged_at_row_63(tmp_path, image_dirs, window_chunks) -> tuple[Path, Path, np.ndarray]:
+    """A cache of 90 images in 9 chunks of ten rows, row 63 (chunk 6) overwritten: the images,
+    the ``.npy`` and the rows it held when whole."""
+    images = copy_images(image_dirs["per_class"], tmp_path / "images")
+    clean = opened(images, tmp_path / "cache").read(range(90))
+    [npy] = (tmp_path / "cache").glob("*.npy")
+    assert len(json.loads(npy.with_suffix(".json").read_text())["checksums"]["windows"]) == 9 // window_chunks
+    damage(npy, 63, 1)
+    return images, npy, clean
+
+
+ROWS_60_69 = "rows 60-69 differ from the checksum recorded when it was built"
+
+
+def test_a_read_waits_for_the_check_of_its_chunks_and_never_hands_out_a_damaged_row(
+        tmp_path, image_dirs, caplog, window_chunks) -> None:
+    images, npy, clean = damaged_at_row_63(tmp_path, image_dirs, window_chunks)
+    caplog.set_level("INFO", logger="fastlab")
+    reused = opened(images, tmp_path / "cache")
+    assert "reusing cache" in caplog.text and not warnings(caplog)
+    # rows of the chunks before the damaged one: checked whole, handed out, nothing built
+    built = cache_mod.stats.built
+    np.testing.assert_array_equal(reused.read(range(60)), clean[:60])
+    assert not warnings(caplog) and cache_mod.stats.built == built
+    # a read that reaches past it waits for the check, which finds it: built again, then read
+    np.testing.assert_array_equal(reused.read([89, 5, 63]), clean[[89, 5, 63]])
+    assert warnings(caplog) == [f"cache {npy} is damaged ({ROWS_60_69}): building it again"]
+    assert cache_mod.stats.built == built + 1
+    np.testing.assert_array_equal(reused.read(range(90)), clean)
+    caplog.clear()
+    np.testing.assert_array_equal(opened(images, tmp_path / "cache").read(range(90)), clean)
+    assert not warnings(caplog)
+
+
+def _read_all(cache: cache_mod.CacheFile, out) -> None:
+    out.put((cache.read(range(cache.n)), cache_mod.stats.damaged))
+
+
+def test_a_process_forked_before_the_check_ends_checks_for_itself(tmp_path, image_dirs, window_chunks) -> None:
+    images, npy, clean = damaged_at_row_63(tmp_path, image_dirs, window_chunks)
+    reused = opened(images, tmp_path / "cache")
+    damaged = cache_mod.stats.damaged
+    fork = multiprocessing.get_context("fork")
+    out = fork.Queue()
+    child = fork.Process(target=_read_all, args=(reused, out))
+    child.start()
+    rows, child_damaged = out.get(timeout=120)
+    child.join(60)
+    assert child.exitcode == 0
+    np.testing.assert_array_equal(rows, clean)
+    assert child_damaged == damaged + 1  # the child's own check found it and built it again
+    np.testing.assert_array_equal(reused.read(range(90)), clean)
+
+
+def test_a_reused_cache_handed_to_another_process_is_checked_first(tmp_path, image_dirs, caplog,
+                                                                   window_chunks) -> None:
+    images, npy, clean = damaged_at_row_63(tmp_path, image_dirs, window_chunks)
+    caplog.set_level("INFO", logger="fastlab")
+    copy = pickle.loads(pickle.dumps(opened(images, tmp_path / "cache")))
+    # pickling waited for the whole check: the damage was found and built again before it left
+    assert warnings(caplog) == [f"cache {npy} is damaged ({ROWS_60_69}): building it again"]
+    assert copy._check is None
+    np.testing.assert_array_equal(copy.read(range(90)), clean)
+
+
+@pytest.mark.parametrize("per", [9, 3], ids=["one window", "windows of 3 chunks"])
+def test_a_window_checksum_that_differs_from_rows_matching_their_own_is_damage_too(
+        tmp_path, image_dirs, caplog, monkeypatch, per) -> None:
+    window_chunks = windows_of(per, monkeypatch)
+    images = copy_images(image_dirs["per_class"], tmp_path / "images")
+    clean = opened(images, tmp_path / "cache").read(range(90))
+    [npy] = (tmp_path / "cache").glob("*.npy")
+    meta = npy.with_suffix(".json")
+    info = json.loads(meta.read_text())
+    info["checksums"]["windows"][-1] ^= 1  # the .json's last window checksum, not the rows, is wrong
+    meta.write_text(json.dumps(info))
+    caplog.set_level("INFO", logger="fastlab")
+    np.testing.assert_array_equal(opened(images, tmp_path / "cache").read(range(90)), clean)
+    first = 90 - 10 * window_chunks
+    assert warnings(caplog) == [f"cache {npy} is damaged (rows {first}-89 differ from the checksum recorded when "
+                                "it was built): building it again"]
+    assert json.loads(meta.read_text())["checksums"] == {**info["checksums"], "windows": [
+        *info["checksums"]["windows"][:-1], info["checksums"]["windows"][-1] ^ 1]}
+
+
 def _set(info: dict, key: str, value) -> dict:
     return {**info, key: value}
 
@@ -145,8 +251,9 @@ from fastlab.errors import FastlabError
 limit = int(sys.argv[3])
 resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 try:
-    DataBunch.from_config(FolderData(path=sys.argv[1], size=16, bs=8, cache="disk"),
-                          place=Place(Storage(cache_root=Path(sys.argv[2]))))
+    data = DataBunch.from_config(FolderData(path=sys.argv[1], size=16, bs=8, cache="disk"),
+                                 place=Place(Storage(cache_root=Path(sys.argv[2]))))
+    data.mean  # reads every row: a cache of more than one window is checked as it is read
 except FastlabError as e:
     sys.exit(f"error: {e}")
 """

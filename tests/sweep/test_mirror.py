@@ -285,6 +285,35 @@ def test_a_dead_drivers_trials_are_taken_over_or_written_at_close(tmp_path: Path
     assert mirrored[2][0].state == TrialState.FAIL and mirrored[2][0].user_attrs["fastlab_status"] == "failed"
 
 
+def test_a_run_finished_before_a_sync_wrote_it_is_looked_up_and_written_inside_the_claim(
+        tmp_path: Path, store: TrialStore, monkeypatch) -> None:
+    # A closing driver writes the finished runs no driver wrote, inside the store's claim; a live
+    # driver's own run that finished before its sync wrote it is written inside the claim too, or
+    # the two could both find none in the study and create one each.
+    sweep_dir, space = store.path.parent, parse_space(None, SPACE)
+    me = open_mirror(settings(tmp_path), space, sweep_dir, "me")
+    store.start([(0, params(0), "0")], next_job=1, driver="me")
+    store.finish(0, "completed", 0.5, None, None, None, driver="me")  # before a sync wrote it
+    claim_held, index = [], me._index
+
+    def looked_up(running: bool):
+        with contextlib.closing(sqlite3.connect(store.path, timeout=0)) as other:  # another driver's claim
+            try:
+                other.execute("BEGIN IMMEDIATE")
+                other.rollback()
+                claim_held.append(False)
+            except sqlite3.OperationalError:  # database is locked: the claim is this driver's
+                claim_held.append(True)
+        return index(running)
+
+    monkeypatch.setattr(me, "_index", looked_up)
+    me.sync(store)
+    open_mirror(settings(tmp_path), space, sweep_dir, "other").close(store)  # finds it written
+    assert claim_held == [True]
+    [[o]] = load(tmp_path, sweep_dir).values()
+    assert o.state == TrialState.COMPLETE and o.values == [0.5]
+
+
 def test_a_mirror_that_breaks_mid_sweep_warns_once(tmp_path: Path, caplog) -> None:
     sweep_dir = tmp_path / "sweep"
     with TrialStore(sweep_dir / "trials.db") as store, caplog.at_level(logging.INFO):

@@ -122,6 +122,29 @@ def test_the_url_own_settings_win_and_the_rest_are_bounded(monkeypatch):
     assert deadlines.shown("postgresql://u:secret@h/db") == "postgresql://u:***@h/db"
 
 
+def test_the_users_libpq_variables_are_kept_and_the_statement_timeout_added(monkeypatch, postgres_url):
+    monkeypatch.setenv("FASTLAB_DB_STATEMENT_TIMEOUT", "7")
+    monkeypatch.setenv("PGOPTIONS", "-c search_path=lab")
+    monkeypatch.setenv("PGCONNECT_TIMEOUT", "4")
+    args = deadlines.libpq_args(postgres_url)
+    assert args["options"] == "-c search_path=lab -c statement_timeout=7000" and "connect_timeout" not in args
+    import psycopg
+
+    with psycopg.connect(postgres_url, **args) as conn:  # what the server was told
+        assert conn.execute("SHOW search_path").fetchone()[0] == "lab"
+        assert conn.execute("SHOW statement_timeout").fetchone()[0] == "7s"
+    monkeypatch.setenv("FASTLAB_DB_CONNECT_TIMEOUT", "3")  # fastlab's own setting wins over libpq's
+    assert deadlines.libpq_args(postgres_url)["connect_timeout"] == 3
+    monkeypatch.setenv("PGOPTIONS", "-c statement_timeout=2s")  # the user's own bound is left alone
+    assert "options" not in deadlines.libpq_args(postgres_url)
+    deadlines.libpq_environment(postgres_url)
+    assert os.environ["PGOPTIONS"] == "-c statement_timeout=2s"
+    monkeypatch.setenv("PGOPTIONS", "-c search_path=lab")
+    deadlines.libpq_environment(postgres_url)
+    deadlines.libpq_environment(postgres_url)  # once, however often it is called
+    assert os.environ["PGOPTIONS"] == "-c search_path=lab -c statement_timeout=7000"
+
+
 def test_a_claim_stuck_behind_a_frozen_drivers_lock_is_ended_naming_the_setting(tmp_path):
     require("psycopg")
     assert "FASTLAB_DB_STATEMENT_TIMEOUT=1 s" in network_cases.frozen_driver_lock(tmp_path).outcome
