@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,10 +28,8 @@ from statistics import median
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling helper modules
 
-from bench_data import QUICK, make_folder  # noqa: E402
+from bench_data import QUICK, make_folder, run_row  # noqa: E402
 from bench_report import markdown_table, write_figures  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def row(spec: dict) -> dict:
@@ -67,15 +64,6 @@ def row(spec: dict) -> dict:
             "epoch_s": median(epoch), "reused": cache.stats.reused}
 
 
-def run_row(spec: dict) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--row", json.dumps(spec)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=900)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        return {"unavailable": (proc.stderr.strip().splitlines() or ["no output"])[-1][:200]}
-    return json.loads(lines[-1])
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="64,256,384", help="sides the images are decoded at, one cache each")
@@ -83,10 +71,10 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--json", default="outputs/bench/bench_cache_check.json")
     ap.add_argument("--root", default="outputs/bench/data-quick", help="where the generated folder lives")
-    ap.add_argument("--row", help=argparse.SUPPRESS)
+    ap.add_argument("--row", nargs=2, metavar=("KIND", "SPEC"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.row:
-        print(json.dumps(row(json.loads(args.row))))
+        print(json.dumps(row(json.loads(args.row[1]))))
         return
     n, sides, _ = QUICK["small"]
     folder = make_folder(Path(args.root).resolve() / "small", n, sides) / "full"
@@ -98,7 +86,7 @@ def main() -> None:
         for threads in (int(t) for t in args.threads.split(",")):
             spec = {"path": str(folder), "size": size, "cache": str(cache), "threads": threads,
                     "repeats": args.repeats}
-            rows.append({"size": size, "threads": threads, **run_row(spec)})
+            rows.append({"size": size, "threads": threads, **run_row("check", spec, script=Path(__file__))})
             print(f"  {size} px, {threads} torch thread(s): {rows[-1]}", flush=True)
     shutil.rmtree(caches, ignore_errors=True)
     out = [["side", "cache MB", "windows", "torch threads", "verify ms", "check beside ms", "reuse ms", "epoch ms",

@@ -189,10 +189,7 @@ class OptunaMirror:
         def finish() -> None:
             self._write_own(store)
             if self._missing(store):
-                errors: list[BaseException] = []
-                store.claim(lambda: self._write_missing(store, errors))  # an error must not undo the claim
-                if errors:
-                    raise errors[0]
+                _in_claim(store, lambda: self._write_missing(store))
         self.attempt(finish)
 
     def attempt(self, work: Callable[[], None]) -> None:
@@ -282,11 +279,12 @@ class OptunaMirror:
             return
         reports = store.reports() if self.settings.pruner != "none" and any(
             t.status in FINISHED for t in changed) else {}
-        new = [t for t in changed if self.ids.get(t.number, (None,))[0] != t.started_at]
+        fresh = {t.number for t in changed if self.ids.get(t.number, (None,))[0] != t.started_at}
         for t in changed:
-            if t.number not in {n.number for n in new}:
+            if t.number not in fresh:
                 self._update(self.ids[t.number][1], t, reports.get(t.number, {}))
                 self.written[t.number] = _mark(t)
+        new = [t for t in changed if t.number in fresh]
         # Runs not written yet: a RUNNING Optuna trial may wait to be taken over. A finished one
         # (it ended before a sync, or its sync failed) is what a closing driver writes for a dead
         # driver: it is looked up and written inside the store's claim, as the closing driver's
@@ -296,30 +294,21 @@ class OptunaMirror:
             self._write_new(running, reports, self._index(running=True))
         finished = [t for t in new if t.status != "running"]
         if finished:
-            errors: list[BaseException] = []
-            store.claim(lambda: self._write_new(finished, reports, self._index(running=False), errors))
-            if errors:
-                raise errors[0]
+            _in_claim(store, lambda: self._write_new(finished, reports, self._index(running=False)))
 
-    def _write_new(self, trials: list[Trial], reports: dict[int, dict[int, float]], index: dict[Any, list[Any]],
-                   errors: list[BaseException] | None = None) -> None:
+    def _write_new(self, trials: list[Trial], reports: dict[int, dict[int, float]],
+                   index: dict[Any, list[Any]]) -> None:
         """Write runs ``trials`` this driver has not written: take over their Optuna trial in
-        ``index`` where there is one, else create it. Inside a claim an error is handed back in
-        ``errors``, not raised: the claim writes nothing and must end cleanly."""
-        try:
-            for t in trials:
-                o = self._place(t, index.get(t.number, []))
-                if o is None:
-                    trial_id = self.storage.create_new_trial(self.study_id, self._template(t, reports.get(t.number, {})))
-                else:
-                    trial_id = self._id(o)
-                    self._update(trial_id, t, reports.get(t.number, {}))
-                self.ids[t.number] = (t.started_at, trial_id)
-                self.written[t.number] = _mark(t)
-        except Exception as e:
-            if errors is None:
-                raise
-            errors.append(e)
+        ``index`` where there is one, else create it."""
+        for t in trials:
+            o = self._place(t, index.get(t.number, []))
+            if o is None:
+                trial_id = self.storage.create_new_trial(self.study_id, self._template(t, reports.get(t.number, {})))
+            else:
+                trial_id = self._id(o)
+                self._update(trial_id, t, reports.get(t.number, {}))
+            self.ids[t.number] = (t.started_at, trial_id)
+            self.written[t.number] = _mark(t)
 
     def _id(self, o: Any) -> int:
         return self.storage.get_trial_id_from_study_id_trial_number(self.study_id, o.number)
@@ -389,26 +378,37 @@ class OptunaMirror:
             out += [(None, s) for s in found if s is not o and not s.state.is_finished()]
         return out
 
-    def _write_missing(self, store: TrialStore, errors: list[BaseException]) -> None:
+    def _write_missing(self, store: TrialStore) -> None:
         """Inside the store's claim: read again what is missing (another driver may just have
-        written it) and write it. An error is handed back, not raised: the claim writes nothing
-        and must end cleanly."""
+        written it) and write it."""
+        missing = self._missing(store)
+        reports = store.reports() if missing and self.settings.pruner != "none" else {}
+        for t, o in missing:
+            if t is None:
+                with contextlib.suppress(self.optuna.exceptions.UpdateFinishedTrialError):
+                    self.storage.set_trial_user_attr(self._id(o), STATUS_ATTR, "superseded")
+                    self.storage.set_trial_state_values(self._id(o), self.optuna.trial.TrialState.FAIL)
+            elif o is None:
+                self.storage.create_new_trial(self.study_id, self._template(t, reports.get(t.number, {})))
+            else:
+                self._update(self._id(o), t, reports.get(t.number, {}))
+        if missing:
+            log.info(f"hydra.sweeper.mirror: wrote {len(missing)} trial(s) that no driver had written")
+
+
+def _in_claim(store: TrialStore, work: Callable[[], None]) -> None:
+    """``work()`` (writes to the Optuna study) inside the store's claim. Its error is raised once
+    the claim has ended: the claim writes nothing to the store, and an error must not undo it."""
+    errors: list[Exception] = []
+
+    def run() -> None:
         try:
-            missing = self._missing(store)
-            reports = store.reports() if missing and self.settings.pruner != "none" else {}
-            for t, o in missing:
-                if t is None:
-                    with contextlib.suppress(self.optuna.exceptions.UpdateFinishedTrialError):
-                        self.storage.set_trial_user_attr(self._id(o), STATUS_ATTR, "superseded")
-                        self.storage.set_trial_state_values(self._id(o), self.optuna.trial.TrialState.FAIL)
-                elif o is None:
-                    self.storage.create_new_trial(self.study_id, self._template(t, reports.get(t.number, {})))
-                else:
-                    self._update(self._id(o), t, reports.get(t.number, {}))
-            if missing:
-                log.info(f"hydra.sweeper.mirror: wrote {len(missing)} trial(s) that no driver had written")
+            work()
         except Exception as e:
             errors.append(e)
+    store.claim(run)
+    if errors:
+        raise errors[0]
 
 
 def _mark(t: Trial) -> tuple:

@@ -190,6 +190,25 @@ def test_a_window_checksum_that_differs_from_rows_matching_their_own_is_damage_t
         *info["checksums"]["windows"][:-1], info["checksums"]["windows"][-1] ^ 1]}
 
 
+@pytest.mark.parametrize("fault", ["cut short", "gone"])
+def test_an_array_cut_short_or_gone_beside_its_json_is_built_again(tmp_path, image_dirs, caplog, fault) -> None:
+    memory = bunch(image_dirs["per_class"], tmp_path / "cache", "memory")
+    bunch(image_dirs["per_class"], tmp_path / "cache", "disk")
+    [npy] = (tmp_path / "cache").glob("*.npy")
+    size = npy.stat().st_size
+    if fault == "cut short":
+        with open(npy, "r+b") as f:
+            f.truncate(size - 100)
+    else:
+        npy.unlink()
+    caplog.set_level("INFO", logger="fastlab")
+    same_batches(memory.train, bunch(image_dirs["per_class"], tmp_path / "cache", "disk").train)
+    why = f"{size - 100} bytes where its .json says {size}" if fault == "cut short" else \
+        "cannot be read: No such file or directory"
+    assert warnings(caplog) == [f"cache {npy} is damaged ({why}): building it again"]
+    assert npy.stat().st_size == size
+
+
 def _set(info: dict, key: str, value) -> dict:
     return {**info, key: value}
 

@@ -9,6 +9,7 @@ its uploads a bounded time."""
 from __future__ import annotations
 
 import os
+import socket
 import sqlite3
 import time
 from pathlib import Path
@@ -166,6 +167,22 @@ def test_a_database_that_holds_no_mlflow_store_is_said_and_left_empty(tmp_path, 
                           ).fetchone() == (0,)  # MLflow would have made its tables here
     # MLflow's own connections to that server are bounded through libpq's variables
     assert f"statement_timeout={1000 * deadlines.DB_STATEMENT_TIMEOUT}" in os.environ["PGOPTIONS"]
+
+
+def test_a_database_server_that_cannot_be_read_is_one_line_without_its_password(tmp_path, capsys, monkeypatch):
+    require("mlflow")
+    require("psycopg")
+    for name in ("PGOPTIONS", "PGCONNECT_TIMEOUT"):  # unset here, and as they were after the test
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    with socket.socket() as s:  # a port nothing listens on: the connection is refused at once
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"postgresql+psycopg://u:secret@127.0.0.1:{port}/db")
+    line = fail(capsys, "mlflow:fastlab", "--out", str(tmp_path / "o"))
+    assert line.startswith(f"fastlab-meta: error: cannot read the MLflow tracking store postgresql+psycopg://u:***@"
+                           f"127.0.0.1:{port}/db (OperationalError) while looking for its tables"), line
+    assert "secret" not in line
 
 
 def test_a_wandb_runs_end_waits_a_bounded_time_unless_the_user_says(tmp_path, wandb_offline, monkeypatch):

@@ -66,18 +66,17 @@ def _client(uri: str | None, name: str) -> tuple[Any, str]:
         raise MetaError(f"MLflow has no experiment {name!r} at {resolved}: there is no tracking store there "
                         "(fastlab-meta reads a store, never makes one); set MLFLOW_TRACKING_URI to the store "
                         "that holds it, or run from the folder whose outputs/mlruns holds fastlab's store")
-    if local is not None and local.is_file() and not _holds_experiments(local):
-        raise MetaError(f"{local} is not an MLflow tracking store (no experiments table; MLflow would make "
-                        "one in it): set MLFLOW_TRACKING_URI to the store that holds experiment "
-                        f"{name!r}")
     mlflow_bounds(resolved)
-    if local is None and not resolved.startswith(("http://", "https://", "databricks")):
-        # a database server's store: MLflow would make its tables in any database it is pointed at
+    # a database, a file or a server's, holds MLflow's tables: MLflow would make them in any it is pointed at
+    if local is not None and local.is_file():
+        held = _holds_experiments(local)
+    elif local is None and not resolved.startswith(("http://", "https://", "databricks")):
         held = _asked(resolved, "looking for its tables", lambda: _db_holds_experiments(resolved))
-        if not held:
-            raise MetaError(f"{shown(resolved)} is not an MLflow tracking store (no experiments table; "
-                            f"MLflow would make one in it): set MLFLOW_TRACKING_URI to the store that holds "
-                            f"experiment {name!r}")
+    else:  # a file store's folder, a tracking server
+        held = True
+    if not held:
+        raise MetaError(f"{local or shown(resolved)} is not an MLflow tracking store (no experiments table; MLflow "
+                        f"would make one in it): set MLFLOW_TRACKING_URI to the store that holds experiment {name!r}")
     return MlflowClient(tracking_uri=resolved), resolved
 
 
@@ -93,7 +92,6 @@ def _db_holds_experiments(uri: str) -> bool:
         return sqlalchemy.inspect(engine).has_table("experiments")
     finally:
         engine.dispose()
-
 
 
 def _local_store(uri: str) -> Path | None:
@@ -119,16 +117,16 @@ def _holds_experiments(path: Path) -> bool:
 def _asked(uri: str, what: str, call: Any) -> Any:
     """``call()``, with a store that fails or a server that does not answer as one line naming it
     (and, for a server, the settings of the wait)."""
-    from fastlab.tracking.deadlines import mlflow_wait, timed_out
+    from fastlab.tracking.deadlines import mlflow_wait, shown, timed_out
 
     try:
         return call()
     except Exception as e:
         if uri.startswith(("http://", "https://")):
             how = ("did not answer in time" if timed_out(e) else f"could not be read ({type(e).__name__})")
-            raise MetaError(f"the MLflow tracking server {uri} {how} while {what} ({mlflow_wait()}): check "
-                            "the server, or set MLFLOW_TRACKING_URI to the store that holds it") from None
-        raise MetaError(f"cannot read the MLflow tracking store {uri} ({type(e).__name__}) while {what}: "
+            raise MetaError(f"the MLflow tracking server {shown(uri)} {how} while {what} ({mlflow_wait()}): "
+                            "check the server, or set MLFLOW_TRACKING_URI to the store that holds it") from None
+        raise MetaError(f"cannot read the MLflow tracking store {shown(uri)} ({type(e).__name__}) while {what}: "
                         "set MLFLOW_TRACKING_URI to the store that holds it") from None
 
 

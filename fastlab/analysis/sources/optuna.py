@@ -60,7 +60,6 @@ def _unread(url: str, e: Exception) -> MetaError:
                      "optuna:STORAGE_URL#STUDY, e.g. optuna:sqlite:///study.db#my_study")
 
 
-
 def read_optuna(spec: str) -> TrialsTable:
     """The trials of ``spec`` (``STORAGE_URL#STUDY``, or ``STORAGE_URL`` with one study)."""
     try:

@@ -189,7 +189,7 @@ class CacheFile:
         with contextlib.suppress(Exception):
             self.close()
             if self._check is not None:
-                self._check.stop = True
+                self._check.close()
 
     def __getstate__(self) -> dict:
         # another process gets a cache whose every row is checked, not a check it cannot wait for
@@ -347,23 +347,14 @@ def _read(data: Path, meta: Path, key: str, n: int, row_shape: tuple[int, ...]) 
     problem = _meta_problem(info, key, n, row_shape)
     if problem:
         raise _Damaged(meta, f"not the object a build writes: {problem}")
-    want = info["offset"] + n * int(np.prod(row_shape))
     try:
-        size = data.stat().st_size
+        check = _Check(data, info["offset"], tuple(row_shape), info["checksums"])
     except OSError as e:
         raise _Damaged(data, f"cannot be read: {e.strerror}") from None
-    if size != want:
-        raise _Damaged(data, f"{size} bytes where its .json says {want}")
-    sums = info["checksums"]
-    try:
-        with open(data, "rb") as f:
-            header = f.read(info["offset"])
-    except OSError as e:
-        raise _Damaged(data, f"cannot be read: {e.strerror}") from None
-    if HASHES[sums["kind"]][0](header) != sums["header"]:
-        raise _Damaged(data, "its header differs from the checksum recorded when it was built")
+    problem = check.unlike(info["offset"] + n * int(np.prod(row_shape)))
+    if problem:
+        raise _Damaged(data, problem)
     cache = CacheFile(data, key, n, tuple(row_shape), info["offset"], {int(k): v for k, v in info["bad"].items()})
-    check = _Check(data, info["offset"], tuple(row_shape), sums)
     if len(check.windows) == 1:  # checked here: starting a thread costs about what hashing 64 MiB does
         reason = check.through(len(check.chunks) - 1)
         if reason is not None:
@@ -453,6 +444,28 @@ class _Check:
         self._mapped: tuple[mmap.mmap, int] | None = None
         self._clock = 0.0  # the thread's CPU seconds when it last counted them
         self._ident: int | None = None  # the thread's
+
+    def unlike(self, size: int) -> str:
+        """Why the file is not the array its ``.json`` describes (``size`` bytes, the header it
+        recorded), closing this check; ``""`` when it may be."""
+        try:
+            if self._size != size:
+                why = f"{self._size} bytes where its .json says {size}"
+            elif self.digest(os.pread(self._file.fileno(), self.offset, 0)) != self.sums["header"]:
+                why = "its header differs from the checksum recorded when it was built"
+            else:
+                return ""
+        except OSError as e:
+            why = f"cannot be read: {e.strerror}"
+        self.close()
+        return why
+
+    def close(self) -> None:
+        """No more windows: the file is closed once no checker is hashing one."""
+        with self._cond:
+            self.stop = True
+            if self.active == 0:
+                self._file.close()
 
     def start(self) -> None:
         """Start the thread. The first window is mapped here, so the thread's first call that lets
